@@ -1,0 +1,202 @@
+"""Recipes: one YAML file per job, validated by pydantic.
+
+Every key maps to one parameter in code; an unknown or mistyped key is an error that names the
+key, the file and the line (torchtune's rule: a typo must never become a silent default).
+`--set dotted.key=value` overrides any key; values are parsed as YAML scalars, so
+`--set sampling.n=8` gives an int and `--set prompt.system=null` gives None.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class RecipeError(ValueError):
+    """A recipe that cannot be used; the message names the file, the key and the fix."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class TeacherConfig(_Strict):
+    backend: Literal["hf"] = "hf"
+    # "embedded" (the bundled SmolLM2-135M-Instruct), a local HF directory, a .gguf file, or a hub id.
+    model: str = "embedded"
+    revision: str | None = None
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    device: str = "auto"
+    # Longest prompt + completion the teacher may see; a prompt that leaves no room is an error.
+    max_model_len: int | None = Field(default=None, gt=0)
+    # Rows (prompt x sample) per forward batch for the hf backend; see
+    # docs/benchmarks.md.
+    batch_size: int = Field(default=32, gt=0)
+    trust_remote_code: bool = False
+
+
+class FieldMap(_Strict):
+    id: str | None = "id"  # None: derive a stable id from the problem text
+    problem: str = "problem"
+    answer: str = "answer"
+
+
+class ProblemsConfig(_Strict):
+    # A .jsonl/.json/.parquet file, a local `datasets` directory, or a Hugging Face dataset id.
+    source: str | None = None
+    # Or a built-in task generated offline from `seed` (see distill/tasks/).
+    task: str | None = None
+    task_options: dict[str, Any] = Field(default_factory=dict)
+    count: int = Field(default=64, gt=0)  # problems a task generates
+    split: str = "train"
+    subset: str | None = None  # the dataset's config name, for hub datasets that have several
+    fields: FieldMap = Field(default_factory=FieldMap)
+    limit: int | None = Field(default=None, gt=0)
+    seed: int = 0
+    name: str | None = None  # the `source` name written into samples; default: file stem / task / id
+
+    @model_validator(mode="after")
+    def _one_origin(self) -> ProblemsConfig:
+        if (self.source is None) == (self.task is None):
+            raise ValueError("set exactly one of problems.source (a file or dataset) or problems.task (a built-in task)")
+        return self
+
+
+class PromptConfig(_Strict):
+    # r1: the usage DeepSeek recommends for R1 models (no system prompt, step-by-step + \boxed{}).
+    # r1-zero: the plain-text template of the R1 report's Table 1, for base models.
+    # plain: the problem alone (plus `instruction` if set), no tags, for teachers that write none.
+    template: Literal["r1", "r1-zero", "plain"] = "r1"
+    system: str | None = None
+    instruction: str | None = None  # replaces the template's instruction; for plain, appended
+    force_think: bool = True  # start the output with "<think>\n" (r1, r1-zero)
+
+
+class SamplingConfig(_Strict):
+    n: int = Field(default=1, gt=0)
+    temperature: float = Field(default=0.6, ge=0)
+    top_p: float = Field(default=0.95, gt=0, le=1)
+    max_tokens: int = Field(default=32768, gt=0)
+    seed: int = 0
+
+
+class Recipe(_Strict):
+    teacher: TeacherConfig = Field(default_factory=TeacherConfig)
+    problems: ProblemsConfig
+    prompt: PromptConfig = Field(default_factory=PromptConfig)
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig)
+
+
+# ----------------------------------------------------------------------------------------------
+# loading
+
+
+def parse_overrides(overrides: list[str] | None) -> list[tuple[list[str], Any, str]]:
+    out = []
+    for item in overrides or []:
+        if "=" not in item:
+            raise RecipeError(f"--set {item!r}: expected dotted.key=value, e.g. --set sampling.n=8")
+        key, raw = item.split("=", 1)
+        path = [p for p in key.strip().split(".") if p]
+        if not path:
+            raise RecipeError(f"--set {item!r}: empty key")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        out.append((path, value, item))
+    return out
+
+
+def _apply(data: dict, path: list[str], value: Any, origin: str) -> None:
+    node = data
+    for part in path[:-1]:
+        nxt = node.get(part)
+        if nxt is None:
+            nxt = node[part] = {}
+        if not isinstance(nxt, dict):
+            raise RecipeError(f"--set {origin!r}: {part!r} holds a value, not a section")
+        node = nxt
+    node[path[-1]] = value
+
+
+def _line_of(root: yaml.Node | None, loc: tuple) -> int | None:
+    """1-based line of the deepest key in `loc` that the YAML file spells out."""
+    node, line = root, None
+    for part in loc:
+        if not isinstance(node, yaml.MappingNode):
+            break
+        for k, v in node.value:
+            if k.value == str(part):
+                node, line = v, k.start_mark.line + 1
+                break
+        else:
+            break
+    return line
+
+
+def _known_keys(model: type[BaseModel], loc: tuple) -> list[str]:
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part))
+        ann = getattr(field, "annotation", None)
+        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+            return []
+        model = ann
+    return list(model.model_fields)
+
+
+def _explain(err: ValidationError, where: str, root: yaml.Node | None, overridden: dict[tuple, str]) -> str:
+    lines = [f"{where}: invalid recipe"]
+    for e in err.errors():
+        loc = tuple(str(p) for p in e["loc"])
+        dotted = ".".join(loc) or "(top level)"
+        origin = overridden.get(loc)
+        line = None if origin else _line_of(root, loc)
+        at = f"--set {origin}" if origin else (f"{where} line {line}" if line else where)
+        if e["type"] == "extra_forbidden":
+            known = _known_keys(Recipe, loc)
+            close = difflib.get_close_matches(loc[-1], known, n=1)
+            hint = f"did you mean {'.'.join(loc[:-1] + (close[0],))!r}? " if close else ""
+            lines.append(f"  {at}: {dotted}: unknown key; {hint}known keys here: {', '.join(known)}")
+        elif e["type"] == "missing":
+            lines.append(f"  {at}: {dotted}: required key is missing")
+        else:
+            msg = e["msg"].removeprefix("Value error, ")
+            got = f" (got {e['input']!r})" if not isinstance(e.get("input"), dict) else ""
+            lines.append(f"  {at}: {dotted}: {msg}{got}")
+    return "\n".join(lines)
+
+
+def load_recipe(path: str | Path | None, overrides: list[str] | None = None) -> Recipe:
+    """Read a recipe file (or start from defaults when `path` is None) and apply overrides."""
+    root = None
+    data: dict = {}
+    where = "--set" if path is None else str(path)
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise RecipeError(f"{p}: recipe file not found")
+        text = p.read_text()
+        try:
+            root = yaml.compose(text)
+            data = yaml.safe_load(text) or {}
+        except yaml.YAMLError as e:
+            raise RecipeError(f"{p}: not valid YAML: {e}") from None
+        if not isinstance(data, dict):
+            raise RecipeError(f"{p}: a recipe is a mapping of sections (teacher, problems, ...), got {type(data).__name__}")
+    overridden = {}
+    for key_path, value, origin in parse_overrides(overrides):
+        _apply(data, key_path, value, origin)
+        overridden[tuple(key_path)] = origin
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as e:
+        raise RecipeError(_explain(e, where, root, overridden)) from None
+
+
+def recipe_dict(recipe: BaseModel) -> dict:
+    return recipe.model_dump(mode="json")

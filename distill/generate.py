@@ -1,0 +1,189 @@
+"""The generate stage: plan the samples the store lacks, ask the teacher, append them as they come.
+
+A rerun generates only missing keys, a larger `sampling.n` tops up, and `--shard i/N` takes a
+disjoint slice of the problems so that N nodes cover each problem exactly once. Ctrl-C or SIGTERM
+(a Slurm preemption) stops after the batch in flight is lost and everything before it is kept.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from distill.config import Recipe, recipe_dict
+from distill.console import console
+from distill.data import load_problems, select_shard
+from distill.prompts import build_prompt
+from distill.store import SampleStore, host, now, sample_key, shard_file_name, versions
+from distill.teachers import Request, Teacher, load_teacher
+from distill.verify.format import split_think
+
+
+@dataclass
+class Summary:
+    problems: int = 0
+    planned: int = 0  # samples this recipe asks for (this shard)
+    present: int = 0  # of those, already in the store before this run
+    generated: int = 0
+    tokens: int = 0
+    truncated: int = 0
+    wall_s: float = 0.0
+    status: str = "complete"
+    out: str = ""
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens / self.wall_s if self.wall_s > 0 else 0.0
+
+    def table(self) -> Table:
+        t = Table(title=f"distill generate: {self.status}", show_header=True)
+        t.add_column("metric")
+        t.add_column("value", justify="right")
+        rows = [
+            ("problems", f"{self.problems}"),
+            ("samples planned", f"{self.planned}"),
+            ("already in store", f"{self.present}"),
+            ("samples generated", f"{self.generated}"),
+            ("completion tokens", f"{self.tokens}"),
+            ("mean completion tokens", f"{self.tokens / self.generated:.1f}" if self.generated else "-"),
+            ("truncation rate", f"{self.truncated / self.generated:.1%}" if self.generated else "-"),
+            ("wall time", f"{self.wall_s:.1f} s"),
+            ("tokens/s", f"{self.tokens_per_s:.1f}"),
+        ]
+        for k, v in rows:
+            t.add_row(k, v)
+        return t
+
+
+@contextmanager
+def _sigterm_as_interrupt():
+    """SIGTERM (Slurm preemption, `kill`) stops like Ctrl-C: keep what is written, mark the run."""
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        old = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def plan(recipe: Recipe, shard: tuple[int, int] | None) -> tuple[list, list[tuple]]:
+    """(problems, [(key, problem, sample_index, prompt)]) for every sample the recipe asks for."""
+    problems = select_shard(load_problems(recipe.problems), shard)
+    sampling = recipe.sampling.model_dump()
+    prompt_cfg = recipe.prompt.model_dump()
+    rows = []
+    for p in problems:
+        prompt = build_prompt(p.problem, recipe.prompt)
+        for i in range(recipe.sampling.n):
+            rows.append((sample_key(p.id, i, recipe.teacher.model, sampling, prompt_cfg), p, i, prompt))
+    return problems, rows
+
+
+def generate(
+    recipe: Recipe,
+    out: str | Path,
+    shard: tuple[int, int] | None = None,
+    progress: bool = True,
+    teacher: Teacher | None = None,
+) -> Summary:
+    start = time.monotonic()
+    store = SampleStore(out)
+    problems, rows = plan(recipe, shard)
+    have = store.keys()
+    todo = [r for r in rows if r[0] not in have]
+    s = Summary(problems=len(problems), planned=len(rows), present=len(rows) - len(todo), out=str(out))
+    shard_name = f"{shard[0]}/{shard[1]}" if shard else None
+    other = len(have) - s.present
+    if other > 0:
+        console.print(f"[dim]{out}: {other} sample(s) from other settings or shards are in the store and kept[/]")
+
+    run = {"shard": shard_name, "started_at": now(), "status": "running", "planned": s.planned,
+           "present": s.present, "generated": 0, "recipe": recipe_dict(recipe), "host": host()}
+
+    def start_run(m: dict) -> None:
+        m["recipe"] = recipe_dict(recipe)
+        m["versions"] = versions()
+        m["runs"].append(run)
+
+    def finish_run(m: dict) -> None:
+        for r in reversed(m["runs"]):
+            if r.get("started_at") == run["started_at"] and r.get("host", {}).get("pid") == run["host"]["pid"]:
+                r.update(run)
+                break
+        m["counts"] = store.count()
+
+    if not todo:
+        console.print(f"nothing to generate: all {len(rows)} samples of this recipe are in {out}")
+        s.wall_s = time.monotonic() - start
+        return s
+
+    store.update_manifest(start_run)
+    sampling_rec = {k: v for k, v in recipe.sampling.model_dump().items() if k != "n"}
+    by_key = {r[0]: r for r in todo}
+    requests = [Request(key, prompt, int(key[:15], 16)) for key, _, _, prompt in todo]
+    owns_teacher = teacher is None
+    writer = None
+    try:
+        with _sigterm_as_interrupt():
+            if teacher is None:
+                with console.status(f"loading teacher {recipe.teacher.model} ({recipe.teacher.backend})"):
+                    teacher = load_teacher(recipe.teacher)
+            writer = store.writer(shard_file_name(shard))
+            gen_start = time.monotonic()
+            columns = [
+                TextColumn("[bold]generate"), BarColumn(), MofNCompleteColumn(), TextColumn("samples"),
+                TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+            ]
+            with Progress(*columns, console=console, disable=not progress) as bar:
+                task = bar.add_task("generate", total=len(todo), rate="- tok/s")
+                for batch in teacher.generate(requests, recipe.sampling):
+                    samples = []
+                    for c in batch:
+                        key, p, idx, prompt = by_key[c.key]
+                        completion = prompt.prefill + c.text
+                        reasoning, final = split_think(completion)
+                        samples.append({
+                            "key": key, "problem_id": p.id, "sample_index": idx, "source": p.source,
+                            "problem": p.problem, "answer": p.answer, "meta": p.meta,
+                            "messages": prompt.messages, "prompt_template": recipe.prompt.template,
+                            "prefill": prompt.prefill, "completion": completion, "reasoning": reasoning,
+                            "final": final, "finish_reason": c.finish_reason, "prompt_tokens": c.prompt_tokens,
+                            "completion_tokens": c.completion_tokens,
+                            "teacher": {"model": teacher.model_name, "backend": teacher.backend,
+                                        "revision": teacher.revision},
+                            "sampling": sampling_rec, "created_at": now(),
+                        })
+                    writer.write(samples)  # flushed and fsynced: from here on these samples count
+                    s.generated += len(samples)
+                    s.tokens += sum(x["completion_tokens"] for x in samples)
+                    s.truncated += sum(x["finish_reason"] == "length" for x in samples)
+                    rate = s.tokens / max(time.monotonic() - gen_start, 1e-9)
+                    bar.update(task, advance=len(samples), rate=f"{rate:.1f} tok/s")
+    except KeyboardInterrupt:
+        s.status = "interrupted"
+    except BaseException:
+        s.status = "failed"
+        raise
+    finally:
+        if writer is not None:
+            writer.close()
+        if owns_teacher and teacher is not None:
+            teacher.close()
+        s.wall_s = time.monotonic() - start
+        run.update(status=s.status, finished_at=now(), generated=s.generated, tokens=s.tokens,
+                   wall_s=round(s.wall_s, 2))
+        store.update_manifest(finish_run)
+    return s

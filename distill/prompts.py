@@ -1,0 +1,65 @@
+"""How a problem becomes what the teacher is sent.
+
+Three templates:
+- `r1`: DeepSeek's usage recommendation for R1 models: no system prompt, the problem followed by
+  "Please reason step by step, and put your final answer within \\boxed{}.", and the output forced to
+  start with "<think>\\n" (R1 models otherwise sometimes skip thinking). Rendered by the model's chat
+  template.
+- `r1-zero`: the plain-text template of Table 1 of the R1 report, for base models; no chat template.
+- `plain`: the problem alone (plus `prompt.instruction` when set) through the chat template, no tags,
+  for teachers that write no think block, such as the embedded 135M model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from distill.config import PromptConfig
+
+R1_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
+
+R1_ZERO_TEMPLATE = (
+    "A conversation between User and Assistant. The user asks a question, and the Assistant solves it. "
+    "The assistant first thinks about the reasoning process in the mind and then provides the user with "
+    "the answer. The reasoning process and answer are enclosed within <think> </think> and <answer> "
+    "</answer> tags, respectively, i.e., <think> reasoning process here </think> <answer> answer here "
+    "</answer>. User: {prompt}. Assistant:"
+)
+
+THINK_PREFILL = "<think>\n"
+
+
+@dataclass
+class Prompt:
+    # Chat messages as sent. For `r1-zero` this is one user message holding the whole raw text,
+    # and `raw` is True: the text goes to the model without a chat template.
+    messages: list[dict]
+    raw: bool = False
+    # Text the completion is forced to start with; it is part of the stored `completion`, so every
+    # backend yields the same sample whether or not it could prefill.
+    prefill: str = ""
+
+
+def build_prompt(problem: str, cfg: PromptConfig) -> Prompt:
+    system = [{"role": "system", "content": cfg.system}] if cfg.system else []
+    if cfg.template == "r1":
+        content = f"{problem}\n{cfg.instruction or R1_INSTRUCTION}"
+        return Prompt(system + [{"role": "user", "content": content}], prefill=THINK_PREFILL if cfg.force_think else "")
+    if cfg.template == "r1-zero":
+        text = R1_ZERO_TEMPLATE.format(prompt=f"{problem}\n{cfg.instruction}" if cfg.instruction else problem)
+        return Prompt([{"role": "user", "content": text}], raw=True, prefill=" <think>\n" if cfg.force_think else "")
+    content = f"{problem}\n{cfg.instruction}" if cfg.instruction else problem
+    return Prompt(system + [{"role": "user", "content": content}])
+
+
+def render(tokenizer, prompt: Prompt) -> str:
+    """The exact text a local backend feeds the model (chat template applied, prefill appended)."""
+    if prompt.raw:
+        return prompt.messages[0]["content"] + prompt.prefill
+    if not getattr(tokenizer, "chat_template", None):
+        raise ValueError(
+            f"the teacher's tokenizer ({getattr(tokenizer, 'name_or_path', '?')}) has no chat template; "
+            "for a base model use prompt.template=r1-zero, or use an instruct/chat checkpoint"
+        )
+    text = tokenizer.apply_chat_template(prompt.messages, add_generation_prompt=True, tokenize=False)
+    return text + prompt.prefill

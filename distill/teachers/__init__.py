@@ -1,0 +1,16 @@
+"""Teacher backends. Each module holds one; `load_teacher` picks by `teacher.backend`."""
+
+from __future__ import annotations
+
+from distill.config import TeacherConfig
+from distill.teachers.base import Completion, Request, Teacher
+
+__all__ = ["Completion", "Request", "Teacher", "load_teacher"]
+
+
+def load_teacher(cfg: TeacherConfig) -> Teacher:
+    if cfg.backend == "hf":
+        from distill.teachers.hf import HFTeacher
+
+        return HFTeacher(cfg)
+    raise ValueError(f"teacher.backend: unknown backend {cfg.backend!r}")

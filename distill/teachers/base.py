@@ -1,0 +1,38 @@
+"""The one teacher interface: a batch of requests in, completions out, streamed batch by batch."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Protocol
+
+from distill.config import SamplingConfig
+from distill.prompts import Prompt
+
+
+@dataclass
+class Request:
+    key: str
+    prompt: Prompt
+    seed: int  # per-sample seed, derived from the key, so a rerun of a key can reproduce it
+
+
+@dataclass
+class Completion:
+    key: str
+    text: str  # generated text only; the prompt's prefill is not included
+    finish_reason: str  # "stop" or "length"
+    prompt_tokens: int
+    completion_tokens: int
+
+
+class Teacher(Protocol):
+    backend: str
+    model_name: str
+    revision: str | None
+
+    def generate(self, requests: list[Request], sampling: SamplingConfig) -> Iterator[list[Completion]]:
+        """Yield completions as batches finish, so the caller can store them before the next one."""
+        ...
+
+    def close(self) -> None: ...

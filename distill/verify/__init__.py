@@ -1,0 +1,1 @@
+"""The checks that the filter, the GRPO reward and evaluation share."""
