@@ -25,6 +25,7 @@ import os
 import platform
 import socket
 import time
+import uuid
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -278,7 +279,7 @@ def merge(sources: list[str | Path], dest: str | Path) -> dict:
     out = SampleStore(dest)
     have = {s["key"]: _fingerprint(s) for s in out.iter_samples()}
     stats = {"read": 0, "written": 0, "already_present": 0, "conflicts": 0, "sources": []}
-    tag = f"merged-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
+    tag = f"merged-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
     manifests = []
     with out.writer(shard_file_name(None, tag)) as w:
         for src in map(Path, sources):
@@ -307,8 +308,8 @@ def merge(sources: list[str | Path], dest: str | Path) -> dict:
             stats["read"] += n_src
             stats["sources"].append({"source": str(src), "samples": n_src})
         stats["written"] = w.written
-    if w.written == 0:
-        w.path.unlink(missing_ok=True)
+    if w.written == 0 and w.path.stat().st_size == 0:
+        w.path.unlink()  # nothing new: leave no empty file behind
 
     def record(m: dict) -> None:
         m["runs"].append({"merge": stats, "at": now(), "host": host()})
