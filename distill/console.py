@@ -2,4 +2,5 @@
 
 from rich.console import Console
 
-console = Console(stderr=True, highlight=False)
+# soft_wrap: messages carry paths and commands that must stay copyable, not re-wrapped at 80 columns.
+console = Console(stderr=True, highlight=False, soft_wrap=True)

