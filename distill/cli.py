@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated
 
@@ -34,9 +35,10 @@ def _user_errors() -> tuple[type[BaseException], ...]:
         from distill.config import RecipeError
         from distill.data import DataError
         from distill.models import ModelError
+        from distill.prompts import PromptError
         from distill.store import StoreError
 
-        _USER_ERRORS = (RecipeError, DataError, ModelError, StoreError)
+        _USER_ERRORS = (RecipeError, DataError, ModelError, PromptError, StoreError)
     return _USER_ERRORS
 
 
@@ -116,10 +118,63 @@ def _not_yet(stage: str, issue: int) -> None:
     raise typer.Exit(2)
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def filter() -> None:
-    """Rejection filter: keep verified-correct, readable, one-language traces. (Not in this version yet.)"""
-    _not_yet("filter", 4)
+@app.command()
+def filter(
+    inp: Annotated[Path, typer.Option("--in", "-i", help="A sample store or a JSONL file of samples.")],
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Output directory (kept, rejected, report).")] = None,
+    recipe: RecipeOpt = None,
+    set_: SetOpt = None,
+    explain: Annotated[str | None, typer.Option(help="Show every check's value for the sample with this key.")] = None,
+    skip_bad_lines: Annotated[bool, typer.Option(help="Skip and count malformed input lines instead of failing.")] = False,
+    progress: Annotated[bool, typer.Option(help="Show the progress bar.")] = True,
+) -> None:
+    """Rejection filter: keep verified-correct, complete, readable, one-language traces; explain every rejection."""
+    from distill.config import load_recipe
+    from distill.filter import explain as explain_one
+    from distill.filter import filter_samples
+
+    try:
+        r = load_recipe(recipe, set_)
+        if explain:
+            sample, verdict = explain_one(inp, explain, r.filter)
+            _print_explain(sample, verdict)
+            return
+        if out is None:
+            raise typer.BadParameter("--out is required (unless --explain)")
+        report = filter_samples(inp, out, r.filter, r.export, skip_bad_lines=skip_bad_lines, progress=progress)
+    except _user_errors() as e:
+        _fail(e)
+    from rich.table import Table
+
+    t = Table(title=f"distill filter: {report['kept']} of {report['total']} kept")
+    for col in ("check", "evaluated", "failed", "rejected here", "seconds"):
+        t.add_column(col, justify="left" if col == "check" else "right")
+    for c in report["order"]:
+        x = report["checks"][c]
+        t.add_row(c if x["enabled"] else f"{c} (off)", str(x["evaluated"]), str(x["failed"]), str(x["first_reason"]),
+                  f"{x['seconds']:.2f}")
+    console.print(t)
+    if report["bad_lines_skipped"]:
+        console.print(f"[yellow]{report['bad_lines_skipped']} malformed line(s) skipped[/]: {report['bad_lines'][0]}")
+    console.print(f"outputs in {out}: kept.jsonl, rejected.jsonl, {Path(report['outputs']['train']).name}, "
+                  "report.json, report.md")
+
+
+def _print_explain(sample: dict, verdict: dict) -> None:
+    from rich.table import Table
+
+    from distill.verify.checks import ORDER
+
+    console.print(f"sample {sample['key']}  problem {sample['problem_id']}  answer {sample['answer']!r}")
+    console.print(f"completion: {sample['completion'][:300]!r}{' ...' if len(sample['completion']) > 300 else ''}")
+    t = Table(title="kept" if verdict["kept"] else f"rejected: {verdict['reject_reason']}")
+    for col in ("check", "pass", "value"):
+        t.add_column(col)
+    for c in ORDER:
+        p = verdict[c]["pass"]
+        t.add_row(c, {True: "[green]pass[/]", False: "[red]FAIL[/]", None: "-"}[p],
+                  json.dumps(verdict[c]["value"], ensure_ascii=False)[:400])
+    console.print(t)
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
@@ -141,7 +196,11 @@ def grpo() -> None:
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/]")
+        raise SystemExit(130) from None
 
 
 if __name__ == "__main__":

@@ -84,11 +84,80 @@ class SamplingConfig(_Strict):
     seed: int = 0
 
 
+class _Check(_Strict):
+    enabled: bool = True
+
+
+class CompleteCheck(_Check):
+    """Not truncated; one closed reasoning block (for shapes that have one); non-empty parts."""
+
+
+class FormatCheck(_Check):
+    # auto: detect r1 / r1-distill / r1-zero / qwq / plain per sample (distill/verify/format.py).
+    shape: Literal["auto", "r1", "r1-distill", "r1-zero", "qwq", "plain"] = "auto"
+    allowed_shapes: list[Literal["r1", "r1-distill", "r1-zero", "qwq", "plain"]] = Field(
+        default_factory=lambda: ["r1", "r1-distill", "r1-zero", "qwq", "plain"])
+    require_boxed: bool = True  # the final part holds \boxed{...} (math); r1-zero needs <answer> instead
+
+
+class CorrectCheck(_Check):
+    timeout: float = Field(default=5.0, gt=0)  # hard per-sample limit; a stuck worker is killed and replaced
+
+
+class LanguageCheck(_Check):
+    language: str | None = None  # ISO 639-1 target; default: the problem's language
+    min_share: float = Field(default=0.95, ge=0, le=1)
+
+
+class ReadableCheck(_Check):
+    max_paragraph_chars: int = Field(default=5000, gt=0)
+    allow_code_blocks: bool = False
+    ngram: int = Field(default=10, gt=1)
+    max_repeated_share: float = Field(default=0.4, ge=0, le=1)
+    max_repeat_run: int = Field(default=300, gt=0)  # words
+    min_tokens: int = Field(default=1, ge=0)
+    max_tokens: int | None = Field(default=None, gt=0)
+
+
+class DedupCheck(_Check):
+    near_threshold: float = Field(default=0.9, gt=0, le=1)  # MinHash Jaccard estimate; 1.0: exact duplicates only
+    shingle: int = Field(default=5, gt=0)
+    num_perm: int = Field(default=64, gt=8)
+    max_per_problem: int | None = Field(default=None, gt=0)
+
+
+class DecontaminateCheck(_Check):
+    # Local paths or dataset ids of benchmark sets whose problems must not be trained on.
+    benchmarks: list[str] = Field(default_factory=list)
+    ngram: int = Field(default=8, gt=0)
+
+
+class FilterConfig(_Strict):
+    complete: CompleteCheck = Field(default_factory=CompleteCheck)
+    format: FormatCheck = Field(default_factory=FormatCheck)
+    correct: CorrectCheck = Field(default_factory=CorrectCheck)
+    language: LanguageCheck = Field(default_factory=LanguageCheck)
+    readable: ReadableCheck = Field(default_factory=ReadableCheck)
+    dedup: DedupCheck = Field(default_factory=DedupCheck)
+    decontaminate: DecontaminateCheck = Field(default_factory=DecontaminateCheck)
+    workers: int | None = Field(default=None, ge=0)  # None: one per core; 0: in-process
+
+
+class ExportConfig(_Strict):
+    format: Literal["jsonl", "parquet"] = "jsonl"
+    # Write the final part as the verified answer in \boxed{} (the R1-Distill answer form) where
+    # the teacher's final part has none, e.g. the embedded model's plain working.
+    boxed_answer: bool = False
+    push_to_hub: str | None = None  # a dataset repo id; needs network and a token
+
+
 class Recipe(_Strict):
     teacher: TeacherConfig = Field(default_factory=TeacherConfig)
-    problems: ProblemsConfig
+    problems: ProblemsConfig | None = None  # required by `distill generate`
     prompt: PromptConfig = Field(default_factory=PromptConfig)
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)
+    filter: FilterConfig = Field(default_factory=FilterConfig)
+    export: ExportConfig = Field(default_factory=ExportConfig)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -13,10 +13,17 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
-from distill.config import Recipe, recipe_dict
+from distill.config import Recipe, RecipeError, recipe_dict
 from distill.console import console
 from distill.data import load_problems, select_shard
 from distill.prompts import build_prompt
@@ -81,6 +88,8 @@ def _sigterm_as_interrupt():
 
 def plan(recipe: Recipe, shard: tuple[int, int] | None) -> tuple[list, list[tuple]]:
     """(problems, [(key, problem, sample_index, prompt)]) for every sample the recipe asks for."""
+    if recipe.problems is None:
+        raise RecipeError("distill generate needs a problems section in the recipe (problems.task or problems.source)")
     problems = select_shard(load_problems(recipe.problems), shard)
     sampling = recipe.sampling.model_dump()
     prompt_cfg = recipe.prompt.model_dump()

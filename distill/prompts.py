@@ -29,6 +29,10 @@ R1_ZERO_TEMPLATE = (
 THINK_PREFILL = "<think>\n"
 
 
+class PromptError(ValueError):
+    """A prompt the teacher cannot take (no chat template, too long); the message says the fix."""
+
+
 @dataclass
 class Prompt:
     # Chat messages as sent. For `r1-zero` this is one user message holding the whole raw text,
@@ -57,7 +61,7 @@ def render(tokenizer, prompt: Prompt) -> str:
     if prompt.raw:
         return prompt.messages[0]["content"] + prompt.prefill
     if not getattr(tokenizer, "chat_template", None):
-        raise ValueError(
+        raise PromptError(
             f"the teacher's tokenizer ({getattr(tokenizer, 'name_or_path', '?')}) has no chat template; "
             "for a base model use prompt.template=r1-zero, or use an instruct/chat checkpoint"
         )

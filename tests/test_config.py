@@ -76,8 +76,10 @@ def test_override_syntax_error():
 def test_problems_needs_exactly_one_origin(tmp_path):
     with pytest.raises(RecipeError, match="exactly one of problems.source"):
         load_recipe(write(tmp_path, GOOD), ["problems.source=x.jsonl"])
-    with pytest.raises(RecipeError, match="problems: required key is missing"):
-        load_recipe(write(tmp_path, "sampling:\n  n: 1\n"))
+    from distill.generate import plan
+
+    with pytest.raises(RecipeError, match="needs a problems section"):
+        plan(load_recipe(write(tmp_path, "sampling:\n  n: 1\n")), None)
 
 
 def test_missing_file_and_bad_yaml(tmp_path):

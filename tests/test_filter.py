@@ -1,0 +1,179 @@
+"""`distill filter` on real files: verdicts, switches, report, export, malformed input, fuzz."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from distill.config import ExportConfig, FilterConfig
+from distill.data import DataError
+from distill.filter import explain, filter_samples, read_samples
+
+GOOD = "<think>\nWe add 5 and 6 to get 11. Checking: 11 - 6 = 5, so it holds.\n</think>\n\nThe answer is $\\boxed{11}$."
+
+
+def rec(i, completion=GOOD, answer="11", **kw):
+    r = {"problem_id": f"p{i}", "problem": "What is 5 + 6? Give the answer as a number.", "answer": answer,
+         "completion": completion, "finish_reason": "stop", "completion_tokens": 40}
+    r.update(kw)
+    return r
+
+
+def write(tmp_path, rows, name="in.jsonl"):
+    p = tmp_path / name
+    p.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    return p
+
+
+CASES = {
+    "ok": rec(0),
+    "truncated": rec(1, "<think>\nWe add 5 and 6 and", finish_reason="length"),
+    "unclosed": rec(2, "<think>\nWe add 5 and 6 to get 11."),
+    "unboxed": rec(3, "<think>\nWe add 5 and 6.\n</think>\n\nThe answer is 11."),
+    "wrong": rec(4, GOOD.replace("11}", "12}")),
+    "gold_bad": rec(5, answer="\\begin{"),
+    "chinese": rec(6, "<think>\n首先我们计算五加六。五加六等于十一。然后我们检查结果是否正确，确认无误。\n</think>\n\n$\\boxed{11}$"),
+    "loop": rec(7, "<think>\n" + "wait let me add five and six again to be sure " * 60 + "\n</think>\n\n$\\boxed{11}$"),
+    "code": rec(8, "<think>\nLet me code it.\n```python\nprint(5 + 6)\n```\nIt prints 11.\n</think>\n\n$\\boxed{11}$"),
+    "dup": rec(0, GOOD, sample_index=1),
+}
+EXPECTED = {"ok": None, "truncated": "complete", "unclosed": "complete", "unboxed": "format", "wrong": "correct",
+            "gold_bad": "correct", "chinese": "language", "loop": "readable", "code": "readable", "dup": "dedup"}
+
+
+def test_each_check_rejects_its_case(tmp_path):
+    inp = write(tmp_path, list(CASES.values()))
+    report = filter_samples(inp, tmp_path / "out", FilterConfig(workers=2), progress=False)
+    rows = {}
+    for f in ("kept.jsonl", "rejected.jsonl"):
+        for line in (tmp_path / "out" / f).read_text().splitlines():
+            r = json.loads(line)
+            rows[(r["problem_id"], r.get("sample_index"))] = r
+    for name, r in CASES.items():
+        got = rows[(r["problem_id"], r.get("sample_index"))]
+        assert got["reject_reason"] == EXPECTED[name], (name, got["verdicts"])
+        assert got["kept"] == (EXPECTED[name] is None)
+    assert report["total"] == 10 and report["kept"] == 1
+    assert report["checks"]["correct"]["first_reason"] == 2 and report["details"]["correct"]["gold_unparseable"] == 1
+    assert [c for c in report["order"]] == ["complete", "format", "correct", "language", "readable", "dedup",
+                                            "decontaminate"]
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "| 3 | correct | yes | 10 | 4 | 2 |" in md  # truncated ones have no answer either
+    assert (tmp_path / "out" / "lengths.png").stat().st_size > 1000
+    assert (tmp_path / "out" / "acceptance.png").stat().st_size > 1000
+
+
+def test_switching_a_check_off_changes_only_its_verdict(tmp_path):
+    inp = write(tmp_path, list(CASES.values()))
+    cfg = FilterConfig(workers=0)
+    cfg.format.enabled = False
+    cfg.readable.enabled = False
+    report = filter_samples(inp, tmp_path / "out", cfg, progress=False)
+    assert report["checks"]["format"]["evaluated"] == 0 and report["checks"]["readable"]["evaluated"] == 0
+    kept = {(json.loads(x)["problem_id"]) for x in (tmp_path / "out" / "kept.jsonl").read_text().splitlines()}
+    assert kept == {"p0", "p3", "p7", "p8"}  # ok, unboxed, loop, code now pass
+
+
+def test_export_is_r1_format_and_loads_with_datasets(tmp_path):
+    import datasets
+
+    plain = rec(9, "To add them: 5 + 6 = 11.")
+    inp = write(tmp_path, [CASES["ok"], plain])
+    cfg = FilterConfig(workers=0)
+    cfg.format.require_boxed = False
+    filter_samples(inp, tmp_path / "out", cfg, ExportConfig(boxed_answer=True), progress=False)
+    ds = datasets.load_dataset("json", data_files=str(tmp_path / "out" / "train.jsonl"), split="train")
+    assert ds.num_rows == 2
+    by_id = {r["problem_id"]: r for r in ds}
+    a = by_id["p0"]["messages"][-1]["content"]
+    assert a.startswith("<think>\nWe add 5 and 6") and a.endswith("</think>\n\nThe answer is $\\boxed{11}$.")
+    b = by_id["p9"]["messages"]
+    assert b[0] == {"role": "user", "content": plain["problem"]}
+    assert b[1]["content"] == "<think>\nTo add them: 5 + 6 = 11.\n</think>\n\nThe answer is $\\boxed{11}$."
+
+    filter_samples(inp, tmp_path / "pq", cfg, ExportConfig(format="parquet"), progress=False)
+    assert datasets.load_dataset("parquet", data_files=str(tmp_path / "pq" / "train.parquet"), split="train").num_rows == 2
+
+
+def test_decontamination_against_shared_benchmarks(tmp_path, shared_data):
+    leaked = json.loads((shared_data / "math500.jsonl").read_text().splitlines()[7])
+    rows = [rec(0), rec(1, problem=leaked["problem"])]
+    cfg = FilterConfig(workers=0)
+    cfg.decontaminate.benchmarks = [str(shared_data / "math500.jsonl"), str(shared_data / "aime24.jsonl")]
+    cfg.correct.enabled = False
+    report = filter_samples(write(tmp_path, rows), tmp_path / "out", cfg, progress=False)
+    rej = [json.loads(x) for x in (tmp_path / "out" / "rejected.jsonl").read_text().splitlines()]
+    assert [r["problem_id"] for r in rej] == ["p1"] and rej[0]["reject_reason"] == "decontaminate"
+    assert rej[0]["verdicts"]["decontaminate"]["value"]["overlaps"] == f"math500:{leaked['id']}"
+    assert report["kept"] == 1
+
+
+def test_max_per_problem(tmp_path):
+    rows = [rec(0, GOOD.replace("Checking", f"Variant {i}. " * (i + 1) + "Checking"), sample_index=i) for i in range(4)]
+    cfg = FilterConfig(workers=0)
+    cfg.dedup.max_per_problem = 2
+    cfg.dedup.near_threshold = 1.0  # exact duplicates only
+    report = filter_samples(write(tmp_path, rows), tmp_path / "out", cfg, progress=False)
+    assert report["kept"] == 2 and report["checks"]["dedup"]["failed"] == 2
+
+
+def test_malformed_input_names_line_or_is_skipped(tmp_path):
+    p = tmp_path / "bad.jsonl"
+    p.write_text(json.dumps(rec(0)) + "\n{not json\n" + json.dumps({"problem": "x"}) + "\n" + json.dumps(rec(1)) + "\n")
+    with pytest.raises(DataError, match=r"bad.jsonl line 2: not valid JSON.*--skip-bad-lines"):
+        read_samples(p)
+    samples, bad = read_samples(p, skip_bad_lines=True)
+    assert [s["problem_id"] for s in samples] == ["p0", "p1"] and len(bad) == 2 and "line 3: missing field" in bad[1]
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "kept.jsonl").write_text("previous\n")
+    with pytest.raises(DataError):
+        filter_samples(p, tmp_path / "out", FilterConfig(workers=0), progress=False)
+    assert (tmp_path / "out" / "kept.jsonl").read_text() == "previous\n"  # nothing written is lost
+
+
+def test_plain_jsonl_with_id_field_and_no_key(tmp_path):
+    p = write(tmp_path, [{"id": "q1", "problem": "1+1?", "answer": "2", "completion": "<think>1+1=2</think>\\boxed{2}"}])
+    samples, _ = read_samples(p)
+    assert samples[0]["problem_id"] == "q1" and len(samples[0]["key"]) == 32
+    sample, verdict = explain(p, samples[0]["key"][:8], FilterConfig())
+    assert verdict["kept"] and verdict["correct"]["value"]["status"] == "correct"
+
+
+@pytest.mark.slow
+def test_hostile_answers_all_get_verdicts_within_timeout(tmp_path):
+    """Fuzz: 2,000 hostile traces; every one gets a verdict, none takes longer than timeout + 1 s."""
+    import random
+
+    rng = random.Random(0)
+    slow = ["\\boxed{9^{9^{9^{9}}}}", "\\boxed{" + "{" * 500 + "1" + "}" * 500 + "}", "\\boxed{10^{10^{10^{10}}}!}",
+            "\\boxed{" + "x" * 1_000_000 + "}", "\\boxed{" + "+".join(["x"] * 5000) + "}"]
+    pieces = ["{", "}", "\\frac", "\\boxed{", "^", "9", "\\sqrt", "\\begin{pmatrix}", "\\end{pmatrix}", "$", "\\\\",
+              "\ud800", "\x00", "é", "中", " ", "\\left(", "\\right]", "&", "\\text{", "=", "-", "1/0", "\\infty",
+              "</think>", "<think>", "\\dfrac{1}{", "(1,2]", "\\{", "\\}", "%", "\\circ", "\n\n"]
+    rows = []
+    for i in range(2000):
+        if i % 50 == 0:
+            final = slow[(i // 50) % len(slow)]  # 2%: the known expensive cases
+        elif i % 4 == 0:
+            final = f"\\boxed{{{rng.randint(0, 20)}}}"
+        else:
+            final = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 200)))
+        gold = rng.choice(["11", "9^{9^{9}}", "\\frac{1}{2}", "\\begin{", "(1,2]", "x", "", "\\text{(C)}"])
+        rows.append(rec(i, f"<think>\nthinking {i}\n</think>\n\n{final}", answer=gold))
+    p = tmp_path / "fuzz.jsonl"
+    with p.open("w", encoding="utf-8", errors="surrogatepass") as f:
+        for r in rows:
+            f.write(json.dumps(r) + "\n")
+    cfg = FilterConfig(workers=2)
+    cfg.correct.timeout = 2.0
+    cfg.dedup.enabled = False
+    t = time.perf_counter()
+    report = filter_samples(p, tmp_path / "out", cfg, progress=False)
+    elapsed = time.perf_counter() - t
+    assert report["total"] == 2000 and report["checks"]["correct"]["evaluated"] == 2000
+    statuses = report["details"]["correct"]
+    assert sum(statuses.values()) == 2000 and statuses.get("correct", 0) > 0
+    assert report["seconds"]["slowest_sample"] <= 2.0 + 1.0
+    assert elapsed < 2000 * (2.0 + 1.0) / 2  # bounded: timeouts cannot stack up beyond the limit

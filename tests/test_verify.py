@@ -1,0 +1,168 @@
+"""The one verifier: answers, shapes, language, readability, dedup, decontamination."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from distill.verify.answer import check_answer
+from distill.verify.dedup import find_duplicates
+from distill.verify.format import find_boxed, parse
+from distill.verify.language import detect_language, language_share
+from distill.verify.readable import code_blocks, longest_paragraph, repetition
+
+
+def status(gold, final, meta=None):
+    return check_answer(gold, final, meta)["status"]
+
+
+# Gold answers taken from ../shared/data/benchmarks, predictions written the ways models write them.
+EQUIVALENT = [
+    ("\\frac{11}{2}", "so the answer is \\boxed{\\dfrac{11}{2}}"),
+    ("\\frac{11}{2}", "\\boxed{5.5}"),
+    ("\\frac{1}{4}", "\\boxed{0.25}"),
+    ("\\frac{13}{4}", "\\boxed{13/4}"),
+    ("0.5", "\\boxed{\\frac12}"),
+    ("76^\\circ", "\\boxed{76}"),
+    ("76^\\circ", "\\boxed{76^{\\circ}}"),
+    ("6+9i", "\\boxed{9i + 6}"),
+    ("(2,12) \\cup (12,102)", "\\boxed{(2, 12) \\cup (12, 102)}"),
+    ("[-2,7]", "\\boxed{[-2, 7]}"),
+    ("\\{1,2\\}", "\\boxed{\\{2, 1\\}}"),
+    ("(15,-29)", "\\boxed{(15, -29)}"),
+    ("\\begin{pmatrix} -1 & 0 \\\\ 0 & -1 \\end{pmatrix}", "\\boxed{\\begin{pmatrix}-1&0\\\\0&-1\\end{pmatrix}}"),
+    ("18\\text{ cm}", "\\boxed{18}"),
+    ("10\\%", "\\boxed{10\\%}"),
+    ("\\text{Evelyn}", "\\boxed{\\text{Evelyn}}"),
+    ("5\\sqrt{2}", "\\boxed{\\sqrt{50}}"),
+    ("14000", "\\boxed{14,000}"),
+    ("699", "Thus the answer is $\\boxed{699}$."),
+    ("11", "5 + 6 = 11"),  # the embedded model's plain working
+    ("C", "The answer is \\boxed{C}."),
+    ("C", "The correct option is (C)."),
+]
+WRONG = [
+    ("\\frac{11}{2}", "\\boxed{\\frac{11}{3}}"),
+    ("76^\\circ", "\\boxed{104}"),
+    ("6+9i", "\\boxed{6-9i}"),
+    ("(2,12) \\cup (12,102)", "\\boxed{[2, 12] \\cup [12, 102]}"),
+    ("[-2,7]", "\\boxed{(-2, 7)}"),
+    ("(15,-29)", "\\boxed{(-29, 15)}"),
+    ("699", "\\boxed{698}"),
+    ("14000", "\\boxed{1400}"),
+    ("C", "\\boxed{D}"),
+    ("11", "I think it is \\boxed{12}, although 5 + 6 = 11"),  # the boxed answer wins
+]
+
+
+@pytest.mark.parametrize("gold,pred", EQUIVALENT)
+def test_equivalent_answers(gold, pred):
+    assert status(gold, pred) == "correct", check_answer(gold, pred)
+
+
+@pytest.mark.parametrize("gold,pred", WRONG)
+def test_close_but_wrong_answers(gold, pred):
+    assert status(gold, pred) == "wrong", check_answer(gold, pred)
+
+
+def test_unparseable_gold_is_never_correct():
+    assert status("\\begin{", "\\boxed{\\begin{}") == "gold_unparseable"
+    assert status("", "\\boxed{1}") == "gold_unparseable"
+
+
+def test_no_answer():
+    assert status("12", None) == "no_answer"
+    assert status("12", "   ") == "no_answer"
+    assert status("12", "I do not know.") == "no_answer"
+
+
+def test_countdown_answers_use_the_numbers():
+    meta = {"numbers": [3, 5, 2], "target": 16}
+    assert status("(3 + 5) * 2", "\\boxed{(5 + 3) \\times 2}", meta) == "correct"
+    assert status("(3 + 5) * 2", "\\boxed{8 * 2}", meta) == "wrong"
+    assert status("(3 + 5) * 2", "so (3 + 5) * 2 = 16", meta) == "correct"
+
+
+def test_all_shared_golds_parse(shared_data):
+    """Every reference answer of the shared benchmarks must parse, or the filter would reject right answers."""
+    bad = []
+    for name in ("math500", "aime24", "aime25", "amc23", "gsm8k"):
+        for line in (shared_data / f"{name}.jsonl").read_text().splitlines():
+            r = json.loads(line)
+            if status(r["answer"], f"\\boxed{{{r['answer']}}}") != "correct":
+                bad.append((name, r["id"], r["answer"]))
+    assert len(bad) <= 5, bad  # a handful of free-text MATH answers may not round-trip
+
+
+# -- shapes --------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("text,shape,reasoning,final,closed", [
+    ("<think>\nA\n</think>\n\n\\boxed{1}", "r1", "A", "\\boxed{1}", True),
+    ("A\n</think>\n\\boxed{1}", "r1-distill", "A", "\\boxed{1}", True),
+    ("<think>A</think> <answer>1</answer>", "r1-zero", "A", "1", True),
+    ("<|begin_of_thought|>A<|end_of_thought|><|begin_of_solution|>\\boxed{1}<|end_of_solution|>", "qwq", "A",
+     "\\boxed{1}", True),
+    ("Step 1. Then 5 + 6 = 11.", "plain", "Step 1. Then 5 + 6 = 11.", "Step 1. Then 5 + 6 = 11.", True),
+    ("<think>\nA and then", "r1", "A and then", None, False),
+])
+def test_shapes(text, shape, reasoning, final, closed):
+    p = parse(text)
+    assert (p.shape, p.reasoning, p.final, p.closed) == (shape, reasoning, final, closed)
+
+
+def test_find_boxed_nested():
+    assert find_boxed("a \\boxed{\\frac{1}{2}} b \\boxed{3}") == ["\\frac{1}{2}", "3"]
+    assert find_boxed("\\boxed{unclosed") == []
+
+
+# -- language ------------------------------------------------------------------------------------
+
+EN = "First we compute the sum of the two numbers carefully. Then we check the result against the original equation."
+ZH = "首先我们仔细计算这两个数的和。然后我们把结果代入原方程进行检验，确认答案正确无误。"
+ES = "Primero calculamos la suma de los dos números con cuidado. Luego comprobamos el resultado en la ecuación original."
+
+
+def test_language_detection():
+    assert detect_language(EN) == "en" and detect_language(ZH) == "zh" and detect_language(ES) == "es"
+    assert detect_language("Find $x$ if $x^2 = 4$ and $x > 0$. Give the positive solution only.") == "en"
+
+
+def test_language_shares():
+    assert language_share("\n\n".join([EN] * 3), "en")["share"] == 1.0
+    assert language_share(ZH * 3, "zh")["share"] == 1.0
+    zh_with_en_tail = language_share(f"{ZH}\n{ZH}\n{EN}", "zh")
+    assert 0.3 < zh_with_en_tail["share"] < 0.9 and set(zh_with_en_tail["by_language"]) == {"zh", "en"}
+    en_with_es = language_share(f"{EN}\n\n{ES}\n\n{EN}", "en")
+    assert 0.5 < en_with_es["share"] < 0.8 and en_with_es["by_language"].get("es")
+    # math and short fragments count for no language
+    assert language_share(f"{EN}\n$\\frac{{a}}{{b}} = x_1 + y$\nAB = CD", "en")["share"] == 1.0
+
+
+# -- readability ---------------------------------------------------------------------------------
+
+def test_repetition_catches_loops():
+    normal = " ".join(f"step {i} adds {i} to the total and checks the parity of {i * 3}" for i in range(60))
+    loop = normal + " " + " ".join(["wait let me recompute the value of x again"] * 80)
+    r0, r1 = repetition(normal), repetition(loop)
+    assert r0["repeated_share"] < 0.05 and r0["longest_repeat_run"] == 0
+    assert r1["repeated_share"] > 0.4 and r1["longest_repeat_run"] > 600
+
+
+def test_paragraphs_and_code_blocks():
+    text = "short\n\n" + "x" * 5000 + "\n\nend"
+    assert longest_paragraph(text) == 5000
+    assert code_blocks("a\n```python\nprint(1)\n```\nb") == 1 and code_blocks("no code") == 0
+    assert code_blocks("```\nunclosed") == 1
+
+
+# -- dedup ---------------------------------------------------------------------------------------
+
+def test_exact_and_near_duplicates_per_problem():
+    base = " ".join(f"we add {i} and then we multiply by {i + 1} to get {i * (i + 1)}" for i in range(40))
+    near = base.replace("to get 20", "to obtain 20")
+    items = [("a", "p1", base), ("b", "p1", "  " + base.upper() + " "), ("c", "p1", near),
+             ("d", "p1", "something entirely different " * 20), ("e", "p2", base)]
+    d = find_duplicates(items, threshold=0.8)
+    assert d["b"] == ("exact", "a") and d["c"] == ("near", "a")
+    assert "d" not in d and "e" not in d and "a" not in d  # other problems are never duplicates
