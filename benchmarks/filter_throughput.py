@@ -48,13 +48,13 @@ def trace(rng: random.Random, answer: str, right: bool, chars: int) -> str:
     return "<think>\n" + "\n\n".join(paras) + f"\n</think>\n\nTherefore the answer is $\\boxed{{{final}}}$."
 
 
-def build(n: int, chars: int) -> list[dict]:
+def build(n: int, chars: int, per_problem: int = 4) -> list[dict]:
     rng = random.Random(0)
     problems = [json.loads(x) for f in ("math500", "gsm8k", "aime24", "amc23") for x in (SHARED / f"{f}.jsonl").open()]
     out = []
     for i in range(n):
-        p = problems[i % len(problems)]
-        out.append({"key": f"k{i}", "problem_id": p["id"], "sample_index": i // len(problems), "source": "synthetic",
+        p = problems[(i // per_problem) % len(problems)]
+        out.append({"key": f"k{i}", "problem_id": p["id"], "sample_index": i % per_problem, "source": "synthetic",
                     "problem": p["problem"], "answer": p["answer"], "completion": trace(rng, p["answer"], i % 2 == 0, chars),
                     "finish_reason": "stop", "completion_tokens": chars // 4})
     return out
@@ -64,15 +64,17 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=10_000)
     ap.add_argument("--chars", type=int, default=20_000)
+    ap.add_argument("--per-problem", type=int, default=4, help="samples per problem, as R1-style sampling makes")
     args = ap.parse_args()
-    samples = build(args.n, args.chars)
+    samples = build(args.n, args.chars, args.per_problem)
     mean_chars = sum(len(s["completion"]) for s in samples) / len(samples)
     print(f"machine: {platform.machine()}, {len(os.sched_getaffinity(0))} cores; {len(samples)} traces, "
-          f"mean {mean_chars:,.0f} characters; half right, half wrong\n")
+          f"mean {mean_chars:,.0f} characters, {args.per_problem} per problem; half right, half wrong\n")
     print("| mode | workers | traces | wall s | traces/s | slowest sample s | kept |")
     print("|---|---|---|---|---|---|---|")
     profiles = {}
     base = None
+    judge(samples[:8], FilterConfig(workers=0), progress=False)  # imports and caches warm for the one-process row
     for mode, workers in (("one process", 0), ("pool", None)):
         cfg = FilterConfig(workers=workers)
         t = time.perf_counter()

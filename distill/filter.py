@@ -149,7 +149,8 @@ def judge(samples: list[dict], cfg: FilterConfig, progress: bool = True) -> tupl
     passed = [i for i, v in enumerate(verdicts) if all(v[c]["pass"] is not False for c in SAMPLE_CHECKS)]
     if cfg.dedup.enabled:
         order = sorted(passed, key=lambda i: (samples[i]["problem_id"], samples[i].get("sample_index", 0), i))
-        dups = find_duplicates([(samples[i]["key"], samples[i]["problem_id"], samples[i]["completion"]) for i in order],
+        dups = find_duplicates([(samples[i]["key"], samples[i]["problem_id"], verdicts[i].pop("_fingerprint", None)
+                                 or samples[i]["completion"]) for i in order],
                                cfg.dedup.near_threshold, cfg.dedup.shingle, cfg.dedup.num_perm)
         per_problem: Counter = Counter()
         for i in range(len(samples)):
@@ -167,7 +168,9 @@ def judge(samples: list[dict], cfg: FilterConfig, progress: bool = True) -> tupl
     else:
         for v in verdicts:
             v["dedup"] = {"pass": None, "value": "disabled"}
-    secs["dedup"] = time.perf_counter() - t
+    secs["dedup"] = secs.get("dedup", 0.0) + time.perf_counter() - t
+    for v in verdicts:
+        v.pop("_fingerprint", None)
 
     t = time.perf_counter()
     if cfg.decontaminate.enabled and cfg.decontaminate.benchmarks:

