@@ -19,6 +19,7 @@ install: $(VENV)/.installed
 
 quickstart: install
 	$(VENV)/bin/distill generate --recipe recipes/quickstart.yaml --out runs/quick/samples
+	$(VENV)/bin/distill filter --recipe recipes/quickstart.yaml --in runs/quick/samples --out runs/quick/filtered
 
 # The whole suite, slow end-to-end tests included (what CI runs).
 test: install

