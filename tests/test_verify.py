@@ -166,3 +166,14 @@ def test_exact_and_near_duplicates_per_problem():
     d = find_duplicates(items, threshold=0.8)
     assert d["b"] == ("exact", "a") and d["c"] == ("near", "a")
     assert "d" not in d and "e" not in d and "a" not in d  # other problems are never duplicates
+
+
+def test_english_fast_path_leaves_other_languages_to_the_model():
+    from distill.verify.language import language_share
+
+    de = "Zuerst berechnen wir die Summe der beiden Zahlen sorgfältig und prüfen dann das Ergebnis in der Gleichung."
+    nl = "Eerst berekenen we de som van de twee getallen zorgvuldig en dan controleren we het resultaat in de vergelijking."
+    fr = "Ensuite nous vérifions que le résultat est correct en le remplaçant dans l'équation de départ avec soin."
+    for text, lang in ((de, "de"), (nl, "nl"), (fr, "fr"), (ES, "es")):
+        got = language_share(f"{EN}\n\n{text}", "en")["by_language"]
+        assert got.get(lang), (lang, got)
