@@ -110,7 +110,7 @@ class LanguageCheck(_Check):
 
 
 class ReadableCheck(_Check):
-    max_paragraph_chars: int = Field(default=5000, gt=0)
+    max_paragraph_chars: int = Field(default=4000, gt=0)  # R1 dropped CoTs with long paragraphs
     allow_code_blocks: bool = False
     ngram: int = Field(default=10, gt=1)
     max_repeated_share: float = Field(default=0.4, ge=0, le=1)

@@ -65,6 +65,37 @@ def test_each_check_rejects_its_case(tmp_path):
     assert (tmp_path / "out" / "acceptance.png").stat().st_size > 1000
 
 
+SWITCHES = {"complete": ["truncated", "unclosed"], "format": ["unboxed"], "correct": ["wrong", "gold_bad"],
+            "language": ["chinese"], "readable": ["loop", "code"], "dedup": ["dup"]}
+
+
+@pytest.mark.parametrize("check", list(SWITCHES))
+def test_each_switch(tmp_path, check):
+    """With one check off, its cases are no longer rejected by it, and no other verdict changes."""
+    inp = write(tmp_path, list(CASES.values()))
+    cfg = FilterConfig(workers=0)
+    getattr(cfg, check).enabled = False
+    report = filter_samples(inp, tmp_path / "out", cfg, progress=False)
+    assert report["checks"][check]["evaluated"] == 0 and report["checks"][check]["first_reason"] == 0
+    rows = [json.loads(x) for f in ("kept.jsonl", "rejected.jsonl") for x in (tmp_path / "out" / f).read_text().splitlines()]
+    for r in rows:
+        name = next(n for n, c in CASES.items() if (c["problem_id"], c.get("sample_index")) ==
+                    (r["problem_id"], r.get("sample_index")))
+        if name in SWITCHES[check]:
+            assert r["reject_reason"] != check
+        else:
+            assert r["reject_reason"] == EXPECTED[name], (name, r["reject_reason"])
+
+
+def test_long_paragraph_is_unreadable(tmp_path):
+    para = " ".join(f"then we add {i} to the running total" for i in range(800))[:5000]
+    inp = write(tmp_path, [rec(0, f"<think>\n{para}\n</think>\n\n$\\boxed{{11}}$")])
+    filter_samples(inp, tmp_path / "out", FilterConfig(workers=0), progress=False)
+    (r,) = [json.loads(x) for x in (tmp_path / "out" / "rejected.jsonl").read_text().splitlines()]
+    assert r["reject_reason"] == "readable" and r["verdicts"]["readable"]["value"]["problems"] == ["long_paragraph"]
+    assert r["verdicts"]["readable"]["value"]["longest_paragraph"] == 5000
+
+
 def test_switching_a_check_off_changes_only_its_verdict(tmp_path):
     inp = write(tmp_path, list(CASES.values()))
     cfg = FilterConfig(workers=0)

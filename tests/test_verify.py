@@ -177,3 +177,16 @@ def test_english_fast_path_leaves_other_languages_to_the_model():
     for text, lang in ((de, "de"), (nl, "nl"), (fr, "fr"), (ES, "es")):
         got = language_share(f"{EN}\n\n{text}", "en")["by_language"]
         assert got.get(lang), (lang, got)
+
+
+def test_score_is_the_filters_verdict_and_works_off_the_main_thread():
+    from concurrent.futures import ThreadPoolExecutor
+
+    from distill.verify import score
+
+    cases = [("<think>\nadd\n</think>\n\n\\boxed{\\frac{1}{2}}", "0.5", 1.0),
+             ("<think>\nadd\n</think>\n\n\\boxed{3}", "4", 0.0),
+             ("<think>\nnever closed", "4", 0.0)]
+    with ThreadPoolExecutor(4) as ex:  # as TRL calls reward functions
+        got = list(ex.map(lambda c: score(c[0], c[1]), cases * 4))
+    assert got == [c[2] for c in cases] * 4
