@@ -37,8 +37,9 @@ def _user_errors() -> tuple[type[BaseException], ...]:
         from distill.models import ModelError
         from distill.prompts import PromptError
         from distill.store import StoreError
+        from distill.teachers.base import TeacherError
 
-        _USER_ERRORS = (RecipeError, DataError, ModelError, PromptError, StoreError)
+        _USER_ERRORS = (RecipeError, DataError, ModelError, PromptError, StoreError, TeacherError)
     return _USER_ERRORS
 
 

@@ -25,7 +25,9 @@ class _Strict(BaseModel):
 
 
 class TeacherConfig(_Strict):
-    backend: Literal["hf"] = "hf"
+    # hf: transformers in this process. openai: any OpenAI-compatible server (vllm serve, SGLang, a
+    # hosted reasoning API).
+    backend: Literal["hf", "openai"] = "hf"
     # "embedded" (the bundled SmolLM2-135M-Instruct), a local HF directory, a .gguf file, or a hub id.
     model: str = "embedded"
     revision: str | None = None
@@ -37,6 +39,13 @@ class TeacherConfig(_Strict):
     # docs/benchmarks.md.
     batch_size: int = Field(default=32, gt=0)
     trust_remote_code: bool = False
+    # openai backend
+    base_url: str | None = None  # e.g. http://gpu-node:8000/v1
+    api_key_env: str = "OPENAI_API_KEY"  # the key is read from this variable; never logged or stored
+    max_concurrency: int = Field(default=64, gt=0)  # requests in flight
+    request_timeout: float = Field(default=1800.0, gt=0)  # seconds per request (long R1 traces take minutes)
+    max_retries: int = Field(default=8, ge=0)  # on 408/409/429/5xx, connection errors, timeouts; backoff + jitter
+    extra_body: dict[str, Any] = Field(default_factory=dict)  # passed through, e.g. {top_k: 20} for vLLM
 
 
 class FieldMap(_Strict):

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from distill.config import TeacherConfig
-from distill.teachers.base import Completion, Request, Teacher
+from distill.teachers.base import Completion, Request, Teacher, TeacherError
 
-__all__ = ["Completion", "Request", "Teacher", "load_teacher"]
+__all__ = ["Completion", "Request", "Teacher", "TeacherError", "load_teacher"]
 
 
 def load_teacher(cfg: TeacherConfig) -> Teacher:
@@ -13,4 +13,8 @@ def load_teacher(cfg: TeacherConfig) -> Teacher:
         from distill.teachers.hf import HFTeacher
 
         return HFTeacher(cfg)
+    if cfg.backend == "openai":
+        from distill.teachers.openai import OpenAITeacher
+
+        return OpenAITeacher(cfg)
     raise ValueError(f"teacher.backend: unknown backend {cfg.backend!r}")

@@ -10,6 +10,10 @@ from distill.config import SamplingConfig
 from distill.prompts import Prompt
 
 
+class TeacherError(RuntimeError):
+    """A teacher that cannot serve the run (unreachable server, exhausted retries); names the server and fix."""
+
+
 @dataclass
 class Request:
     key: str
