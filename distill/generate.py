@@ -41,13 +41,14 @@ class Summary:
     tokens: int = 0
     truncated: int = 0
     wall_s: float = 0.0
+    gen_s: float = 0.0  # from the first request to the last sample, without loading the teacher
     status: str = "complete"
     out: str = ""
     extra: dict = field(default_factory=dict)
 
     @property
     def tokens_per_s(self) -> float:
-        return self.tokens / self.wall_s if self.wall_s > 0 else 0.0
+        return self.tokens / self.gen_s if self.gen_s > 0 else 0.0
 
     def table(self) -> Table:
         t = Table(title=f"distill generate: {self.status}", show_header=True)
@@ -62,7 +63,8 @@ class Summary:
             ("mean completion tokens", f"{self.tokens / self.generated:.1f}" if self.generated else "-"),
             ("truncation rate", f"{self.truncated / self.generated:.1%}" if self.generated else "-"),
             ("wall time", f"{self.wall_s:.1f} s"),
-            ("tokens/s", f"{self.tokens_per_s:.1f}"),
+            ("generation time", f"{self.gen_s:.1f} s"),
+            ("tokens/s (generation)", f"{self.tokens_per_s:.1f}"),
         ]
         for k, v in rows:
             t.add_row(k, v)
@@ -179,7 +181,8 @@ def generate(
                     s.generated += len(samples)
                     s.tokens += sum(x["completion_tokens"] for x in samples)
                     s.truncated += sum(x["finish_reason"] == "length" for x in samples)
-                    rate = s.tokens / max(time.monotonic() - gen_start, 1e-9)
+                    s.gen_s = time.monotonic() - gen_start
+                    rate = s.tokens / max(s.gen_s, 1e-9)
                     bar.update(task, advance=len(samples), rate=f"{rate:.1f} tok/s")
     except KeyboardInterrupt:
         s.status = "interrupted"

@@ -55,12 +55,12 @@ def test_duplicate_ids(tmp_path):
         load_problems(cfg(source=str(p)))
 
 
-def test_derived_ids_are_stable(tmp_path):
+def test_derived_ids_are_stable_and_repeats_kept_once(tmp_path):
     p = tmp_path / "noid.jsonl"
-    p.write_text('{"problem": "x", "answer": "1"}\n{"problem": "y", "answer": "2"}\n')
+    p.write_text('{"problem": "x", "answer": "1"}\n{"problem": "y", "answer": "2"}\n{"problem": "x", "answer": "1"}\n')
     a = load_problems(cfg(source=str(p), fields={"id": None}))
     b = load_problems(cfg(source=str(p), fields={"id": None}))
-    assert [x.id for x in a] == [x.id for x in b] and a[0].id != a[1].id
+    assert [x.id for x in a] == [x.id for x in b] and len(a) == 2 and a[0].id != a[1].id
 
 
 def test_parquet(tmp_path):

@@ -13,6 +13,10 @@ def load_teacher(cfg: TeacherConfig) -> Teacher:
         from distill.teachers.hf import HFTeacher
 
         return HFTeacher(cfg)
+    if cfg.backend == "vllm":
+        from distill.teachers.vllm import VLLMTeacher
+
+        return VLLMTeacher(cfg)
     if cfg.backend == "openai":
         from distill.teachers.openai import OpenAITeacher
 
