@@ -22,17 +22,8 @@ import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
-
 from distill.config import ExportConfig, FilterConfig
-from distill.console import console
+from distill.console import progress_bar
 from distill.data import DataError
 from distill.store import SampleStore, now
 from distill.verify.checks import ORDER, SAMPLE_CHECKS, run_checks
@@ -127,11 +118,9 @@ def judge(samples: list[dict], cfg: FilterConfig, progress: bool = True) -> tupl
     secs: Counter = Counter()
     verdicts: list[dict] = []
     slowest = 0.0
-    cols = [TextColumn("[bold]filter"), BarColumn(), MofNCompleteColumn(), TextColumn("samples"),
-            TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn()]
     start = time.perf_counter()
     with VerifyPool(cfg.workers, cfg.correct.timeout) as pool, \
-            Progress(*cols, console=console, disable=not progress) as bar:
+            progress_bar("filter", progress) as bar:
         task = bar.add_task("filter", total=len(samples), rate="")
         for i, v in enumerate(pool.imap(run_checks, ((s, cfg_d, None) for s in samples), _fallback), 1):
             took = v.pop("_seconds")

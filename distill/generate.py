@@ -13,18 +13,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 from rich.table import Table
 
 from distill.config import Recipe, RecipeError, recipe_dict
-from distill.console import console
+from distill.console import console, progress_bar
 from distill.data import load_problems, select_shard
 from distill.prompts import build_prompt
 from distill.store import SampleStore, host, now, sample_key, shard_file_name, versions
@@ -154,11 +146,7 @@ def generate(
                     teacher = load_teacher(recipe.teacher)
             writer = store.writer(shard_file_name(shard))
             gen_start = time.monotonic()
-            columns = [
-                TextColumn("[bold]generate"), BarColumn(), MofNCompleteColumn(), TextColumn("samples"),
-                TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-            ]
-            with Progress(*columns, console=console, disable=not progress) as bar:
+            with progress_bar("generate", progress) as bar:
                 task = bar.add_task("generate", total=len(todo), rate="- tok/s")
                 for batch in teacher.generate(requests, recipe.sampling):
                     samples = []
