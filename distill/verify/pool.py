@@ -10,7 +10,6 @@ concurrent.futures cannot kill one stuck worker without breaking the whole pool.
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
@@ -76,8 +75,3 @@ class VerifyPool:
     def __exit__(self, *exc) -> None:
         self.close()
 
-
-def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
-    t = time.perf_counter()
-    out = fn()
-    return out, time.perf_counter() - t
