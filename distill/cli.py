@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -178,10 +179,32 @@ def _print_explain(sample: dict, verdict: dict) -> None:
     console.print(t)
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def train() -> None:
-    """SFT a student on filtered traces (TRL, PEFT, accelerate). (Not in this version yet.)"""
-    _not_yet("train", 5)
+@app.command()
+def train(
+    recipe: RecipeOpt = None,
+    set_: SetOpt = None,
+    data: Annotated[Path | None, typer.Option("--data", "-d", help="Output directory of `distill filter` (or its train.jsonl).")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Where the student and its checkpoints go.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Preflight only: show one rendered example and its loss mask.")] = False,
+    resume: Annotated[bool, typer.Option(help="Resume from the last checkpoint in --out when there is one.")] = True,
+) -> None:
+    """SFT a student on filtered traces (TRL SFTTrainer; LoRA/QLoRA via PEFT; multi-GPU via accelerate launch)."""
+    from distill.config import load_recipe
+    from distill.train.examples import PreflightError, TrainDataError
+    from distill.train.sft import train as run
+
+    try:
+        r = load_recipe(recipe, set_)
+        summary = run(r, data=data, out=out, dry_run=dry_run, resume=resume)
+    except (*_user_errors(), PreflightError, TrainDataError) as e:
+        _fail(e)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return
+    console.print(summary.table())
+    if dry_run:
+        console.print("preflight passed; nothing was trained (--dry-run)")
+    else:
+        console.print(f"student: {summary.out}   loss curve: {summary.out}/loss.png   log: {summary.out}/train_summary.json")
 
 
 @app.command("eval", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 class RecipeError(ValueError):
@@ -168,6 +168,70 @@ class ExportConfig(_Strict):
     push_to_hub: str | None = None  # a dataset repo id; needs network and a token
 
 
+class LoraConfig(_Strict):
+    enabled: bool = False
+    r: int = Field(default=16, gt=0)
+    alpha: int = Field(default=32, gt=0)
+    dropout: float = Field(default=0.05, ge=0, lt=1)
+    target_modules: str | list[str] = "all-linear"
+    # QLoRA: load the frozen base in 4 bits (bitsandbytes, CUDA only); null: the base in train.dtype.
+    quantize: Literal["4bit"] | None = None
+    # Write merged full weights to the output directory (the adapter goes to <out>/adapter), so the
+    # student loads in transformers and vLLM as is.
+    merge: bool = False
+
+
+class ContextConfig(_Strict):
+    # Long traces on a short-context base: Qwen2.5-Math's native window is 4096 positions. Published
+    # long-trace students (OpenR1-Distill-7B) raise the RoPE base and the position limit before SFT.
+    rope_theta: float | None = Field(default=None, gt=0)
+    max_position_embeddings: int | None = Field(default=None, gt=0)
+
+
+class TrainConfig(_Strict):
+    # The student: "embedded", a local HF directory, a .gguf file, or a hub id.
+    model: str = "embedded"
+    revision: str | None = None
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # auto: bf16 on GPU, fp32 on CPU
+    trust_remote_code: bool = False
+    attn_implementation: str | None = "sdpa"  # or flash_attention_2 / kernels-community/... on GPUs
+    # null: the tokenizer's own template; "chatml"; or a path to a .jinja file. The preflight
+    # refuses a template that drops the reasoning or never closes the assistant turn.
+    chat_template: str | None = None
+    data: str | None = None  # a filter output directory or its train.jsonl/.parquet; --data overrides
+    output_dir: str | None = None  # --out overrides
+    max_length: int = Field(default=4096, gt=0)  # longer examples are dropped (never truncated) and counted
+    packing: bool = True  # best-fit decreasing, padding-free: no compute spent on padding
+    epochs: float = Field(default=3.0, gt=0)
+    max_steps: int = -1  # > 0 overrides epochs
+    learning_rate: float = Field(default=2e-5, gt=0)
+    lr_scheduler: str = "cosine_with_min_lr"
+    min_lr_rate: float | None = Field(default=0.1, ge=0, lt=1)  # floor, as a fraction of the peak (cosine_with_min_lr)
+    warmup: float = Field(default=0.03, ge=0)  # a fraction of the steps if < 1, else a step count
+    weight_decay: float = Field(default=0.0, ge=0)
+    max_grad_norm: float = Field(default=1.0, gt=0)
+    per_device_batch_size: int = Field(default=8, gt=0)
+    gradient_accumulation_steps: int = Field(default=1, gt=0)
+    # auto: on for GPUs (long traces), off on CPU (a small model there has no memory to save)
+    gradient_checkpointing: Literal["auto", True, False] = "auto"
+    use_kernels: bool = False  # Liger/hub kernels through transformers; GPU only
+    seed: int = 42
+    logging_steps: int = Field(default=5, gt=0)
+    save_strategy: Literal["no", "steps", "epoch"] = "epoch"
+    save_steps: int = Field(default=500, gt=0)
+    save_total_limit: int | None = Field(default=2, gt=0)
+    report_to: list[Literal["tensorboard", "wandb", "trackio"]] = Field(default_factory=list)
+    run_name: str | None = None
+    dataset_num_proc: int | None = Field(default=None, gt=0)
+    lora: LoraConfig = Field(default_factory=LoraConfig)
+    context: ContextConfig = Field(default_factory=ContextConfig)
+
+    @field_validator("save_strategy", mode="before")
+    @classmethod
+    def _yaml_no(cls, v):
+        return "no" if v is False else v  # YAML 1.1 reads a bare `no` as false
+
+
 class Recipe(_Strict):
     teacher: TeacherConfig = Field(default_factory=TeacherConfig)
     problems: ProblemsConfig | None = None  # required by `distill generate`
@@ -175,6 +239,7 @@ class Recipe(_Strict):
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)
     filter: FilterConfig = Field(default_factory=FilterConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
 
 
 # ----------------------------------------------------------------------------------------------

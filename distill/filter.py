@@ -197,7 +197,8 @@ def _training_record(s: dict, v: dict, export: ExportConfig) -> dict:
     user = [m for m in (s.get("messages") or []) if m.get("role") != "assistant"] or [
         {"role": "user", "content": s["problem"]}]
     return {"messages": user + [{"role": "assistant", "content": f"<think>\n{reasoning}\n</think>\n\n{final}"}],
-            "key": s["key"], "problem_id": s["problem_id"], "source": s.get("source"), "answer": s["answer"]}
+            "key": s["key"], "problem_id": s["problem_id"], "problem": s["problem"], "source": s.get("source"),
+            "answer": s["answer"]}
 
 
 def _atomic_jsonl(path: Path, rows) -> int:

@@ -1,0 +1,333 @@
+"""The train stage: SFT of a student on the filter's kept traces, with TRL's SFTTrainer.
+
+    distill train --recipe R --data runs/x/filtered --out runs/x/student [--dry-run]
+    accelerate launch --config_file recipes/accelerate/zero3.yaml -m distill train --recipe R ...
+
+Steps: read the examples, tokenize them with the loss on the assistant turn only
+(distill/train/examples.py), run the preflight on the first one (stop here with --dry-run), train
+(full or LoRA/QLoRA, packed by best-fit decreasing, resumed from the last checkpoint in --out), and
+save a student that loads as is in transformers and vLLM: weights (LoRA merged on request),
+tokenizer with the chat template it was trained through, and a generation_config.json whose EOS
+is the end-of-turn token the student learned to write.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from distill.config import Recipe, TrainConfig, recipe_dict
+from distill.console import console
+from distill.train.examples import (
+    PreflightError,
+    TrainDataError,
+    apply_template,
+    preflight,
+    read_examples,
+    show,
+    tokenize,
+)
+
+
+@dataclass
+class TrainSummary:
+    out: str
+    examples: int
+    dropped_too_long: int
+    tokens: int  # in the kept examples, once
+    trained_tokens: int  # of those, the ones that carry loss
+    steps: int = 0
+    epochs: float = 0.0
+    seconds: float = 0.0
+    tokens_per_second: float = 0.0  # examples' tokens x epochs / training time
+    first_loss: float | None = None
+    final_loss: float | None = None
+    mean_token_accuracy: float | None = None
+    resumed_from: str | None = None
+    dry_run: bool = False
+    preflight_ok: bool = True
+    log: list[dict] = field(default_factory=list)
+
+    def table(self):
+        from rich.table import Table
+
+        t = Table("metric", "value", title="distill train")
+        rows = [("examples", f"{self.examples}"), ("dropped (longer than max_length)", f"{self.dropped_too_long}"),
+                ("tokens (once)", f"{self.tokens}"),
+                ("tokens carrying loss", f"{self.trained_tokens} ({self.trained_tokens / max(self.tokens, 1):.0%})")]
+        if not self.dry_run:
+            rows += [("optimizer steps", f"{self.steps}"), ("epochs", f"{self.epochs:.2f}"),
+                     ("wall time", f"{self.seconds:.1f} s"), ("training tokens/s", f"{self.tokens_per_second:.0f}"),
+                     ("loss first → last", f"{_f(self.first_loss)} → {_f(self.final_loss)}"),
+                     ("token accuracy (last log)", _f(self.mean_token_accuracy))]
+            if self.resumed_from:
+                rows.append(("resumed from", self.resumed_from))
+        for k, v in rows:
+            t.add_row(k, v)
+        return t
+
+
+def _f(x):
+    return "-" if x is None else f"{x:.3f}"
+
+
+def _is_main() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _device_kind() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def load_tokenizer(path: str, cfg: TrainConfig):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(path, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code)
+    apply_template(tok, cfg.chat_template)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def prepare(recipe: Recipe, data: str | Path, tokenizer, show_preflight: bool = True):
+    """(tokenized dataset, preflight, counts). Raises PreflightError when the loss mask is wrong."""
+    import datasets
+
+    cfg = recipe.train
+    examples = read_examples(data)
+    first = examples[0]
+    pf = preflight(tokenizer, first, tokenize(tokenizer, first["prompt"], first["completion"]), recipe.prompt)
+    if show_preflight:
+        show(pf, console)
+    if not pf.ok:
+        raise PreflightError("preflight failed, nothing was trained:\n  " + "\n  ".join(pf.failures()))
+
+    ds = datasets.Dataset.from_list([{"prompt": e["prompt"], "completion": e["completion"], "where": e["where"]}
+                                     for e in examples])
+    ds = ds.map(lambda e: tokenize(tokenizer, e["prompt"], e["completion"]), num_proc=cfg.dataset_num_proc,
+                remove_columns=["prompt", "completion"], desc="tokenizing")
+    n = len(ds)
+    # A trace cut at max_length has no end of turn: training on it teaches the student not to stop.
+    ds = ds.filter(lambda e: len(e["input_ids"]) <= cfg.max_length, num_proc=cfg.dataset_num_proc)
+    dropped = n - len(ds)
+    if len(ds) == 0:
+        raise TrainDataError(f"{data}: all {n} examples are longer than train.max_length={cfg.max_length} tokens; "
+                             "raise train.max_length")
+    eot = pf.eot_id
+    no_eot = ds.filter(lambda e: eot not in [i for i, lab in zip(e["input_ids"], e["labels"]) if lab != -100])
+    if len(no_eot):
+        raise PreflightError(f"{no_eot[0]['where']}: the end-of-turn token {pf.eot_token!r} carries no loss in this "
+                             f"example ({len(no_eot)} such examples); check its assistant message")
+    tokens = sum(len(x) for x in ds["input_ids"])
+    trained = sum(sum(1 for v in lab if v != -100) for lab in ds["labels"])
+    return ds.select_columns(["input_ids", "labels"]), pf, {"examples": len(ds), "dropped": dropped, "tokens": tokens,
+                                                              "trained": trained}
+
+
+def sft_config(cfg: TrainConfig, out: Path):
+    from trl import SFTConfig
+
+    device = _device_kind()
+    dtype = cfg.dtype if cfg.dtype != "auto" else ("bfloat16" if device == "cuda" else "float32")
+    ckpt = cfg.gradient_checkpointing if cfg.gradient_checkpointing != "auto" else device == "cuda"
+    init = {"dtype": dtype, "revision": cfg.revision, "trust_remote_code": cfg.trust_remote_code}
+    if cfg.attn_implementation:
+        init["attn_implementation"] = cfg.attn_implementation
+    if cfg.use_kernels:
+        init["use_kernels"] = True
+    return SFTConfig(
+        output_dir=str(out),
+        num_train_epochs=cfg.epochs,
+        max_steps=cfg.max_steps,
+        learning_rate=cfg.learning_rate,
+        lr_scheduler_type=cfg.lr_scheduler,
+        lr_scheduler_kwargs={"min_lr_rate": cfg.min_lr_rate} if cfg.lr_scheduler == "cosine_with_min_lr" else None,
+        warmup_steps=cfg.warmup,
+        weight_decay=cfg.weight_decay,
+        max_grad_norm=cfg.max_grad_norm,
+        per_device_train_batch_size=cfg.per_device_batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        gradient_checkpointing=ckpt,
+        bf16=dtype == "bfloat16",
+        fp16=dtype == "float16",
+        use_cpu=device == "cpu",
+        seed=cfg.seed,
+        logging_steps=cfg.logging_steps,
+        save_strategy=cfg.save_strategy,
+        save_steps=cfg.save_steps,
+        save_total_limit=cfg.save_total_limit,
+        report_to=list(cfg.report_to) or "none",
+        run_name=cfg.run_name,
+        max_length=cfg.max_length,
+        packing=cfg.packing,
+        packing_strategy="bfd",
+        dataset_num_proc=cfg.dataset_num_proc,
+        model_init_kwargs=init,
+    )
+
+
+def _model_init_extras(cfg: TrainConfig, path: str) -> dict:
+    extras = {}
+    if cfg.context.rope_theta or cfg.context.max_position_embeddings:
+        from transformers import AutoConfig
+
+        mc = AutoConfig.from_pretrained(path, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code)
+        if cfg.context.rope_theta:
+            rp = dict(getattr(mc, "rope_parameters", None) or {"rope_type": "default"})
+            rp["rope_theta"] = cfg.context.rope_theta
+            mc.rope_parameters = rp
+        if cfg.context.max_position_embeddings:
+            mc.max_position_embeddings = cfg.context.max_position_embeddings
+        extras["config"] = mc
+    if cfg.lora.enabled and cfg.lora.quantize == "4bit":
+        try:
+            import bitsandbytes  # noqa: F401
+        except ImportError:
+            raise PreflightError("train.lora.quantize: 4bit (QLoRA) needs bitsandbytes and a CUDA GPU: "
+                                 "pip install bitsandbytes, or set train.lora.quantize: null") from None
+        import torch
+        from transformers import BitsAndBytesConfig
+
+        extras["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.bfloat16)
+    return extras
+
+
+def last_checkpoint(out: Path) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return get_last_checkpoint(str(out)) if out.is_dir() else None
+
+
+def train(recipe: Recipe, data: str | Path | None = None, out: str | Path | None = None, dry_run: bool = False,
+          resume: bool = True) -> TrainSummary:
+    from distill.models import resolve_model
+
+    cfg = recipe.train
+    data = data or cfg.data
+    out = out or cfg.output_dir
+    if not data:
+        raise TrainDataError("no training data: pass --data DIR (the output of `distill filter`) or set train.data")
+    if not out and not dry_run:
+        raise TrainDataError("no output directory: pass --out DIR or set train.output_dir")
+    model = resolve_model(cfg.model, cfg.revision)
+    tok = load_tokenizer(model.path, cfg)
+    ds, pf, counts = prepare(recipe, data, tok, show_preflight=_is_main())
+    summary = TrainSummary(str(out), counts["examples"], counts["dropped"], counts["tokens"], counts["trained"],
+                           dry_run=dry_run)
+    if dry_run:
+        return summary
+
+    out = Path(out)
+    args = sft_config(cfg, out)
+    args.model_init_kwargs.update(_model_init_extras(cfg, model.path))
+    peft_config = None
+    if cfg.lora.enabled:
+        from peft import LoraConfig
+
+        peft_config = LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
+                                 target_modules=cfg.lora.target_modules, task_type="CAUSAL_LM")
+    from trl import SFTTrainer
+
+    trainer = SFTTrainer(model=model.path, args=args, train_dataset=ds, processing_class=tok, peft_config=peft_config)
+    ckpt = last_checkpoint(out) if resume else None
+    if ckpt and _is_main():
+        console.print(f"resuming from {ckpt}")
+    t0 = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=ckpt)
+    secs = time.perf_counter() - t0
+
+    save_student(trainer, tok, pf.eot_id, out, merge=cfg.lora.enabled and cfg.lora.merge)
+    losses = [x for x in trainer.state.log_history if "loss" in x]
+    summary.steps = trainer.state.global_step
+    summary.epochs = float(trainer.state.epoch or 0)
+    summary.seconds = secs
+    done_epochs = summary.epochs - (float(_ckpt_epoch(ckpt)) if ckpt else 0.0)
+    summary.tokens_per_second = counts["tokens"] * max(done_epochs, 0) / secs if secs > 0 else 0.0
+    summary.first_loss = losses[0]["loss"] if losses else result.training_loss
+    summary.final_loss = losses[-1]["loss"] if losses else result.training_loss
+    summary.mean_token_accuracy = next((x["mean_token_accuracy"] for x in reversed(losses) if "mean_token_accuracy" in x), None)
+    summary.resumed_from = ckpt
+    summary.log = trainer.state.log_history
+    if trainer.is_world_process_zero():
+        (out / "train_summary.json").write_text(json.dumps(
+            {"summary": {k: v for k, v in summary.__dict__.items() if k != "log"}, "log": summary.log,
+             "recipe": recipe_dict(recipe), "data": str(data), "model": model.path, "versions": _versions()}, indent=1))
+        plot_loss(summary.log, out / "loss.png")
+    return summary
+
+
+def _ckpt_epoch(ckpt: str) -> float:
+    try:
+        return json.loads((Path(ckpt) / "trainer_state.json").read_text()).get("epoch") or 0.0
+    except (OSError, ValueError):
+        return 0.0
+
+
+def save_student(trainer, tokenizer, eot_id: int | None, out: Path, merge: bool) -> None:
+    """Weights + tokenizer (with the chat template used) + a generation config that stops on the end of turn."""
+    from transformers import GenerationConfig
+
+    if merge:
+        trainer.model.save_pretrained(out / "adapter")
+        model = trainer.model.merge_and_unload()
+        if trainer.is_world_process_zero():
+            model.save_pretrained(out)
+    else:
+        trainer.save_model(str(out))
+        model = trainer.model
+    if not trainer.is_world_process_zero():
+        return
+    tokenizer.save_pretrained(out)
+    base = getattr(model, "generation_config", None) or GenerationConfig()
+    gen = GenerationConfig.from_dict(base.to_dict())
+    eos = [eot_id] if eot_id is not None else []
+    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in eos:
+        eos.append(tokenizer.eos_token_id)
+    gen.eos_token_id = eos if len(eos) > 1 else eos[0]
+    gen.pad_token_id = tokenizer.pad_token_id
+    gen.save_pretrained(out)
+    if merge:  # the base config may still carry a quantization_config from QLoRA loading
+        cfg_path = out / "config.json"
+        c = json.loads(cfg_path.read_text())
+        if c.pop("quantization_config", None) is not None:
+            cfg_path.write_text(json.dumps(c, indent=2))
+
+
+def plot_loss(log: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pts = [(x["step"], x["loss"]) for x in log if "loss" in x and "step" in x]
+    if not pts:
+        return
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(*zip(*pts), marker="o", ms=3)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("training loss (assistant tokens)")
+    ax.set_title("distill train")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for pkg in ("distill", "torch", "transformers", "trl", "peft", "accelerate", "datasets"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    return out
+

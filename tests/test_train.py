@@ -1,0 +1,437 @@
+"""distill train: examples, the loss mask (token by token, two real template styles), the preflight,
+real optimisation steps on a small model built from a config, LoRA merge, resume, and the recipes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from distill.config import load_recipe
+from distill.train.examples import (
+    PreflightError,
+    TrainDataError,
+    apply_template,
+    end_of_turn,
+    preflight,
+    read_examples,
+    tokenize,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+TRL_TEMPLATES = Path(__import__("trl").__file__).parent / "chat_templates"
+LLAMA_SPECIALS = ["<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]
+R1_SPECIALS = ["<｜begin▁of▁sentence｜>", "<｜User｜>", "<｜Assistant｜>", "<｜end▁of▁sentence｜>"]
+
+ANSWER = "<think>\nSix plus six: count on from six, 7 8 9 10 11 12.\n</think>\n\nThe answer is $\\boxed{12}$."
+
+
+def _row(q="What is 6 + 6?", answer=ANSWER, **extra):
+    return {"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": answer}], **extra}
+
+
+def _write(path: Path, rows) -> Path:
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
+    return path
+
+
+@pytest.fixture(scope="session")
+def embedded_dir() -> str:
+    from distill.models import resolve_model
+
+    return resolve_model("embedded").path
+
+
+@pytest.fixture
+def tok(embedded_dir):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(embedded_dir)
+
+
+def _with(tok, template: Path | str, specials=()):
+    if specials:
+        tok.add_special_tokens({"additional_special_tokens": list(specials)})
+    apply_template(tok, str(template))
+    return tok
+
+
+@pytest.fixture(scope="session")
+def tiny_student(tmp_path_factory, embedded_dir) -> Path:
+    """A random 2-layer Llama with the embedded tokenizer (and its ChatML template), built from a config."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    d = tmp_path_factory.mktemp("tiny-student")
+    tok = AutoTokenizer.from_pretrained(embedded_dir)
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, tie_word_embeddings=True)
+    LlamaForCausalLM(cfg).save_pretrained(d)
+    tok.save_pretrained(d)
+    return d
+
+
+def _data(tmp_path, n=24) -> Path:
+    rows = [_row(f"What is {i % 10} + {i // 10}?",
+                 f"<think>\n{i % 10} + {i // 10} = {i % 10 + i // 10}\n</think>\n\nThe answer is $\\boxed{{{i % 10 + i // 10}}}$.",
+                 problem=f"What is {i % 10} + {i // 10}?") for i in range(n)]
+    return _write(tmp_path / "train.jsonl", rows)
+
+
+def _recipe(model: Path, **sets):
+    base = {"train.model": str(model), "prompt.template": "plain", "train.max_length": 128,
+            "train.per_device_batch_size": 4, "train.learning_rate": 1e-3, "train.logging_steps": 1,
+            "train.save_strategy": "no", "train.max_steps": 2, "train.warmup": 0, "train.dataset_num_proc": None}
+    base.update(sets)
+    return load_recipe(None, [f"{k}={v}" for k, v in base.items() if v is not None])
+
+
+def _weights(path: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(path / "model.safetensors"))
+
+
+# ---------------------------------------------------------------------------------------------
+# reading
+
+
+def test_read_filter_export_splits_prompt_and_answer(tmp_path):
+    ex = read_examples(_write(tmp_path / "train.jsonl", [_row(problem="What is 6 + 6?")]).parent)
+    assert ex[0]["prompt"] == [{"role": "user", "content": "What is 6 + 6?"}]
+    assert ex[0]["completion"] == [{"role": "assistant", "content": ANSWER}]
+    assert ex[0]["problem"] == "What is 6 + 6?"
+    assert ex[0]["where"].endswith("train.jsonl line 1")
+
+
+def test_read_prompt_completion_rows(tmp_path):
+    row = {"prompt": [{"role": "user", "content": "q"}], "completion": [{"role": "assistant", "content": "a"}]}
+    ex = read_examples(_write(tmp_path / "x.jsonl", [row]))
+    assert ex[0]["prompt"][0]["content"] == "q" and ex[0]["completion"][0]["content"] == "a"
+
+
+@pytest.mark.parametrize("bad, msg", [
+    ('{"messages": [', "line 2: not valid JSON"),
+    ({"text": "hi"}, "line 2: no `messages` field (keys: text)"),
+    ({"messages": [{"role": "user", "content": "q"}]}, "line 2: the last message must be the assistant's"),
+    ({"messages": [{"role": "assistant", "content": "a"}]}, "line 2: no user message"),
+    ({"messages": [{"role": "user", "content": 3}, {"role": "assistant", "content": "a"}]}, "line 2: messages[0] must be"),
+])
+def test_bad_records_name_file_and_line(tmp_path, bad, msg):
+    p = _write(tmp_path / "t.jsonl", [_row(), bad])
+    with pytest.raises(TrainDataError, match=msg.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")) as e:
+        read_examples(p)
+    assert str(p) in str(e.value)
+
+
+def test_missing_data_dir_says_run_filter(tmp_path):
+    with pytest.raises(TrainDataError, match="no train.jsonl or train.parquet"):
+        read_examples(tmp_path)
+
+
+# ---------------------------------------------------------------------------------------------
+# the loss mask, token by token
+
+
+def _check_mask_token_by_token(tok, expected_trained_text: str):
+    ex = read_examples_inline(_row())
+    t = tokenize(tok, ex["prompt"], ex["completion"])
+    ids, labels = t["input_ids"], t["labels"]
+    full = tok.apply_chat_template(ex["prompt"] + ex["completion"], tokenize=False)
+    prompt = tok.apply_chat_template(ex["prompt"], tokenize=False, add_generation_prompt=True)
+    assert full.startswith(prompt) and full[len(prompt):] == expected_trained_text
+    # the boundary: the first token whose text starts at or after the end of the prompt text
+    k = next(i for i in range(len(ids) + 1) if tok.decode(ids[:i]) == prompt)
+    for i, (tid, lab) in enumerate(zip(ids, labels)):
+        if i < k:
+            assert lab == -100, f"prompt token {i} {tok.convert_ids_to_tokens(tid)!r} carries loss"
+        else:
+            assert lab == tid, f"answer token {i} {tok.convert_ids_to_tokens(tid)!r} is masked"
+    assert tok.decode([i for i, lab in zip(ids, labels) if lab != -100]) == expected_trained_text
+    return t
+
+
+def read_examples_inline(row):
+    from distill.train.examples import split_messages
+
+    prompt, completion = split_messages(row, "inline")
+    return {"prompt": prompt, "completion": completion, "problem": None, "where": "inline"}
+
+
+def test_mask_chatml_qwen25_template(tok):
+    _with(tok, TRL_TEMPLATES / "qwen2_5.jinja")  # Qwen2.5's real template (ChatML, default system prompt)
+    t = _check_mask_token_by_token(tok, ANSWER + "<|im_end|>\n")
+    eot, name = end_of_turn(tok)
+    assert name == "<|im_end|>" and eot in [i for i, lab in zip(t["input_ids"], t["labels"]) if lab != -100]
+
+
+def test_mask_llama3_template(tok):
+    _with(tok, ROOT / "recipes/templates/llama3.jinja", LLAMA_SPECIALS)
+    # Llama-3 puts "\n\n" after the header and the answer follows; the tokenizer may merge "\n\n<"
+    # across the boundary, so check the trained text and the end of turn rather than a clean cut
+    ex = read_examples_inline(_row())
+    t = tokenize(tok, ex["prompt"], ex["completion"])
+    trained = tok.decode([i for i, lab in zip(t["input_ids"], t["labels"]) if lab != -100])
+    assert trained.endswith("The answer is $\\boxed{12}$.<|eot_id|>")
+    assert "Six plus six" in trained and "</think>" in trained and "What is 6 + 6" not in trained
+    assert end_of_turn(tok)[1] == "<|eot_id|>"
+    assert t["labels"][-1] == tok.convert_tokens_to_ids("<|eot_id|>")
+
+
+def test_mask_meta_llama31_template(tok):
+    _with(tok, TRL_TEMPLATES / "llama3_1.jinja", LLAMA_SPECIALS)  # Meta's template, date preamble and all
+    ex = read_examples_inline(_row())
+    pf = preflight(tok, ex, tokenize(tok, ex["prompt"], ex["completion"]), load_recipe(None, ["prompt.template=plain"]).prompt)
+    assert pf.ok, pf.failures()
+    assert pf.eot_token == "<|eot_id|>"
+
+
+# ---------------------------------------------------------------------------------------------
+# preflight
+
+
+def _pf(tok, prompt_sets=("prompt.template=plain",), row=None):
+    ex = read_examples_inline(row or _row())
+    return preflight(tok, ex, tokenize(tok, ex["prompt"], ex["completion"]), load_recipe(None, list(prompt_sets)).prompt)
+
+
+def test_preflight_passes_on_embedded_template(tok):
+    pf = _pf(tok)
+    assert pf.ok and [c[0] for c in pf.checks] == ["reasoning trained", "prompt masked", "end of turn trained",
+                                                   "same prompt as eval"]
+
+
+def test_preflight_r1_prefill_matches_think_answer(tok):
+    # eval sends "<|im_start|>assistant\n<think>\n"; the training answer starts with the same text
+    assert _pf(tok, ("prompt.template=r1", "prompt.force_think=true")).ok
+
+
+def test_preflight_refuses_template_that_strips_reasoning(tok):
+    _with(tok, TRL_TEMPLATES / "deepseek_r1_distill.jinja", R1_SPECIALS)
+    pf = _pf(tok)
+    assert not pf.ok
+    assert any("drops the reasoning" in f for f in pf.failures())
+    assert any(f.startswith("same prompt as eval") for f in pf.failures())
+
+
+def test_preflight_refuses_template_without_end_of_turn(tok, tmp_path):
+    t = tmp_path / "open.jinja"
+    t.write_text("{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+                 "{% if add_generation_prompt %}assistant: {% endif %}")
+    _with(tok, t)
+    pf = _pf(tok)
+    assert any("never learns to stop" in f for f in pf.failures())
+
+
+def test_preflight_refuses_generation_prompt_that_differs_from_training(tok, tmp_path):
+    # the generation prompt opens the turn with a marker that training never renders
+    t = tmp_path / "odd.jinja"
+    t.write_text("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+                 "{% if add_generation_prompt %}<|im_start|>assistant\nSure! {% endif %}")
+    _with(tok, t)
+    pf = _pf(tok)
+    fails = pf.failures()
+    assert any(f.startswith("same prompt as eval") and "Sure!" in f for f in fails)
+
+
+def test_preflight_refuses_r1_zero_eval(tok):
+    pf = _pf(tok, ("prompt.template=r1-zero",))
+    assert any("r1-zero" in f for f in pf.failures())
+
+
+def test_no_chat_template_is_refused(tok):
+    tok.chat_template = None
+    with pytest.raises(PreflightError, match="has no chat template and the recipe names none.*train.chat_template: chatml"):
+        apply_template(tok, None)
+    apply_template(tok, "chatml")
+    assert _pf(tok).ok
+
+
+def test_preflight_warns_when_eval_prompt_is_worded_differently(tok):
+    row = _row(q="What is 6 + 6?\nPlease reason step by step, and put your final answer within \\boxed{}.")
+    ex = read_examples_inline(row)
+    ex["problem"] = "What is 6 + 6?"
+    pf = preflight(tok, ex, tokenize(tok, ex["prompt"], ex["completion"]), load_recipe(None, ["prompt.template=plain"]).prompt)
+    assert pf.ok and any("worded differently" in w for w in pf.warnings)
+
+
+# ---------------------------------------------------------------------------------------------
+# training on a small model built from a config
+
+
+def test_dry_run_trains_nothing(tmp_path, tiny_student):
+    from distill.train.sft import train
+
+    s = train(_recipe(tiny_student), data=_data(tmp_path), out=tmp_path / "out", dry_run=True)
+    assert s.dry_run and s.examples == 24 and 0 < s.trained_tokens < s.tokens
+    assert not (tmp_path / "out").exists()
+
+
+def test_one_step_learns_and_saves_a_loadable_student(tmp_path, tiny_student):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+
+    from distill.train.sft import train
+
+    out = tmp_path / "student"
+    s = train(_recipe(tiny_student, **{"train.max_steps": 1}), data=_data(tmp_path), out=out)
+    assert s.steps == 1
+    assert s.final_loss is not None and torch.isfinite(torch.tensor(s.final_loss))
+    before, after = _weights(tiny_student), _weights(out)
+    changed = [k for k in before if not torch.equal(before[k], after[k])]
+    assert len(changed) > len(before) // 2, "an optimizer step changed almost nothing"
+    # loads as is, with the chat template it was trained through and an EOS on the end of turn
+    tok = AutoTokenizer.from_pretrained(out)
+    assert tok.chat_template and "<|im_start|>" in tok.chat_template
+    gen = GenerationConfig.from_pretrained(out)
+    eos = gen.eos_token_id if isinstance(gen.eos_token_id, list) else [gen.eos_token_id]
+    assert tok.convert_tokens_to_ids("<|im_end|>") in eos
+    model = AutoModelForCausalLM.from_pretrained(out)
+    assert model.config.num_hidden_layers == 2
+    summary = json.loads((out / "train_summary.json").read_text())
+    assert summary["summary"]["steps"] == 1 and summary["recipe"]["train"]["max_steps"] == 1
+    assert (out / "loss.png").stat().st_size > 1000
+
+
+def test_padded_and_packed_both_train(tmp_path, tiny_student):
+    from distill.train.sft import train
+
+    s = train(_recipe(tiny_student, **{"train.packing": False}), data=_data(tmp_path), out=tmp_path / "o")
+    assert s.steps == 2 and s.final_loss is not None
+
+
+def test_context_override_reaches_the_saved_config(tmp_path, tiny_student):
+    from distill.train.sft import train
+
+    out = tmp_path / "long"
+    train(_recipe(tiny_student, **{"train.max_steps": 1, "train.context.rope_theta": 300000,
+                                   "train.context.max_position_embeddings": 1024}), data=_data(tmp_path), out=out)
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["max_position_embeddings"] == 1024 and cfg["rope_parameters"]["rope_theta"] == 300000
+
+
+def test_lora_adapter_saved_and_merged(tmp_path, tiny_student):
+    import torch
+
+    from distill.train.sft import train
+
+    out = tmp_path / "lora"
+    train(_recipe(tiny_student, **{"train.lora.enabled": True, "train.lora.r": 4, "train.lora.alpha": 8,
+                                   "train.lora.merge": True, "train.learning_rate": 1e-2}), data=_data(tmp_path), out=out)
+    assert (out / "adapter" / "adapter_config.json").is_file()
+    assert (out / "adapter" / "adapter_model.safetensors").is_file()
+    merged, base = _weights(out), _weights(tiny_student)
+    assert not any("lora" in k for k in merged), "the merged student still holds LoRA tensors"
+    assert set(merged) == set(base)
+    q = "model.layers.0.self_attn.q_proj.weight"
+    assert not torch.equal(merged[q], base[q]), "merging changed nothing: the adapter did not train"
+    assert json.loads((out / "config.json").read_text()).get("quantization_config") is None
+
+
+def test_resume_from_last_checkpoint(tmp_path, tiny_student):
+    from distill.train.sft import train
+
+    out = tmp_path / "r"
+    sets = {"train.save_strategy": "steps", "train.save_steps": 1, "train.per_device_batch_size": 2,
+            "train.packing": False}
+    first = train(_recipe(tiny_student, **sets), data=_data(tmp_path), out=out)
+    assert first.steps == 2 and (out / "checkpoint-2").is_dir()
+    second = train(_recipe(tiny_student, **{**sets, "train.max_steps": 4}), data=_data(tmp_path), out=out)
+    assert second.resumed_from and second.resumed_from.endswith("checkpoint-2")
+    assert second.steps == 4
+    log_steps = [x["step"] for x in second.log if "loss" in x]
+    assert min(log_steps) == 1 and max(log_steps) == 4  # the log carries over from the checkpoint
+
+
+def test_examples_longer_than_max_length_are_dropped_not_truncated(tmp_path, tiny_student):
+    from distill.train.sft import train
+
+    long = _row(answer="<think>\n" + "one two three " * 80 + "\n</think>\n\n\\boxed{1}")
+    rows = [json.loads(line) for line in _data(tmp_path).read_text().splitlines()] + [long]
+    s = train(_recipe(tiny_student), data=_write(tmp_path / "mixed.jsonl", rows), dry_run=True)
+    assert s.examples == 24 and s.dropped_too_long == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# CLI and recipes
+
+
+def test_cli_dry_run_and_bad_data(tmp_path, tiny_student):
+    env_cmd = [sys.executable, "-m", "distill", "train", "--set", f"train.model={tiny_student}",
+               "--set", "prompt.template=plain"]
+    ok = subprocess.run(env_cmd + ["--data", str(_data(tmp_path)), "--dry-run"], capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    assert "preflight" in ok.stderr and "end of turn trained" in ok.stderr and "nothing was trained" in ok.stderr
+    bad = _write(tmp_path / "bad.jsonl", [_row(), "{oops"])
+    r = subprocess.run(env_cmd + ["--data", str(bad), "--out", str(tmp_path / "o")], capture_output=True, text=True)
+    assert r.returncode == 2 and f"{bad} line 2: not valid JSON" in r.stderr
+    assert not (tmp_path / "o").exists()
+
+
+SFT_RECIPES = sorted((ROOT / "recipes/sft").glob("*.yaml"))
+STUDENTS = {"Qwen/Qwen2.5-Math-1.5B", "Qwen/Qwen2.5-Math-7B", "Qwen/Qwen2.5-14B", "Qwen/Qwen2.5-32B",
+            "meta-llama/Llama-3.1-8B", "meta-llama/Llama-3.3-70B-Instruct"}
+
+
+def test_every_r1_student_has_a_recipe():
+    assert {load_recipe(p).train.model for p in SFT_RECIPES} == STUDENTS
+
+
+@pytest.mark.parametrize("path", SFT_RECIPES, ids=lambda p: p.name)
+def test_sft_recipe_is_valid(path, tok):
+    r = load_recipe(path)
+    t = r.train
+    assert t.dtype == "bfloat16" and t.gradient_checkpointing is True and t.packing
+    assert r.prompt.template == "r1" and r.prompt.force_think
+    assert t.max_length >= 16384
+    if "Math" in t.model:  # 4096 native positions: the recipe must extend them
+        assert t.context.rope_theta == 300000 and t.context.max_position_embeddings >= t.max_length
+    if t.chat_template:
+        assert (ROOT / t.chat_template).is_file()
+    text = path.read_text()
+    assert "accelerate" in text and "Effective batch" in text
+    # the comment's effective batch is what the numbers give on the layout it names
+    import re
+
+    m = re.search(r"Effective batch (\d+) = (\d+) per GPU x (\d+) accumulation x (\d+) GPUs", text)
+    assert m and int(m[1]) == int(m[2]) * int(m[3]) * int(m[4])
+    assert int(m[2]) == t.per_device_batch_size and int(m[3]) == t.gradient_accumulation_steps
+
+
+def test_openr1_distill_7b_hyperparameters():
+    t = load_recipe(ROOT / "recipes/sft/qwen2.5-math-7b.yaml").train
+    assert (t.learning_rate, t.lr_scheduler, t.min_lr_rate, t.epochs, t.max_grad_norm, t.max_length) == (
+        4e-5, "cosine_with_min_lr", 0.1, 5, 0.2, 32768)
+
+
+def test_llama3_template_passes_preflight(tok):
+    _with(tok, ROOT / "recipes/templates/llama3.jinja", LLAMA_SPECIALS)
+    assert _pf(tok, ("prompt.template=r1", "prompt.force_think=true")).ok
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "recipes/accelerate").glob("*.yaml")), ids=lambda p: p.name)
+def test_accelerate_configs_load(path):
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    cfg = load_config_from_file(str(path))
+    assert cfg.distributed_type.value in {"MULTI_GPU", "DEEPSPEED", "FSDP"}
+    assert cfg.mixed_precision.value == "bf16" if hasattr(cfg.mixed_precision, "value") else cfg.mixed_precision == "bf16"
+    raw = yaml.safe_load(path.read_text())
+    if raw["distributed_type"] == "DEEPSPEED":
+        assert raw["deepspeed_config"]["zero_stage"] in (2, 3)
+        if raw["deepspeed_config"]["zero_stage"] == 3:
+            assert raw["deepspeed_config"]["zero3_save_16bit_model"] is True  # the student saves as full weights
+
+
+def test_slurm_example_passes_rank_and_rendezvous():
+    text = (ROOT / "recipes/accelerate/slurm.sbatch").read_text()
+    for flag in ("--machine_rank \\$SLURM_PROCID", "--main_process_ip", "--num_machines", "--rdzv_backend c10d",
+                 "-m distill train"):
+        assert flag in text
+    assert subprocess.run(["bash", "-n", str(ROOT / "recipes/accelerate/slurm.sbatch")]).returncode == 0
