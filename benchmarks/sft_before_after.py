@@ -48,7 +48,7 @@ def figures(filtered: Path) -> dict[str, list[tuple[str, bool]]]:
         v = r["verdicts"]
         r1 = r["shape"] in ("r1", "r1-distill") and bool(v["format"]["value"].get("boxed"))
         correct = v["correct"]["pass"] is True
-        for k, hit in zip(FIGURES, (r["kept"], correct, r1, r1 and correct)):
+        for k, hit in zip(FIGURES, (r["kept"], correct, r1, r1 and correct), strict=False):
             out[k].append((r["problem_id"], bool(hit)))
     return out
 

@@ -148,12 +148,12 @@ def _check_mask_token_by_token(tok, expected_trained_text: str):
     assert full.startswith(prompt) and full[len(prompt):] == expected_trained_text
     # the boundary: the first token whose text starts at or after the end of the prompt text
     k = next(i for i in range(len(ids) + 1) if tok.decode(ids[:i]) == prompt)
-    for i, (tid, lab) in enumerate(zip(ids, labels)):
+    for i, (tid, lab) in enumerate(zip(ids, labels, strict=False)):
         if i < k:
             assert lab == -100, f"prompt token {i} {tok.convert_ids_to_tokens(tid)!r} carries loss"
         else:
             assert lab == tid, f"answer token {i} {tok.convert_ids_to_tokens(tid)!r} is masked"
-    assert tok.decode([i for i, lab in zip(ids, labels) if lab != -100]) == expected_trained_text
+    assert tok.decode([i for i, lab in zip(ids, labels, strict=False) if lab != -100]) == expected_trained_text
     return t
 
 
@@ -168,7 +168,7 @@ def test_mask_chatml_qwen25_template(tok):
     _with(tok, TRL_TEMPLATES / "qwen2_5.jinja")  # Qwen2.5's real template (ChatML, default system prompt)
     t = _check_mask_token_by_token(tok, ANSWER + "<|im_end|>\n")
     eot, name = end_of_turn(tok)
-    assert name == "<|im_end|>" and eot in [i for i, lab in zip(t["input_ids"], t["labels"]) if lab != -100]
+    assert name == "<|im_end|>" and eot in [i for i, lab in zip(t["input_ids"], t["labels"], strict=False) if lab != -100]
 
 
 def test_mask_llama3_template(tok):
@@ -177,7 +177,7 @@ def test_mask_llama3_template(tok):
     # across the boundary, so check the trained text and the end of turn rather than a clean cut
     ex = read_examples_inline(_row())
     t = tokenize(tok, ex["prompt"], ex["completion"])
-    trained = tok.decode([i for i, lab in zip(t["input_ids"], t["labels"]) if lab != -100])
+    trained = tok.decode([i for i, lab in zip(t["input_ids"], t["labels"], strict=False) if lab != -100])
     assert trained.endswith("The answer is $\\boxed{12}$.<|eot_id|>")
     assert "Six plus six" in trained and "</think>" in trained and "What is 6 + 6" not in trained
     assert end_of_turn(tok)[1] == "<|eot_id|>"

@@ -77,7 +77,7 @@ def read_examples(path: str | Path) -> list[dict]:
     if not rows:
         raise TrainDataError(f"{p}: no examples (did the filter keep nothing? see report.md beside it)")
     out = []
-    for rec, where in zip(rows, wheres):
+    for rec, where in zip(rows, wheres, strict=False):
         prompt, completion = split_messages(rec, where)
         out.append({"prompt": prompt, "completion": completion, "problem": rec.get("problem"), "where": where})
     return out
@@ -149,7 +149,7 @@ def tokenize(tokenizer, prompt: list[dict], completion: list[dict]) -> dict:
     prompt_ids = _ids(tokenizer, _render(tokenizer, prompt, True))
     ids = _ids(tokenizer, _render(tokenizer, prompt + completion, False))
     n = 0
-    for a, b in zip(prompt_ids, ids):
+    for a, b in zip(prompt_ids, ids, strict=False):
         if a != b:
             break
         n += 1
@@ -203,7 +203,7 @@ def preflight(tokenizer, example: dict, tok: dict, prompt_cfg) -> Preflight:
     eot_id, eot_token = end_of_turn(tokenizer)
     pf = Preflight(example, tokenizer.convert_ids_to_tokens(ids), trained, eot_id, eot_token)
     answer = example["completion"][-1]["content"]
-    trained_text = tokenizer.decode([i for i, t in zip(ids, trained) if t])
+    trained_text = tokenizer.decode([i for i, t in zip(ids, trained, strict=False) if t])
     full_text = _render(tokenizer, example["prompt"] + example["completion"], False)
 
     # 1. The reasoning is in the rendered text and carries loss.
@@ -239,7 +239,7 @@ def preflight(tokenizer, example: dict, tok: dict, prompt_cfg) -> Preflight:
                           "stop (it generates until max_tokens). Use a template that ends turns with a token "
                           "(train.chat_template: chatml)"))
     else:
-        hit = any(t and i == eot_id for i, t in zip(ids, trained))
+        hit = any(t and i == eot_id for i, t in zip(ids, trained, strict=False))
         pf.checks.append(("end of turn trained", hit,
                           f"{eot_token!r} (id {eot_id}) carries loss" if hit else
                           f"{eot_token!r} (id {eot_id}) closes the turn but carries no loss: the student would not "
@@ -264,7 +264,7 @@ def preflight(tokenizer, example: dict, tok: dict, prompt_cfg) -> Preflight:
             detail = "the training text starts with the evaluation prompt" + (
                 f" and its prefill {prefill!r}" if prefill else "")
         else:
-            k = next((i for i, (a, b) in enumerate(zip(full_text, eval_text)) if a != b), min(len(full_text), len(eval_text)))
+            k = next((i for i, (a, b) in enumerate(zip(full_text, eval_text, strict=False)) if a != b), min(len(full_text), len(eval_text)))
             detail = (f"at character {k} training has {full_text[k:k + 40]!r} where evaluation sends {eval_text[k:k + 40]!r}. "
                       "The template or prefill renders the start of the answer differently (e.g. a generation prompt that "
                       "already opens <think> plus a <think> in the answer). Align prompt.force_think with the template, "
@@ -290,7 +290,7 @@ def show(pf: Preflight, console, max_tokens: int = 400) -> None:
     n = len(pf.tokens)
     keep = set(range(n)) if n <= max_tokens else set(range(max_tokens // 2)) | set(range(n - max_tokens // 2, n))
     skipped = False
-    for i, (t, on) in enumerate(zip(pf.tokens, pf.trained)):
+    for i, (t, on) in enumerate(zip(pf.tokens, pf.trained, strict=False)):
         if i not in keep:
             if not skipped:
                 text.append(f" … {n - len(keep)} tokens … ", style="bold")

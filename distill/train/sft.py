@@ -119,7 +119,7 @@ def prepare(recipe: Recipe, data: str | Path, tokenizer, show_preflight: bool = 
         raise TrainDataError(f"{data}: all {n} examples are longer than train.max_length={cfg.max_length} tokens; "
                              "raise train.max_length")
     eot = pf.eot_id
-    no_eot = ds.filter(lambda e: eot not in [i for i, lab in zip(e["input_ids"], e["labels"]) if lab != -100])
+    no_eot = ds.filter(lambda e: eot not in [i for i, lab in zip(e["input_ids"], e["labels"], strict=False) if lab != -100])
     if len(no_eot):
         raise PreflightError(f"{no_eot[0]['where']}: the end-of-turn token {pf.eot_token!r} carries no loss in this "
                              f"example ({len(no_eot)} such examples); check its assistant message")
@@ -316,7 +316,7 @@ def plot_loss(log: list[dict], path: Path) -> None:
     if not pts:
         return
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot(*zip(*pts), marker="o", ms=3)
+    ax.plot(*zip(*pts, strict=False), marker="o", ms=3)
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("training loss (assistant tokens)")
     ax.set_title("distill train")
