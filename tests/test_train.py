@@ -435,3 +435,15 @@ def test_slurm_example_passes_rank_and_rendezvous():
                  "-m distill train"):
         assert flag in text
     assert subprocess.run(["bash", "-n", str(ROOT / "recipes/accelerate/slurm.sbatch")]).returncode == 0
+
+
+def test_missing_logger_fails_before_loading(tmp_path, tiny_student, monkeypatch):
+    import importlib.util
+
+    from distill.train.sft import train
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "wandb" else real(n, *a))
+    with pytest.raises(TrainDataError, match="report_to names wandb, which is not installed: pip install wandb"):
+        train(_recipe(tiny_student, **{"train.report_to": "[wandb]"}), data=_data(tmp_path), out=tmp_path / "o")
+    assert not (tmp_path / "o").exists()

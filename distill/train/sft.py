@@ -215,6 +215,16 @@ def build_trainer(recipe: Recipe, model_path: str, ds, tokenizer, out: Path):
     return SFTTrainer(model=model_path, args=args, train_dataset=ds, processing_class=tokenizer, peft_config=peft_config)
 
 
+def _check_reporters(names: list[str]) -> None:
+    """Fail before the model loads (minutes on a big student) when a named logger is not installed."""
+    import importlib.util
+
+    missing = [n for n in names if importlib.util.find_spec(n) is None]
+    if missing:
+        raise TrainDataError(f"train.report_to names {', '.join(missing)}, which is not installed: "
+                             f"pip install {' '.join(missing)}, or --set train.report_to=[]")
+
+
 def last_checkpoint(out: Path) -> str | None:
     from transformers.trainer_utils import get_last_checkpoint
 
@@ -232,6 +242,7 @@ def train(recipe: Recipe, data: str | Path | None = None, out: str | Path | None
         raise TrainDataError("no training data: pass --data DIR (the output of `distill filter`) or set train.data")
     if not out and not dry_run:
         raise TrainDataError("no output directory: pass --out DIR or set train.output_dir")
+    _check_reporters(cfg.report_to)
     model = resolve_model(cfg.model, cfg.revision)
     tok = load_tokenizer(model.path, cfg)
     ds, pf, counts = prepare(recipe, data, tok, show_preflight=_is_main())
