@@ -207,10 +207,51 @@ def train(
         console.print(f"student: {summary.out}   loss curve: {summary.out}/loss.png   log: {summary.out}/train_summary.json")
 
 
-@app.command("eval", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def eval_() -> None:
-    """Evaluate a student: pass@1 over k samples, cons@k, intervals. (Not in this version yet.)"""
-    _not_yet("eval", 6)
+@app.command("eval")
+def eval_(
+    model: Annotated[str | None, typer.Option("--model", "-m", help="The student: a local HF directory, .gguf, hub id, or 'embedded'.")] = None,
+    benchmark: Annotated[str | None, typer.Option("--benchmark", "-b", help="math500, aime24, aime25, amc23, gsm8k, a JSONL file, or a dataset id.")] = None,
+    k: Annotated[int | None, typer.Option("--k", help="Samples per problem (default: eval.k, 4).")] = None,
+    backend: Annotated[str | None, typer.Option(help="hf, vllm or openai (default: the recipe's teacher.backend).")] = None,
+    recipe: RecipeOpt = None,
+    set_: SetOpt = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Output directory (default: runs/eval/<model>-<benchmark>-k<k>).")] = None,
+    limit: Annotated[int | None, typer.Option(help="Only the first N problems (a smoke run).")] = None,
+    compare: Annotated[tuple[Path, Path] | None, typer.Option("--compare", help="Two eval.json files (or their directories): a - b, paired.")] = None,
+    progress: Annotated[bool, typer.Option(help="Show the progress bars.")] = True,
+) -> None:
+    """Evaluate a student by the R1 protocol: pass@1 over k samples, cons@k, pass@k, bootstrap intervals over problems."""
+    from distill.config import load_recipe
+    from distill.evaluate import EvalError, compare_table, default_out, evaluate, student_prompt
+    from distill.evaluate import compare as run_compare
+
+    try:
+        if compare:
+            r = load_recipe(recipe, set_)
+            c = run_compare(compare[0], compare[1], r.eval.bootstrap, r.eval.confidence, r.eval.seed)
+            for w in c["warnings"]:
+                console.print(f"[yellow]warning:[/] {w}")
+            console.print(compare_table(c))
+            console.print("a - b in bold where the interval excludes 0")
+            return
+        if not model or not benchmark:
+            raise typer.BadParameter("give --model and --benchmark (or --compare A B)")
+        sets = list(set_ or [])
+        if limit:
+            sets.append(f"eval.limit={limit}")
+        r = load_recipe(recipe, sets)
+        if recipe is None and not any(x.startswith("prompt.") for x in sets):
+            trained = student_prompt(model)
+            if trained:  # evaluate with the prompt the student was trained on, not a default
+                r.prompt = type(r.prompt).model_validate(trained)
+                console.print(f"[dim]prompt: {trained['template']} (from {model}/train_summary.json)[/]")
+        kk = k or r.eval.k
+        where = out or default_out(model, benchmark, kk)
+        res = evaluate(r, model, benchmark, where, k=kk, backend=backend, progress=progress)
+    except (*_user_errors(), EvalError) as e:
+        _fail(e)
+    console.print(res.table())
+    console.print(f"every sample and verdict: {where}/eval.json   plot: {where}/eval.png")
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

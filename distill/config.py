@@ -60,6 +60,22 @@ class FieldMap(_Strict):
     id: str | None = "id"  # None: derive a stable id from the problem text
     problem: str = "problem"
     answer: str = "answer"
+    # A regular expression whose first group is the answer inside the answer field, e.g.
+    # "####\\s*(.+)" for GSM8K, whose answer field is the whole worked solution.
+    answer_pattern: str | None = None
+
+    @field_validator("answer_pattern")
+    @classmethod
+    def _compiles(cls, v):
+        if v is not None:
+            import re
+
+            try:
+                if re.compile(v).groups < 1:
+                    raise ValueError(f"answer_pattern {v!r} has no group: put the answer in (...)")
+            except re.error as e:
+                raise ValueError(f"answer_pattern {v!r} is not a valid regular expression: {e}") from None
+        return v
 
 
 class ProblemsConfig(_Strict):
@@ -232,6 +248,99 @@ class TrainConfig(_Strict):
         return "no" if v is False else v  # YAML 1.1 reads a bare `no` as false
 
 
+class EvalConfig(_Strict):
+    """`distill eval`: the R1 protocol. Sampling (temperature 0.6, top-p 0.95, max_tokens) comes from
+    the recipe's `sampling` section, the prompt from `prompt`; `k` replaces `sampling.n`."""
+
+    k: int = Field(default=4, gt=0)  # samples per problem; pass@1 is their mean correctness
+    pass_k: list[int] = Field(default_factory=list)  # extra k for the unbiased pass@k; default: powers of 2 up to k
+    # Local copies of the named benchmarks: {math500: /data/math500.jsonl, ...}. Without one, a name
+    # resolves through $DISTILL_BENCHMARK_<NAME> (a file), then $DISTILL_BENCHMARKS (a directory of
+    # <name>.jsonl), then its Hugging Face dataset id.
+    benchmarks: dict[str, str] = Field(default_factory=dict)
+    split: str = "test"  # for a benchmark given as a dataset id or directory
+    fields: FieldMap | None = None  # for a benchmark file with other field names
+    limit: int | None = Field(default=None, gt=0)  # the first N problems (smoke runs)
+    bootstrap: int = Field(default=2000, ge=100)  # resamples of the problems for each interval
+    confidence: float = Field(default=0.95, gt=0, lt=1)
+    seed: int = 0  # of the bootstrap
+    shape: Literal["auto", "r1", "r1-distill", "r1-zero", "qwq", "plain"] = "auto"
+    timeout: float = Field(default=5.0, gt=0)  # hard limit per answer check, as in the filter
+    workers: int | None = Field(default=None, ge=0)
+
+
+class GrpoConfig(_Strict):
+    """`distill grpo`: TRL's GRPOTrainer on the recipe's problems and prompt, rewards from distill.verify."""
+
+    model: str = "embedded"  # the policy: "embedded", a local HF directory, a .gguf file, or a hub id
+    revision: str | None = None
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # auto: bf16 on GPU, fp32 on CPU
+    trust_remote_code: bool = False
+    attn_implementation: str | None = "sdpa"
+    chat_template: str | None = None  # as train.chat_template
+    output_dir: str | None = None  # --out overrides
+    # Reward name -> weight; names from distill/train/rewards.py (accuracy, format, language). The
+    # R1 report adds the language-consistency reward to accuracy: {accuracy: 1, language: 1}.
+    rewards: dict[str, float] = Field(default_factory=lambda: {"accuracy": 1.0, "format": 1.0})
+    language: str | None = None  # target of the language reward; default: the problem's language
+    reward_timeout: float = Field(default=5.0, gt=0)  # hard limit per answer check (worker process)
+    reward_workers: int = Field(default=2, ge=0)  # processes for answer checks; 0: in the calling thread
+    # The loss. "grpo" is the report's objective: per-sequence mean, clipped ratio, KL to the
+    # reference by the k3 estimator. TRL 1.16 defaults to loss_type dapo and beta 0 (no KL, no
+    # reference model); distill defaults to the report's.
+    loss_type: Literal["grpo", "dapo", "dr_grpo", "bnpo"] = "grpo"
+    beta: float = Field(default=0.001, ge=0)  # KL coefficient; > 0 loads a frozen reference model
+    epsilon: float = Field(default=0.2, gt=0)  # clip
+    epsilon_high: float | None = Field(default=None, gt=0)  # DAPO's clip-higher; null: epsilon
+    scale_rewards: Literal["group", "batch", "none"] = "group"  # GRPO divides by the group's std
+    num_generations: int = Field(default=8, ge=2)  # group size G
+    temperature: float = Field(default=1.0, gt=0)
+    top_p: float = Field(default=1.0, gt=0, le=1)
+    max_completion_length: int = Field(default=1024, gt=0)
+    mask_truncated_completions: bool = False
+    per_device_batch_size: int = Field(default=8, gt=0)  # completions per device per micro-step
+    gradient_accumulation_steps: int = Field(default=1, gt=0)
+    num_iterations: int = Field(default=1, gt=0)  # policy updates per generation batch (mu)
+    learning_rate: float = Field(default=1e-6, gt=0)
+    lr_scheduler: str = "constant"
+    warmup: float = Field(default=0.0, ge=0)
+    weight_decay: float = Field(default=0.0, ge=0)
+    max_grad_norm: float = Field(default=1.0, gt=0)
+    max_steps: int = Field(default=100, gt=0)
+    gradient_checkpointing: Literal["auto", True, False] = "auto"
+    seed: int = 42
+    logging_steps: int = Field(default=1, gt=0)
+    save_strategy: Literal["no", "steps", "epoch"] = "steps"
+    save_steps: int = Field(default=100, gt=0)
+    save_total_limit: int | None = Field(default=2, gt=0)
+    report_to: list[Literal["tensorboard", "wandb", "trackio"]] = Field(default_factory=list)
+    log_completions: bool = False
+    # Generation through vLLM: colocate (in the training processes) or server (`trl vllm-serve` /
+    # `vllm serve` on another node, at vllm_server_base_url).
+    use_vllm: bool = False
+    vllm_mode: Literal["colocate", "server"] = "colocate"
+    vllm_gpu_memory_utilization: float = Field(default=0.3, gt=0, le=1)
+    vllm_tensor_parallel_size: int = Field(default=1, gt=0)
+    vllm_server_base_url: str | None = None
+    lora: LoraConfig = Field(default_factory=LoraConfig)
+
+    @field_validator("save_strategy", mode="before")
+    @classmethod
+    def _yaml_no(cls, v):
+        return "no" if v is False else v
+
+    @model_validator(mode="after")
+    def _batch(self) -> GrpoConfig:
+        gen = self.per_device_batch_size * self.gradient_accumulation_steps
+        if gen % self.num_generations:
+            raise ValueError(
+                f"per_device_batch_size x gradient_accumulation_steps ({gen}) must be a multiple of "
+                f"num_generations ({self.num_generations}): each step generates whole groups")
+        if self.use_vllm and self.vllm_mode == "server" and not self.vllm_server_base_url:
+            raise ValueError("vllm_mode server needs vllm_server_base_url (e.g. http://vllm-node:8000)")
+        return self
+
+
 class Recipe(_Strict):
     teacher: TeacherConfig = Field(default_factory=TeacherConfig)
     problems: ProblemsConfig | None = None  # required by `distill generate`
@@ -240,6 +349,8 @@ class Recipe(_Strict):
     filter: FilterConfig = Field(default_factory=FilterConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    grpo: GrpoConfig = Field(default_factory=GrpoConfig)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -185,7 +186,14 @@ def load_problems(cfg: ProblemsConfig) -> list[Problem]:
         meta = {k: v for k, v in rec.items() if k not in (f.id, f.problem, f.answer)}
         if isinstance(meta.get("meta"), dict) and len(meta) == 1:
             meta = meta["meta"]
-        problems.append(Problem(id=pid, problem=problem, answer=_text(rec[f.answer]), source=name, meta=meta))
+        answer = _text(rec[f.answer])
+        if f.answer_pattern:
+            m = re.search(f.answer_pattern, answer, re.S)
+            if not m or not m.group(1).strip():
+                raise DataError(f"{where}: answer field {f.answer!r} does not match problems.fields.answer_pattern "
+                                f"{f.answer_pattern!r} (answer: {answer[-200:]!r}); fix the record or the pattern")
+            answer = m.group(1).strip()
+        problems.append(Problem(id=pid, problem=problem, answer=answer, source=name, meta=meta))
     if not problems:
         raise DataError(f"problems.source {cfg.source!r}: no problems found")
     if repeats:

@@ -1,0 +1,438 @@
+"""The eval stage: k samples per problem from any teacher backend, scored by the filter's verifier.
+
+    distill eval --model runs/quick/student --benchmark math500 --k 4
+    distill eval --compare runs/a/eval.json runs/b/eval.json
+
+The R1 report's protocol: k samples per problem at temperature 0.6 and top-p 0.95; pass@1 is the
+mean correctness over the k samples (averaged over problems); cons@k is the correctness of the
+majority answer. Every figure gets a bootstrap interval over problems: the k samples of one
+problem are not independent, so resampling samples would make the interval too narrow.
+
+Generation goes through `distill.generate` into a sample store inside the output directory, so
+an interrupted evaluation resumes where it stopped; correctness is the filter's `correct` check
+(`distill.filter.judge`), so a sample the filter would keep as correct is a pass here.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from rich.table import Table
+
+from distill.config import (
+    EvalConfig,
+    FieldMap,
+    FilterConfig,
+    ProblemsConfig,
+    Recipe,
+    RecipeError,
+    recipe_dict,
+)
+from distill.data import DataError
+
+# name -> (hub dataset id, subset, split, fields). The local copies in ../shared/data/benchmarks use
+# the uniform schema {id, problem, answer}; the hub copies keep their own field names.
+HUB_BENCHMARKS: dict[str, tuple[str, str | None, str, FieldMap]] = {
+    "math500": ("HuggingFaceH4/MATH-500", None, "test", FieldMap(id="unique_id")),
+    "aime24": ("HuggingFaceH4/aime_2024", None, "train", FieldMap(id="id")),
+    "aime25": ("math-ai/aime25", None, "test", FieldMap(id="id")),
+    "amc23": ("math-ai/amc23", None, "test", FieldMap(id="id", problem="question")),
+    "gsm8k": ("openai/gsm8k", "main", "test", FieldMap(id=None, problem="question", answer_pattern=r"####\s*(.+?)\s*$")),
+}
+
+
+class EvalError(ValueError):
+    """An evaluation that cannot run or compare; the message says the fix."""
+
+
+# -- estimators ---------------------------------------------------------------------------------
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k from n samples of which c are correct (Chen et al. 2021): 1 - C(n-c, k) / C(n, k)."""
+    if not 0 <= c <= n or k < 1:
+        raise ValueError(f"pass_at_k: need 0 <= c <= n and k >= 1 (n={n}, c={c}, k={k})")
+    if k > n:
+        raise ValueError(f"pass_at_k: k={k} needs at least k samples, got n={n}")
+    if n - c < k:
+        return 1.0
+    return 1.0 - math.comb(n - c, k) / math.comb(n, k)
+
+
+def majority(answers: list[str | None], correct: list[bool], same=None) -> dict:
+    """cons@k for one problem: the majority vote over the extracted answers.
+
+    Samples with no extracted answer do not vote. Answers are grouped by equality of their text, then
+    groups whose answers `same(a, b)` finds equivalent (math-verify) are merged. A tie between groups
+    scores the expected correctness of a uniform random pick among the tied groups (one right of two
+    tied: 0.5), so the figure does not depend on sample order.
+    """
+    groups: list[dict] = []
+    for a, ok in zip(answers, correct, strict=True):
+        if a is None or not str(a).strip():
+            continue
+        a = str(a).strip()
+        for g in groups:
+            if a == g["answer"] or (same is not None and same(g["answer"], a)):
+                g["votes"] += 1
+                g["correct"] += bool(ok)
+                break
+        else:
+            groups.append({"answer": a, "votes": 1, "correct": int(bool(ok))})
+    if not groups:
+        return {"answer": None, "votes": 0, "score": 0.0, "tied": 0}
+    top = max(g["votes"] for g in groups)
+    tied = [g for g in groups if g["votes"] == top]
+    # A group is correct when most of its members were judged correct (they are equivalent answers).
+    score = sum(g["correct"] * 2 > g["votes"] for g in tied) / len(tied)
+    return {"answer": tied[0]["answer"], "votes": top, "score": score, "tied": len(tied)}
+
+
+def _equivalent(a: str, b: str) -> bool:
+    from distill.verify import check_answer
+
+    try:
+        return check_answer(a, "\\boxed{" + b + "}", timeout=2)["status"] == "correct"
+    except Exception:  # noqa: BLE001 - an answer math-verify cannot compare stays its own group
+        return False
+
+
+def bootstrap_ci(values, reps: int = 2000, confidence: float = 0.95, seed: int = 0) -> tuple[float, float, float]:
+    """(mean, low, high): percentile interval of the mean over items (problems), resampled with replacement."""
+    v = np.asarray(values, dtype=float)
+    if v.size == 0:
+        return float("nan"), float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    means = v[rng.integers(0, v.size, size=(reps, v.size))].mean(axis=1)
+    a = (1 - confidence) / 2
+    return float(v.mean()), float(np.quantile(means, a)), float(np.quantile(means, 1 - a))
+
+
+def paired_bootstrap(a, b, reps: int = 2000, confidence: float = 0.95, seed: int = 0) -> dict:
+    """Difference of means a - b over the same items, with an interval from resampling items jointly."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    d = a - b
+    rng = np.random.default_rng(seed)
+    means = d[rng.integers(0, d.size, size=(reps, d.size))].mean(axis=1)
+    q = (1 - confidence) / 2
+    return {"a": float(a.mean()), "b": float(b.mean()), "diff": float(d.mean()),
+            "low": float(np.quantile(means, q)), "high": float(np.quantile(means, 1 - q)),
+            # share of resamples on the other side of zero: a bootstrap analogue of a one-sided p-value
+            "p_sign": float(min((means <= 0).mean(), (means >= 0).mean()))}
+
+
+def default_ks(k: int, extra: list[int] | None = None) -> list[int]:
+    ks = {1, k} | {2 ** i for i in range(1, 20) if 2 ** i < k} | set(extra or [])
+    return sorted(x for x in ks if 1 <= x <= k)
+
+
+# -- benchmarks ---------------------------------------------------------------------------------
+
+def resolve_benchmark(ref: str, cfg: EvalConfig) -> ProblemsConfig:
+    """A benchmark name, a local file or directory, or a Hugging Face dataset id, as a problem source."""
+    name = ref.lower().replace("-", "").replace("_", "")
+    fields = cfg.fields
+    if name in HUB_BENCHMARKS:
+        hub, subset, split, hub_fields = HUB_BENCHMARKS[name]
+        local = (cfg.benchmarks.get(ref) or cfg.benchmarks.get(name)
+                 or os.environ.get(f"DISTILL_BENCHMARK_{name.upper()}"))
+        where = "eval.benchmarks" if (cfg.benchmarks.get(ref) or cfg.benchmarks.get(name)) else f"$DISTILL_BENCHMARK_{name.upper()}"
+        if not local and os.environ.get("DISTILL_BENCHMARKS"):
+            cand = Path(os.environ["DISTILL_BENCHMARKS"]).expanduser() / f"{name}.jsonl"
+            local, where = (str(cand), "$DISTILL_BENCHMARKS") if cand.is_file() else (None, "")
+        if local:
+            if not Path(local).expanduser().exists():
+                raise EvalError(f"benchmark {ref}: {where} points at {local}, which does not exist")
+            return _local_source(local, name, fields, cfg)
+        return ProblemsConfig(source=hub, subset=subset, split=split, fields=fields or hub_fields, name=name,
+                              limit=cfg.limit)
+    path = Path(ref).expanduser()
+    if path.exists():
+        return _local_source(str(path), path.stem, fields, cfg)
+    if "/" in ref and not ref.startswith((".", "/")):  # a dataset id
+        return ProblemsConfig(source=ref, split=cfg.split, fields=fields or FieldMap(), limit=cfg.limit)
+    raise EvalError(f"--benchmark {ref!r}: not a benchmark name ({', '.join(HUB_BENCHMARKS)}), not a file here, "
+                    "and not a dataset id (owner/name)")
+
+
+def _local_source(path: str, name: str, fields: FieldMap | None, cfg: EvalConfig) -> ProblemsConfig:
+    if fields is None:
+        fields = FieldMap()
+        p = Path(path)
+        if p.is_file() and p.suffix == ".jsonl":  # any JSONL with problem and answer; ids are optional
+            with p.open() as f:
+                first = next((line for line in f if line.strip()), "")
+            try:
+                rec = json.loads(first) if first else {}
+            except json.JSONDecodeError:
+                rec = {}  # load_problems names the line
+            if isinstance(rec, dict) and rec and "id" not in rec:
+                fields = FieldMap(id=None)
+    return ProblemsConfig(source=path, split=cfg.split, fields=fields, name=name, limit=cfg.limit)
+
+
+# -- running ------------------------------------------------------------------------------------
+
+@dataclass
+class EvalResult:
+    figures: dict = field(default_factory=dict)  # name -> {value, low, high}
+    problems: list = field(default_factory=list)
+    samples: list = field(default_factory=list)
+    settings: dict = field(default_factory=dict)
+    out: str = ""
+
+    def table(self) -> Table:
+        s = self.settings
+        conf = int(round(s.get("confidence", 0.95) * 100))
+        t = Table(title=f"distill eval: {s.get('model')} on {s.get('benchmark')} "
+                        f"({s.get('problems')} problems x k={s.get('k')})")
+        t.add_column("figure")
+        t.add_column("value", justify="right")
+        t.add_column(f"{conf}% CI (problems)", justify="right")
+        for name, f in self.figures.items():
+            if name == "mean_tokens":
+                t.add_row("mean completion tokens", f"{f['value']:.1f}", f"[{f['low']:.1f}, {f['high']:.1f}]")
+            else:
+                t.add_row(name, f"{100 * f['value']:.1f}", f"[{100 * f['low']:.1f}, {100 * f['high']:.1f}]")
+        return t
+
+
+def score(samples: list[dict], verdicts: list[dict], k: int, ks: list[int], cfg: EvalConfig,
+          order: list[str] | None = None) -> tuple[dict, list[dict]]:
+    """(figures, per-problem rows) from judged samples; each figure is a mean over problems with its interval."""
+    from distill.verify import find_boxed
+    from distill.verify.format import parse
+
+    by: dict[str, list[tuple[dict, dict]]] = {}
+    for s, v in zip(samples, verdicts, strict=True):
+        by.setdefault(s["problem_id"], []).append((s, v))
+    rows = []
+    for pid in order or list(by):
+        group = sorted(by.get(pid, []), key=lambda x: x[0]["sample_index"])
+        if not group:
+            continue
+        correct = [v["correct"]["pass"] is True for _, v in group]
+        preds = [v["correct"]["value"].get("pred") if isinstance(v["correct"]["value"], dict) else None
+                 for _, v in group]
+        n, c = len(group), sum(correct)
+        r1 = []
+        for s, _ in group:
+            p = parse(s["completion"], "auto", s.get("prompt_template"))
+            r1.append(p.shape in ("r1", "r1-distill") and p.closed and p.blocks <= 1 and bool(find_boxed(p.final or "")))
+        cons = majority(preds, correct, _equivalent)
+        row = {"id": pid, "answer": group[0][0]["answer"], "n": n, "correct": c, "pass@1": c / n,
+               f"cons@{k}": cons["score"], "majority": cons["answer"], "majority_votes": cons["votes"],
+               "tied_groups": cons["tied"],
+               "truncated": sum(s["finish_reason"] == "length" for s, _ in group) / n,
+               "r1_format": sum(r1) / n,
+               "mean_tokens": sum(s.get("completion_tokens") or 0 for s, _ in group) / n}
+        for kk in ks:
+            if kk > 1:
+                row[f"pass@{kk}"] = pass_at_k(n, c, kk) if kk <= n else None
+        rows.append(row)
+    if not rows:
+        raise EvalError("no samples to score")
+    names = ["pass@1", f"cons@{k}"] + [f"pass@{kk}" for kk in ks if kk > 1] + ["truncated", "r1_format", "mean_tokens"]
+    figures = {}
+    for name in names:
+        vals = [r[name] for r in rows if r.get(name) is not None]
+        if not vals:
+            continue
+        m, lo, hi = bootstrap_ci(vals, cfg.bootstrap, cfg.confidence, cfg.seed)
+        figures[name] = {"value": m, "low": lo, "high": hi, "problems": len(vals)}
+    return figures, rows
+
+
+def evaluate(recipe: Recipe, model: str, benchmark: str, out: str | Path, k: int | None = None,
+             backend: str | None = None, progress: bool = True, teacher=None) -> EvalResult:
+    """Generate k samples per problem with `model`, judge them with the filter's checks, write eval.json."""
+    from distill.filter import judge, read_samples
+    from distill.generate import generate, plan
+    from distill.store import versions
+
+    start = time.monotonic()
+    cfg = recipe.eval
+    k = k or cfg.k
+    out = Path(out)
+    problems = resolve_benchmark(benchmark, cfg)
+    r = recipe.model_copy(deep=True)
+    r.teacher.model = model
+    if backend:
+        r.teacher.backend = backend
+    r.problems = problems
+    r.sampling.n = k
+    ks = default_ks(k, cfg.pass_k)
+
+    summary = generate(r, out / "samples", progress=progress, teacher=teacher)
+    if summary.status == "interrupted":
+        raise KeyboardInterrupt
+    plist, rows = plan(r, None)
+    wanted = {row[0] for row in rows}
+    samples = [s for s in read_samples(out / "samples")[0] if s["key"] in wanted]
+    if len(samples) < len(wanted):
+        raise EvalError(f"{out / 'samples'}: {len(wanted) - len(samples)} of {len(wanted)} samples are missing; "
+                        "rerun the same command to generate them")
+    samples.sort(key=lambda s: (s["problem_id"], s["sample_index"]))
+
+    # The filter's own checks, with only what decides a pass switched on: complete (for the
+    # record: a truncated sample has no final answer and fails `correct` anyway), format, correct.
+    fcfg = FilterConfig.model_validate({
+        "format": {"shape": cfg.shape, "require_boxed": False},
+        "correct": {"timeout": cfg.timeout},
+        "language": {"enabled": False}, "readable": {"enabled": False},
+        "dedup": {"enabled": False}, "decontaminate": {"enabled": False}, "workers": cfg.workers,
+    })
+    verdicts, _ = judge(samples, fcfg, progress=progress)
+    figures, prows = score(samples, verdicts, k, ks, cfg, order=[p.id for p in plist])
+
+    settings = {
+        "model": model, "backend": r.teacher.backend, "benchmark": benchmark,
+        "source": problems.source, "split": problems.split, "problems": len(prows), "k": k, "pass_k": ks,
+        "sampling": r.sampling.model_dump(), "prompt": r.prompt.model_dump(), "confidence": cfg.confidence,
+        "bootstrap": cfg.bootstrap, "bootstrap_seed": cfg.seed,
+        "generation": {"seconds": round(summary.gen_s, 2), "generated": summary.generated,
+                       "reused": summary.present, "tokens_per_s": round(summary.tokens_per_s, 2)},
+        "seconds": round(time.monotonic() - start, 2), "recipe": recipe_dict(r), "versions": versions(),
+    }
+    sample_rows = [{
+        "key": s["key"], "problem_id": s["problem_id"], "sample_index": s["sample_index"],
+        "completion": s["completion"], "finish_reason": s["finish_reason"],
+        "completion_tokens": s.get("completion_tokens"),
+        "verdicts": {c: v[c] for c in ("complete", "format", "correct")}, "correct": v["correct"]["pass"] is True,
+    } for s, v in zip(samples, verdicts, strict=True)]
+    res = EvalResult(figures, prows, sample_rows, settings, str(out))
+    write(res, out)
+    return res
+
+
+def write(res: EvalResult, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "eval.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps({"settings": res.settings, "figures": res.figures, "problems": res.problems,
+                               "samples": res.samples}, indent=1, ensure_ascii=False))
+    os.replace(tmp, path)  # an interrupted write leaves the previous eval.json whole
+    plot_pass_at_k(res, out / "eval.png")
+
+
+def plot_pass_at_k(res: EvalResult, path: Path) -> None:
+    """pass@k against k with intervals, and cons@k beside it."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ks = [int(n.split("@")[1]) for n in res.figures if n.startswith("pass@")]
+    if not ks:
+        return
+    f = [res.figures[f"pass@{k}"] for k in ks]
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    m = np.array([x["value"] for x in f])
+    ax.errorbar(ks, m, yerr=[m - np.array([x["low"] for x in f]), np.array([x["high"] for x in f]) - m],
+                marker="o", capsize=3, label="pass@k")
+    k = res.settings["k"]
+    cons = res.figures.get(f"cons@{k}")
+    if cons:
+        ax.errorbar([k], [cons["value"]], yerr=[[cons["value"] - cons["low"]], [cons["high"] - cons["value"]]],
+                    marker="s", capsize=3, color="C3", label=f"cons@{k}")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("k")
+    ax.set_ylim(0, 1.02)
+    ax.set_ylabel(f"share of problems ({int(res.settings['confidence'] * 100)}% CI)")
+    ax.set_title(f"{Path(str(res.settings['model'])).name} on {res.settings['benchmark']}", fontsize=10)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def load(path: str | Path) -> dict:
+    p = Path(path)
+    if p.is_dir():
+        p = p / "eval.json"
+    if not p.is_file():
+        raise EvalError(f"{p}: no eval.json here; give the file or the directory `distill eval --out` wrote")
+    try:
+        d = json.loads(p.read_text())
+    except json.JSONDecodeError as e:
+        raise EvalError(f"{p}: not valid JSON ({e}); rerun the evaluation to rewrite it") from None
+    if not isinstance(d, dict) or "problems" not in d or "settings" not in d:
+        raise EvalError(f"{p}: not an eval.json written by distill eval (no settings/problems)")
+    d["_path"] = str(p)
+    return d
+
+
+def compare(a_path: str | Path, b_path: str | Path, reps: int = 2000, confidence: float = 0.95,
+            seed: int = 0) -> dict:
+    """a - b on the problems both runs scored, per figure, with a paired bootstrap interval over problems."""
+    a, b = load(a_path), load(b_path)
+    pa = {r["id"]: r for r in a["problems"]}
+    pb = {r["id"]: r for r in b["problems"]}
+    common = [i for i in pa if i in pb]
+    if not common:
+        raise EvalError(f"{a['_path']} and {b['_path']} share no problem ids: a paired comparison needs the "
+                        "same benchmark")
+    warnings = []
+    if len(common) < max(len(pa), len(pb)):
+        warnings.append(f"only the {len(common)} problems both runs scored are compared "
+                        f"({len(pa)} in a, {len(pb)} in b)")
+    sa, sb = a["settings"], b["settings"]
+    for key in ("k", "sampling", "prompt", "source"):
+        va, vb = sa.get(key), sb.get(key)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            va = {x: y for x, y in va.items() if x not in ("n", "seed")}
+            vb = {x: y for x, y in vb.items() if x not in ("n", "seed")}
+        if va != vb:
+            warnings.append(f"settings differ in {key}: {va!r} vs {vb!r}")
+    names = [n for n in (a.get("figures") or {}) if n in (b.get("figures") or {})]
+    figs = {}
+    for name in names:
+        xs = [(pa[i].get(name), pb[i].get(name)) for i in common]
+        xs = [(x, y) for x, y in xs if x is not None and y is not None]
+        if xs:
+            figs[name] = paired_bootstrap([x for x, _ in xs], [y for _, y in xs], reps, confidence, seed)
+    return {"a": a["_path"], "b": b["_path"], "a_model": sa.get("model"), "b_model": sb.get("model"),
+            "benchmark": sa.get("benchmark"), "problems": len(common), "confidence": confidence,
+            "figures": figs, "warnings": warnings}
+
+
+def compare_table(c: dict) -> Table:
+    conf = int(round(c["confidence"] * 100))
+    t = Table(title=f"a = {c['a_model']}  vs  b = {c['b_model']}  on {c['benchmark']} ({c['problems']} paired problems)")
+    for col in ("figure", "a", "b", "a - b", f"{conf}% CI (paired)", "P(other sign)"):
+        t.add_column(col, justify="left" if col == "figure" else "right")
+    for name, f in c["figures"].items():
+        scale, fmt = (1, "{:.1f}") if name == "mean_tokens" else (100, "{:.1f}")
+        sig = f["low"] > 0 or f["high"] < 0
+        diff = fmt.format(scale * f["diff"])
+        t.add_row(name, fmt.format(scale * f["a"]), fmt.format(scale * f["b"]),
+                  f"[bold]{diff}[/]" if sig else diff,
+                  f"[{fmt.format(scale * f['low'])}, {fmt.format(scale * f['high'])}]", f"{f['p_sign']:.3f}")
+    return t
+
+
+def default_out(model: str, benchmark: str, k: int) -> Path:
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(model.rstrip("/")).name or model).strip("-") or "model"
+    bench = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(benchmark).stem)
+    return Path("runs") / "eval" / f"{slug}-{bench}-k{k}"
+
+
+def student_prompt(model: str) -> dict | None:
+    """The prompt section a distill-trained student was trained with (its train_summary.json), if any."""
+    p = Path(model) / "train_summary.json"
+    if not p.is_file():
+        return None
+    try:
+        return json.loads(p.read_text())["recipe"]["prompt"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        return None
+
+
+__all__ = ["DataError", "EvalError", "EvalResult", "RecipeError", "bootstrap_ci", "compare", "evaluate", "majority",
+           "paired_bootstrap", "pass_at_k", "resolve_benchmark"]

@@ -1,0 +1,260 @@
+"""distill eval: the estimators against hand values, intervals that cover, benchmarks by name, a real run."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from distill.config import EvalConfig, load_recipe
+from distill.data import DataError, load_problems
+from distill.evaluate import (
+    HUB_BENCHMARKS,
+    EvalError,
+    bootstrap_ci,
+    compare,
+    default_ks,
+    evaluate,
+    majority,
+    paired_bootstrap,
+    pass_at_k,
+    resolve_benchmark,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# -- estimators ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("n", "c", "k", "want"), [
+    (4, 1, 1, 0.25),                 # pass@1 is c/n
+    (4, 1, 2, 0.5),                  # 1 - C(3,2)/C(4,2) = 1 - 3/6
+    (5, 2, 3, 0.9),                  # 1 - C(3,3)/C(5,3) = 1 - 1/10
+    (10, 3, 5, 1 - 21 / 252),        # C(7,5) = 21, C(10,5) = 252
+    (8, 0, 4, 0.0),
+    (8, 8, 1, 1.0),
+    (6, 4, 3, 1.0),                  # n - c < k: every draw of 3 holds a correct one
+])
+def test_pass_at_k_matches_hand_computed_values(n, c, k, want):
+    assert pass_at_k(n, c, k) == pytest.approx(want)
+
+
+def test_pass_at_k_is_the_mean_over_all_subsets():
+    from itertools import combinations
+
+    hits = [1, 0, 0, 1, 0, 0, 0]
+    for k in range(1, 8):
+        subsets = list(combinations(hits, k))
+        assert pass_at_k(7, 2, k) == pytest.approx(sum(any(s) for s in subsets) / len(subsets))
+
+
+def test_pass_at_k_refuses_k_above_n():
+    with pytest.raises(ValueError, match="at least k samples"):
+        pass_at_k(3, 1, 4)
+
+
+def test_default_ks_are_powers_of_two_up_to_k():
+    assert default_ks(64) == [1, 2, 4, 8, 16, 32, 64]
+    assert default_ks(6, [3]) == [1, 2, 3, 4, 6]
+
+
+def test_cons_majority_wins_and_wrong_majority_scores_zero():
+    assert majority(["11", "11", "12"], [True, True, False])["score"] == 1.0
+    m = majority(["12", "12", "11", None], [False, False, True, False])
+    assert m["score"] == 0.0 and m["answer"] == "12" and m["votes"] == 2
+
+
+def test_cons_tie_scores_the_expected_value_of_a_random_pick():
+    m = majority(["11", "12"], [True, False])
+    assert m["score"] == 0.5 and m["tied"] == 2
+    assert majority(["1", "2", "3", "3", "4", "4"], [False] * 4 + [True] * 2)["score"] == 0.5
+    assert majority(["5", "5", "6", "6", "7", "7"], [True, True, False, False, False, False])["score"] == pytest.approx(1 / 3)
+    # the order of the samples does not change a tie's score
+    assert majority(["12", "11"], [False, True])["score"] == 0.5
+
+
+def test_cons_merges_equivalent_answers_and_ignores_non_answers():
+    from distill.evaluate import _equivalent
+
+    m = majority(["0.5", "\\frac{1}{2}", "3", None, ""], [True, True, False, False, False], _equivalent)
+    assert m["votes"] == 2 and m["score"] == 1.0
+    assert majority([None, None], [False, False]) == {"answer": None, "votes": 0, "score": 0.0, "tied": 0}
+
+
+def test_bootstrap_interval_covers_the_true_mean_about_95_percent():
+    rng = np.random.default_rng(1)
+    p, trials, hits = 0.3, 300, 0
+    for t in range(trials):
+        # 80 problems x 4 samples each: per-problem pass@1 values
+        per_problem = rng.binomial(4, p, size=80) / 4
+        _, lo, hi = bootstrap_ci(per_problem, reps=1000, seed=t)
+        hits += lo <= p <= hi
+    assert 0.90 <= hits / trials <= 0.985, hits / trials
+
+
+def test_bootstrap_interval_narrows_with_more_problems():
+    rng = np.random.default_rng(0)
+    small = bootstrap_ci(rng.binomial(1, 0.5, 30), seed=0)
+    big = bootstrap_ci(rng.binomial(1, 0.5, 3000), seed=0)
+    assert (big[2] - big[1]) < (small[2] - small[1]) / 5
+
+
+def test_paired_bootstrap_sees_a_shift_that_unpaired_noise_would_hide():
+    rng = np.random.default_rng(0)
+    base = rng.uniform(0, 1, 60)  # problems of very different difficulty
+    a, b = np.clip(base + 0.05, 0, 1), base
+    d = paired_bootstrap(a, b)
+    assert d["low"] > 0 and d["diff"] == pytest.approx(float((a - b).mean()))
+    same = paired_bootstrap(b, b)
+    assert same["diff"] == 0 and same["low"] == 0 and same["high"] == 0
+
+
+# -- benchmarks ---------------------------------------------------------------------------------
+
+def test_benchmark_names_resolve_to_the_shared_copies(monkeypatch, shared_data):
+    monkeypatch.setenv("DISTILL_BENCHMARKS", str(shared_data))
+    sizes = {"math500": 500, "aime24": 30, "aime25": 30, "amc23": 40, "gsm8k": 1319}
+    for name, size in sizes.items():
+        pc = resolve_benchmark(name, EvalConfig())
+        probs = load_problems(pc)
+        assert len(probs) == size and pc.name == name
+        assert all(p.answer for p in probs)
+    assert resolve_benchmark("AIME-24", EvalConfig(limit=3)).limit == 3
+
+
+def test_benchmark_from_the_recipe_wins_over_the_environment(monkeypatch, shared_data, tmp_path):
+    monkeypatch.setenv("DISTILL_BENCHMARKS", str(shared_data))
+    pc = resolve_benchmark("aime24", EvalConfig(benchmarks={"aime24": str(shared_data / "aime25.jsonl")}))
+    assert pc.source.endswith("aime25.jsonl")
+    monkeypatch.setenv("DISTILL_BENCHMARK_AMC23", str(tmp_path / "nope.jsonl"))
+    with pytest.raises(EvalError, match="does not exist"):
+        resolve_benchmark("amc23", EvalConfig())
+
+
+def test_benchmark_without_a_local_copy_is_its_hub_dataset(monkeypatch):
+    monkeypatch.delenv("DISTILL_BENCHMARKS", raising=False)
+    for name, (hub, subset, split, fields) in HUB_BENCHMARKS.items():
+        monkeypatch.delenv(f"DISTILL_BENCHMARK_{name.upper()}", raising=False)
+        pc = resolve_benchmark(name, EvalConfig())
+        assert (pc.source, pc.subset, pc.split, pc.fields) == (hub, subset, split, fields)
+    # offline, the loader fails with the dataset named and a fix
+    with pytest.raises(DataError, match="HuggingFaceH4/MATH-500"):
+        load_problems(resolve_benchmark("math500", EvalConfig()))
+    with pytest.raises(EvalError, match="not a benchmark name"):
+        resolve_benchmark("math600", EvalConfig())
+
+
+def test_gsm8k_answers_come_out_of_the_worked_solution(tmp_path):
+    f = tmp_path / "gsm.jsonl"
+    f.write_text(json.dumps({"question": "2+2?", "answer": "2+2=<<2+2=4>>4\n#### 4"}) + "\n"
+                 + json.dumps({"question": "big?", "answer": "so\n#### 1,234"}) + "\n")
+    pc = resolve_benchmark(str(f), EvalConfig(fields=HUB_BENCHMARKS["gsm8k"][3]))
+    assert [p.answer for p in load_problems(pc)] == ["4", "1,234"]
+    f.write_text(json.dumps({"question": "x", "answer": "no marker"}) + "\n")
+    with pytest.raises(DataError, match="line 1.*answer_pattern"):
+        load_problems(pc)
+
+
+def test_any_jsonl_with_problem_and_answer_works_without_ids(tmp_path):
+    f = tmp_path / "mine.jsonl"
+    f.write_text("".join(json.dumps({"problem": f"What is {i} + 1?", "answer": str(i + 1)}) + "\n" for i in range(3)))
+    probs = load_problems(resolve_benchmark(str(f), EvalConfig()))
+    assert len(probs) == 3 and len({p.id for p in probs}) == 3
+
+
+# -- end to end on the embedded model --------------------------------------------------------------
+
+def _bench(tmp_path: Path) -> Path:
+    f = tmp_path / "tiny.jsonl"
+    f.write_text("".join(json.dumps({"id": f"t{i}", "problem": f"What is {a} + {b}?", "answer": str(a + b)}) + "\n"
+                         for i, (a, b) in enumerate([(2, 3), (4, 4), (1, 6)])))
+    return f
+
+
+def test_eval_end_to_end_on_a_tiny_benchmark(tmp_path, teacher):
+    r = load_recipe(None, ["prompt.template=plain", "sampling.max_tokens=24", "eval.bootstrap=200", "eval.workers=0"])
+    res = evaluate(r, "embedded", str(_bench(tmp_path)), tmp_path / "ev", k=3, progress=False, teacher=teacher)
+    d = json.loads((tmp_path / "ev" / "eval.json").read_text())
+    assert len(d["samples"]) == 9 and len(d["problems"]) == 3
+    assert d["settings"]["k"] == 3 and d["settings"]["sampling"]["temperature"] == 0.6
+    assert d["settings"]["sampling"]["top_p"] == 0.95 and "transformers" in d["settings"]["versions"]
+    # every figure is recomputable from the samples in the file
+    per = {}
+    for s in d["samples"]:
+        assert set(s["verdicts"]) == {"complete", "format", "correct"}
+        assert s["correct"] == (s["verdicts"]["correct"]["pass"] is True)
+        per.setdefault(s["problem_id"], []).append(s["correct"])
+    assert d["figures"]["pass@1"]["value"] == pytest.approx(np.mean([np.mean(v) for v in per.values()]))
+    assert d["figures"]["pass@2"]["value"] == pytest.approx(
+        np.mean([pass_at_k(3, sum(v), 2) for v in per.values()]))
+    trunc = np.mean([s["finish_reason"] == "length" for s in d["samples"]])
+    assert d["figures"]["truncated"]["value"] == pytest.approx(trunc)
+    for f in d["figures"].values():
+        assert f["low"] <= f["value"] <= f["high"]
+    assert res.figures == d["figures"] and (tmp_path / "ev" / "eval.png").stat().st_size > 0
+    # a rerun generates nothing and scores the same samples the same way
+    again = evaluate(r, "embedded", str(_bench(tmp_path)), tmp_path / "ev", k=3, progress=False, teacher=teacher)
+    assert again.settings["generation"]["generated"] == 0 and again.figures == res.figures
+
+    # compare: a run against itself is a zero difference; against a run with one problem flipped,
+    # the difference is exactly that problem's share
+    c = compare(tmp_path / "ev", tmp_path / "ev" / "eval.json")
+    assert c["figures"]["pass@1"]["diff"] == 0 and not c["warnings"]
+    worse = json.loads(json.dumps(d))
+    worse["problems"][0]["pass@1"] = 1.0 - d["problems"][0]["pass@1"]
+    (tmp_path / "b.json").write_text(json.dumps(worse))
+    c = compare(tmp_path / "ev", tmp_path / "b.json")
+    assert c["figures"]["pass@1"]["diff"] == pytest.approx((d["problems"][0]["pass@1"] - worse["problems"][0]["pass@1"]) / 3)
+
+
+def test_compare_refuses_runs_on_different_problems(tmp_path):
+    a = {"settings": {"k": 2}, "figures": {"pass@1": {}}, "problems": [{"id": "x", "pass@1": 1.0}]}
+    b = {"settings": {"k": 4}, "figures": {"pass@1": {}}, "problems": [{"id": "y", "pass@1": 0.0}]}
+    (tmp_path / "a.json").write_text(json.dumps(a))
+    (tmp_path / "b.json").write_text(json.dumps(b))
+    with pytest.raises(EvalError, match="share no problem ids"):
+        compare(tmp_path / "a.json", tmp_path / "b.json")
+    b["problems"].append({"id": "x", "pass@1": 0.0})
+    (tmp_path / "b.json").write_text(json.dumps(b))
+    c = compare(tmp_path / "a.json", tmp_path / "b.json")
+    assert c["problems"] == 1 and any("settings differ in k" in w for w in c["warnings"])
+    (tmp_path / "c.json").write_text("{not json")
+    with pytest.raises(EvalError, match="not valid JSON"):
+        compare(tmp_path / "a.json", tmp_path / "c.json")
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "distill", *args], capture_output=True, text=True, cwd=ROOT,
+                          timeout=600)
+
+
+def test_cli_eval_errors_are_one_clear_message(tmp_path):
+    out = _cli("eval", "--model", "embedded", "--benchmark", "math600", "--out", str(tmp_path / "x"))
+    assert out.returncode == 2 and "Traceback" not in out.stderr and "not a benchmark name" in out.stdout + out.stderr
+    (tmp_path / "bad.json").write_text("[]")
+    out = _cli("eval", "--compare", str(tmp_path / "bad.json"), str(tmp_path / "bad.json"))
+    assert out.returncode == 2 and "not an eval.json" in out.stdout + out.stderr
+
+
+@pytest.mark.slow
+def test_cli_eval_on_gsm8k_by_name_and_compare(tmp_path, shared_data):
+    import os
+
+    env = {**os.environ, "DISTILL_BENCHMARKS": str(shared_data)}
+    common = ["--k", "2", "--limit", "2", "--set", "sampling.max_tokens=16", "--set", "prompt.template=plain",
+              "--no-progress"]
+    for name in ("a", "b"):
+        out = subprocess.run([sys.executable, "-m", "distill", "eval", "--model", "embedded", "--benchmark", "gsm8k",
+                              "--out", str(tmp_path / name), *common, "--set", f"sampling.seed={ord(name)}"],
+                             capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
+        assert out.returncode == 0, out.stderr
+        assert "pass@1" in out.stdout + out.stderr and "cons@2" in out.stdout + out.stderr
+    d = json.loads((tmp_path / "a" / "eval.json").read_text())
+    assert [p["id"] for p in d["problems"]] == ["gsm8k_test_0", "gsm8k_test_1"]
+    assert d["problems"][0]["answer"] == "18"
+    out = _cli("eval", "--compare", str(tmp_path / "a"), str(tmp_path / "b"))
+    assert out.returncode == 0 and "paired" in out.stdout + out.stderr
