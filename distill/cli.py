@@ -115,11 +115,6 @@ def store_info(store: Annotated[Path, typer.Argument(help="A sample store direct
                           f"{run.get('generated')} generated")
 
 
-def _not_yet(stage: str, issue: int) -> None:
-    console.print(f"[bold red]error:[/] `distill {stage}` is not in this version yet (tracked in issue {issue}).")
-    raise typer.Exit(2)
-
-
 @app.command()
 def filter(
     inp: Annotated[Path, typer.Option("--in", "-i", help="A sample store or a JSONL file of samples.")],
@@ -254,10 +249,27 @@ def eval_(
     console.print(f"every sample and verdict: {where}/eval.json   plot: {where}/eval.png")
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def grpo() -> None:
-    """Train a student by GRPO with the filter's verifier as reward. (Not in this version yet.)"""
-    _not_yet("grpo", 6)
+@app.command()
+def grpo(
+    recipe: RecipeOpt = None,
+    set_: SetOpt = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Where the policy and its checkpoints go.")] = None,
+    resume: Annotated[bool, typer.Option(help="Resume from the last checkpoint in --out when there is one.")] = True,
+) -> None:
+    """Train a student by GRPO (TRL GRPOTrainer) with the filter's verifier as reward."""
+    from distill.config import load_recipe
+    from distill.train.examples import PreflightError, TrainDataError
+    from distill.train.grpo import train_grpo
+
+    try:
+        r = load_recipe(recipe, set_)
+        summary = train_grpo(r, out=out, resume=resume)
+    except (*_user_errors(), PreflightError, TrainDataError) as e:
+        _fail(e)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return
+    console.print(summary.table())
+    console.print(f"policy: {summary.out}   rewards: {summary.out}/rewards.png   log: {summary.out}/grpo_summary.json")
 
 
 def main() -> None:

@@ -1,0 +1,255 @@
+"""The GRPO arm: TRL's GRPOTrainer on the recipe's problems, rewarded by the filter's verifier.
+
+    distill grpo --recipe recipes/grpo/quickstart.yaml --out runs/quick/grpo
+    accelerate launch --config_file recipes/accelerate/zero2.yaml -m distill grpo --recipe recipes/grpo/qwen2.5-math-7b.yaml
+
+The problems and the prompt are the recipe's `problems` and `prompt` sections, exactly as
+`distill generate` and `distill eval` build them, so a GRPO policy is prompted the way it will be
+evaluated. Rewards are named in `grpo.rewards` (distill/train/rewards.py). The loss defaults to the
+report's GRPO objective (`loss_type: grpo`, KL to a frozen reference with β = 0.001 by the k3
+estimator), not TRL's defaults (`dapo`, β = 0): see GrpoConfig in distill/config.py.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from distill.config import Recipe, RecipeError, recipe_dict
+from distill.console import console
+
+
+@dataclass
+class GrpoSummary:
+    out: str
+    problems: int
+    steps: int = 0
+    seconds: float = 0.0
+    completions: int = 0
+    completion_tokens: int = 0  # generated during training (from the logged mean lengths)
+    tokens_seen: int = 0  # TRL's num_tokens: prompt + completion tokens through the policy
+    first_reward: float | None = None
+    last_reward: float | None = None
+    rewards: dict = field(default_factory=dict)  # name -> (first, last) mean
+    resumed_from: str | None = None
+    log: list[dict] = field(default_factory=list)
+
+    def table(self):
+        from rich.table import Table
+
+        t = Table("metric", "value", title="distill grpo")
+        rows = [("problems", f"{self.problems}"), ("optimizer steps", f"{self.steps}"),
+                ("completions generated", f"{self.completions}"), ("completion tokens", f"{self.completion_tokens}"),
+                ("wall time", f"{self.seconds:.1f} s"),
+                ("mean reward first → last", f"{_f(self.first_reward)} → {_f(self.last_reward)}")]
+        rows += [(f"  {k}", f"{_f(a)} → {_f(b)}") for k, (a, b) in self.rewards.items()]
+        if self.resumed_from:
+            rows.append(("resumed from", self.resumed_from))
+        for k, v in rows:
+            t.add_row(k, v)
+        return t
+
+
+def _world() -> int:
+    import os
+
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def _f(x):
+    return "-" if x is None else f"{x:.3f}"
+
+
+def build_dataset(recipe: Recipe, tokenizer):
+    """One row per problem: the prompt as distill sends it, plus the columns the rewards read."""
+    from datasets import Dataset
+
+    from distill.data import load_problems
+    from distill.prompts import build_prompt, render
+
+    if recipe.problems is None:
+        raise RecipeError("distill grpo needs a problems section (problems.task or problems.source)")
+    problems = load_problems(recipe.problems)
+    rows = []
+    bos = tokenizer.bos_token
+    adds_bos = bool(bos) and tokenizer("x").get("input_ids", [None])[0] == tokenizer.bos_token_id
+    for p in problems:
+        pr = build_prompt(p.problem, recipe.prompt)
+        if pr.prefill or pr.raw:
+            # A prefill (the r1 template's "<think>\n") cannot be expressed as chat messages to TRL: give the
+            # rendered text, which TRL tokenizes as is (without a second BOS).
+            prompt = render(tokenizer, pr)
+            if adds_bos and prompt.startswith(bos):
+                prompt = prompt[len(bos):]
+        else:
+            prompt = pr.messages  # TRL applies the chat template with the generation prompt
+        rows.append({"prompt": prompt, "answer": p.answer, "problem": p.problem, "problem_id": p.id,
+                     "prefill": pr.prefill, "prompt_template": recipe.prompt.template,
+                     "meta": json.dumps(p.meta, ensure_ascii=False, default=str)})
+    return Dataset.from_list(rows), len(problems)
+
+
+def grpo_config(recipe: Recipe, out: Path):
+    from trl import GRPOConfig
+
+    from distill.train.sft import _device_kind
+
+    cfg = recipe.grpo
+    device = _device_kind()
+    dtype = cfg.dtype if cfg.dtype != "auto" else ("bfloat16" if device == "cuda" else "float32")
+    ckpt = cfg.gradient_checkpointing if cfg.gradient_checkpointing != "auto" else device == "cuda"
+    init = {"dtype": dtype, "revision": cfg.revision, "trust_remote_code": cfg.trust_remote_code}
+    if cfg.attn_implementation:
+        init["attn_implementation"] = cfg.attn_implementation
+    vllm = {}
+    if cfg.use_vllm:
+        vllm = {"use_vllm": True, "vllm_mode": cfg.vllm_mode,
+                "vllm_gpu_memory_utilization": cfg.vllm_gpu_memory_utilization,
+                "vllm_tensor_parallel_size": cfg.vllm_tensor_parallel_size}
+        if cfg.vllm_server_base_url:
+            vllm["vllm_server_base_url"] = cfg.vllm_server_base_url
+    return GRPOConfig(
+        output_dir=str(out),
+        max_steps=cfg.max_steps,
+        learning_rate=cfg.learning_rate,
+        lr_scheduler_type=cfg.lr_scheduler,
+        warmup_steps=cfg.warmup,
+        weight_decay=cfg.weight_decay,
+        max_grad_norm=cfg.max_grad_norm,
+        per_device_train_batch_size=cfg.per_device_batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        num_generations=cfg.num_generations,
+        num_iterations=cfg.num_iterations,
+        max_completion_length=cfg.max_completion_length,
+        temperature=cfg.temperature,
+        top_p=cfg.top_p,
+        loss_type=cfg.loss_type,
+        beta=cfg.beta,
+        epsilon=cfg.epsilon,
+        epsilon_high=cfg.epsilon_high,
+        scale_rewards=cfg.scale_rewards,
+        mask_truncated_completions=cfg.mask_truncated_completions,
+        reward_weights=[float(w) for w in cfg.rewards.values()],
+        gradient_checkpointing=ckpt,
+        bf16=dtype == "bfloat16",
+        fp16=dtype == "float16",
+        use_cpu=device == "cpu",
+        seed=cfg.seed,
+        logging_steps=cfg.logging_steps,
+        save_strategy=cfg.save_strategy,
+        save_steps=cfg.save_steps,
+        save_total_limit=cfg.save_total_limit,
+        report_to=list(cfg.report_to) or "none",
+        log_completions=cfg.log_completions,
+        model_init_kwargs=init,
+        **vllm,
+    )
+
+
+def build_trainer(recipe: Recipe, model_path: str, ds, tokenizer, out: Path, callbacks=None):
+    from trl import GRPOTrainer
+
+    from distill.train.rewards import build_rewards
+
+    cfg = recipe.grpo
+    funcs, _ = build_rewards(cfg)
+    args = grpo_config(recipe, out)
+    peft_config = None
+    if cfg.lora.enabled:
+        from peft import LoraConfig
+
+        peft_config = LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
+                                 target_modules=cfg.lora.target_modules, task_type="CAUSAL_LM")
+    return GRPOTrainer(model=model_path, reward_funcs=funcs, args=args, train_dataset=ds, processing_class=tokenizer,
+                       peft_config=peft_config, callbacks=callbacks)
+
+
+def train_grpo(recipe: Recipe, out: str | Path | None = None, resume: bool = True, callbacks=None) -> GrpoSummary:
+    """Run GRPO from the recipe; save the policy like a distill student (weights, template, EOS) plus grpo_summary.json."""
+    from distill.models import resolve_model
+    from distill.train.examples import end_of_turn
+    from distill.train.rewards import build_rewards
+    from distill.train.sft import (
+        TrainConfig,
+        _check_reporters,
+        _is_main,
+        _versions,
+        last_checkpoint,
+        load_tokenizer,
+        save_student,
+    )
+
+    cfg = recipe.grpo
+    out = out or cfg.output_dir
+    if not out:
+        raise RecipeError("no output directory: pass --out DIR or set grpo.output_dir")
+    out = Path(out)
+    build_rewards(cfg)  # unknown reward names fail before the model loads
+    _check_reporters(cfg.report_to)
+    model = resolve_model(cfg.model, cfg.revision)
+    tok = load_tokenizer(model.path, TrainConfig(revision=cfg.revision, trust_remote_code=cfg.trust_remote_code,
+                                                 chat_template=cfg.chat_template))
+    ds, n = build_dataset(recipe, tok)
+    trainer = build_trainer(recipe, model.path, ds, tok, out, callbacks)
+    ckpt = last_checkpoint(out) if resume else None
+    if ckpt and _is_main():
+        console.print(f"resuming from {ckpt}")
+    t0 = time.perf_counter()
+    try:
+        trainer.train(resume_from_checkpoint=ckpt)
+    finally:
+        for f in trainer.reward_funcs:
+            if hasattr(f, "close"):
+                f.close()
+    s = GrpoSummary(str(out), n, steps=trainer.state.global_step, seconds=time.perf_counter() - t0, resumed_from=ckpt)
+    s.log = trainer.state.log_history
+    steps = [x for x in s.log if "reward" in x]
+    if steps:
+        s.first_reward, s.last_reward = steps[0]["reward"], steps[-1]["reward"]
+        for name in cfg.rewards:
+            key = f"rewards/{name}/mean"
+            if key in steps[0]:
+                s.rewards[name] = (steps[0][key], steps[-1][key])
+        # completions per optimizer step: the generation batch is reused num_iterations times
+        per_step = cfg.per_device_batch_size * cfg.gradient_accumulation_steps * _world() / cfg.num_iterations
+        s.completion_tokens = int(sum(x.get("completions/mean_length", 0.0) for x in steps)
+                                  * per_step * trainer.args.logging_steps)
+        s.tokens_seen = int(steps[-1].get("num_tokens", 0))
+    s.completions = int(s.steps * cfg.per_device_batch_size * cfg.gradient_accumulation_steps * _world()
+                        / cfg.num_iterations)
+    eot, _ = end_of_turn(tok)
+    save_student(trainer, tok, eot, out, merge=cfg.lora.enabled and cfg.lora.merge)
+    if _is_main():
+        (out / "grpo_summary.json").write_text(json.dumps(
+            {"summary": {k: v for k, v in s.__dict__.items() if k != "log"}, "log": s.log,
+             "recipe": recipe_dict(recipe), "model": model.path, "versions": _versions()}, indent=1, default=str))
+        plot_rewards(s.log, list(cfg.rewards), out / "rewards.png")
+    return s
+
+
+def plot_rewards(log: list[dict], names: list[str], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pts = [x for x in log if "reward" in x and "step" in x]
+    if not pts:
+        return
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    steps = [x["step"] for x in pts]
+    ax.plot(steps, [x["reward"] for x in pts], marker="o", ms=3, label="total (weighted)")
+    for n in names:
+        key = f"rewards/{n}/mean"
+        if key in pts[0]:
+            ax.plot(steps, [x.get(key) for x in pts], ls="--", label=n)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("mean reward of the step's completions")
+    ax.set_title("distill grpo")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
