@@ -43,7 +43,7 @@ class GrpoSummary:
         rows = [("problems", f"{self.problems}"), ("optimizer steps", f"{self.steps}"),
                 ("completions generated", f"{self.completions}"), ("completion tokens", f"{self.completion_tokens}"),
                 ("wall time", f"{self.seconds:.1f} s"),
-                ("mean reward first → last", f"{_f(self.first_reward)} → {_f(self.last_reward)}")]
+                ("mean reward, first → last quarter of steps", f"{_f(self.first_reward)} → {_f(self.last_reward)}")]
         rows += [(f"  {k}", f"{_f(a)} → {_f(b)}") for k, (a, b) in self.rewards.items()]
         if self.resumed_from:
             rows.append(("resumed from", self.resumed_from))
@@ -207,11 +207,18 @@ def train_grpo(recipe: Recipe, out: str | Path | None = None, resume: bool = Tru
     s.log = trainer.state.log_history
     steps = [x for x in s.log if "reward" in x]
     if steps:
-        s.first_reward, s.last_reward = steps[0]["reward"], steps[-1]["reward"]
+        # One step's mean is noisy (a few groups); compare the first and last quarter of the steps.
+        q = max(1, len(steps) // 4)
+
+        def mean(key, part):
+            vals = [x[key] for x in part if key in x]
+            return sum(vals) / len(vals) if vals else None
+
+        s.first_reward, s.last_reward = mean("reward", steps[:q]), mean("reward", steps[-q:])
         for name in cfg.rewards:
             key = f"rewards/{name}/mean"
             if key in steps[0]:
-                s.rewards[name] = (steps[0][key], steps[-1][key])
+                s.rewards[name] = (mean(key, steps[:q]), mean(key, steps[-q:]))
         # completions per optimizer step: the generation batch is reused num_iterations times
         per_step = cfg.per_device_batch_size * cfg.gradient_accumulation_steps * _world() / cfg.num_iterations
         s.completion_tokens = int(sum(x.get("completions/mean_length", 0.0) for x in steps)

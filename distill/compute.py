@@ -1,0 +1,102 @@
+"""Compute accounting for comparing distillation with RL on equal terms.
+
+One unit for every arm: floating-point operations estimated as parameters x tokens, 2 per
+parameter per token for a forward pass and 4 more for the backward pass (the usual 6N rule for
+training, 2N for inference; Kaplan et al. 2020). Generation with a KV cache runs each prompt and
+completion token through the model once, so it costs 2N per token.
+
+- Distillation: the teacher's generation of every sample, kept or rejected (2 N_teacher per
+  prompt + completion token), plus SFT (6 N_student per token, per epoch).
+- GRPO: per step, generating the group's completions (2N per prompt + completion token), the
+  policy's forward and backward on them (6N), and the frozen reference's forward when beta > 0 (2N);
+  with num_iterations > 1, one more forward for the old policy's log-probabilities (2N).
+Evaluation is measurement and is not counted in either arm.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+def count_parameters(model_path: str) -> int:
+    """Parameters of a causal LM from its config alone (meta device: no weights are loaded)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    cfg = AutoConfig.from_pretrained(model_path)
+    with torch.device("meta"):
+        m = AutoModelForCausalLM.from_config(cfg)
+    return sum(p.numel() for p in m.parameters())
+
+
+def generation_flops(samples: list[dict], params: int) -> float:
+    """2N per prompt and completion token of every sample generated (kept or not)."""
+    tokens = sum((s.get("prompt_tokens") or 0) + (s.get("completion_tokens") or 0) for s in samples)
+    return 2.0 * params * tokens
+
+
+def sft_flops(tokens_per_epoch: int, epochs: float, params: int) -> float:
+    """6N per training token (forward and backward), every epoch; padding-free packing trains no padding."""
+    return 6.0 * params * tokens_per_epoch * epochs
+
+
+def grpo_flops_per_token(beta: float, num_iterations: int = 1) -> float:
+    """Operations per parameter per generated token (prompt or completion) of one GRPO generation batch.
+
+    The batch is generated once (2) and trained on num_iterations times (6 each, plus 2 for the
+    reference's forward when beta > 0); reusing it needs the old policy's log-probabilities (2)."""
+    per = 2.0 + num_iterations * (6.0 + (2.0 if beta > 0 else 0.0))
+    if num_iterations > 1:
+        per += 2.0
+    return per
+
+
+@dataclass
+class Ledger:
+    """Running total of one arm's compute, by item."""
+
+    items: dict[str, float] = field(default_factory=dict)
+
+    def add(self, what: str, flops: float) -> float:
+        self.items[what] = self.items.get(what, 0.0) + flops
+        return self.total
+
+    @property
+    def total(self) -> float:
+        return sum(self.items.values())
+
+
+def grpo_budget_callback(budget: float, params: int, beta: float, num_iterations: int = 1,
+                         checkpoints: tuple[float, ...] = (), on_point=None):
+    """A TrainerCallback that stops GRPO once its compute reaches `budget` FLOPs, and saves a checkpoint
+    when it passes each fraction in `checkpoints` (e.g. (1/3, 2/3)), so accuracy can be plotted against
+    compute. Compute is counted from TRL's `num_tokens` log (prompt + completion tokens seen)."""
+    from transformers import TrainerCallback
+
+    per = grpo_flops_per_token(beta, num_iterations) * params
+
+    class ComputeBudget(TrainerCallback):
+        def __init__(self):
+            self.flops = 0.0
+            self.points: list[tuple[int, float]] = []  # (step, flops) where a checkpoint was asked for
+            self._marks = sorted(checkpoints)
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            if logs and "num_tokens" in logs:
+                # num_tokens counts each generated token once per step, before the num_iterations reuse
+                self.flops = float(logs["num_tokens"]) * per
+                if self._marks and self.flops >= self._marks[0] * budget:
+                    while self._marks and self.flops >= self._marks[0] * budget:
+                        self._marks.pop(0)
+                    control.should_save = True
+                    self.points.append((state.global_step, self.flops))
+                    if on_point:
+                        on_point(state.global_step, self.flops)
+                if self.flops >= budget:
+                    control.should_training_stop = True
+                    control.should_save = True
+                    if not self.points or self.points[-1][0] != state.global_step:
+                        self.points.append((state.global_step, self.flops))
+            return control
+
+    return ComputeBudget()
