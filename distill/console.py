@@ -1,9 +1,16 @@
 """One rich console on stderr for progress and messages, so stdout stays clean for pipes."""
 
+import sys
+
 from rich.console import Console
 
 # soft_wrap: messages carry paths and commands that must stay copyable, not re-wrapped at 80 columns.
-console = Console(stderr=True, highlight=False, soft_wrap=True)
+# force_jupyter=False: in a notebook, print plain text to the stderr stream. As a Jupyter console, rich would
+# redirect stderr into itself while a status or bar is live, and a library writing to stderr then recurses.
+# In a kernel, also no terminal codes: spinners and bars would print every frame as a new line.
+_kernel = "ipykernel" in sys.modules
+console = Console(stderr=True, highlight=False, soft_wrap=True, force_jupyter=False,
+                  force_terminal=False if _kernel else None)
 
 
 def progress_bar(stage: str, enabled: bool = True):

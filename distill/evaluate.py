@@ -264,6 +264,8 @@ def evaluate(recipe: Recipe, model: str, benchmark: str, out: str | Path, k: int
     r = recipe.model_copy(deep=True)
     r.teacher.model = model
     if backend:
+        if backend not in ("hf", "vllm", "openai"):
+            raise EvalError(f"--backend {backend!r}: use hf, vllm or openai")
         r.teacher.backend = backend
     r.problems = problems
     r.sampling.n = k

@@ -235,6 +235,8 @@ def _cli(*args):
 def test_cli_eval_errors_are_one_clear_message(tmp_path):
     out = _cli("eval", "--model", "embedded", "--benchmark", "math600", "--out", str(tmp_path / "x"))
     assert out.returncode == 2 and "Traceback" not in out.stderr and "not a benchmark name" in out.stdout + out.stderr
+    out = _cli("eval", "--model", "embedded", "--benchmark", "gsm8k", "--backend", "tgi", "--out", str(tmp_path / "x"))
+    assert out.returncode == 2 and "use hf, vllm or openai" in out.stdout + out.stderr
     (tmp_path / "bad.json").write_text("[]")
     out = _cli("eval", "--compare", str(tmp_path / "bad.json"), str(tmp_path / "bad.json"))
     assert out.returncode == 2 and "not an eval.json" in out.stdout + out.stderr

@@ -139,6 +139,11 @@ def test_grpo_recipes_validate_and_say_their_loss(path):
     assert r.problems is not None
     g = r.grpo
     assert (g.per_device_batch_size * g.gradient_accumulation_steps) % g.num_generations == 0
+    from distill.train.grpo import grpo_config
+
+    args = grpo_config(r, Path("/tmp/unused"))  # TRL accepts every key the recipe sets
+    assert (args.loss_type, args.beta, args.num_generations) == (g.loss_type, g.beta, g.num_generations)
+    assert args.reward_weights == list(g.rewards.values()) and args.use_vllm == g.use_vllm
 
 
 # -- real steps ---------------------------------------------------------------------------------------

@@ -94,15 +94,9 @@ def build_dataset(recipe: Recipe, tokenizer):
 def grpo_config(recipe: Recipe, out: Path):
     from trl import GRPOConfig
 
-    from distill.train.sft import _device_kind
+    from distill.train.sft import common_args
 
     cfg = recipe.grpo
-    device = _device_kind()
-    dtype = cfg.dtype if cfg.dtype != "auto" else ("bfloat16" if device == "cuda" else "float32")
-    ckpt = cfg.gradient_checkpointing if cfg.gradient_checkpointing != "auto" else device == "cuda"
-    init = {"dtype": dtype, "revision": cfg.revision, "trust_remote_code": cfg.trust_remote_code}
-    if cfg.attn_implementation:
-        init["attn_implementation"] = cfg.attn_implementation
     vllm = {}
     if cfg.use_vllm:
         vllm = {"use_vllm": True, "vllm_mode": cfg.vllm_mode,
@@ -112,14 +106,6 @@ def grpo_config(recipe: Recipe, out: Path):
             vllm["vllm_server_base_url"] = cfg.vllm_server_base_url
     return GRPOConfig(
         output_dir=str(out),
-        max_steps=cfg.max_steps,
-        learning_rate=cfg.learning_rate,
-        lr_scheduler_type=cfg.lr_scheduler,
-        warmup_steps=cfg.warmup,
-        weight_decay=cfg.weight_decay,
-        max_grad_norm=cfg.max_grad_norm,
-        per_device_train_batch_size=cfg.per_device_batch_size,
-        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
         num_generations=cfg.num_generations,
         num_iterations=cfg.num_iterations,
         max_completion_length=cfg.max_completion_length,
@@ -132,18 +118,8 @@ def grpo_config(recipe: Recipe, out: Path):
         scale_rewards=cfg.scale_rewards,
         mask_truncated_completions=cfg.mask_truncated_completions,
         reward_weights=[float(w) for w in cfg.rewards.values()],
-        gradient_checkpointing=ckpt,
-        bf16=dtype == "bfloat16",
-        fp16=dtype == "float16",
-        use_cpu=device == "cpu",
-        seed=cfg.seed,
-        logging_steps=cfg.logging_steps,
-        save_strategy=cfg.save_strategy,
-        save_steps=cfg.save_steps,
-        save_total_limit=cfg.save_total_limit,
-        report_to=list(cfg.report_to) or "none",
         log_completions=cfg.log_completions,
-        model_init_kwargs=init,
+        **common_args(cfg),
         **vllm,
     )
 

@@ -129,24 +129,19 @@ def prepare(recipe: Recipe, data: str | Path, tokenizer, show_preflight: bool = 
                                                               "trained": trained}
 
 
-def sft_config(cfg: TrainConfig, out: Path):
-    from trl import SFTConfig
-
+def common_args(cfg) -> dict:
+    """Trainer arguments a TrainConfig and a GrpoConfig spell the same way: precision, device, batch,
+    optimizer, logging and saving. bf16 on GPUs and fp32 on CPUs unless the recipe names a dtype."""
     device = _device_kind()
     dtype = cfg.dtype if cfg.dtype != "auto" else ("bfloat16" if device == "cuda" else "float32")
     ckpt = cfg.gradient_checkpointing if cfg.gradient_checkpointing != "auto" else device == "cuda"
     init = {"dtype": dtype, "revision": cfg.revision, "trust_remote_code": cfg.trust_remote_code}
     if cfg.attn_implementation:
         init["attn_implementation"] = cfg.attn_implementation
-    if cfg.use_kernels:
-        init["use_kernels"] = True
-    return SFTConfig(
-        output_dir=str(out),
-        num_train_epochs=cfg.epochs,
+    return dict(
         max_steps=cfg.max_steps,
         learning_rate=cfg.learning_rate,
         lr_scheduler_type=cfg.lr_scheduler,
-        lr_scheduler_kwargs={"min_lr_rate": cfg.min_lr_rate} if cfg.lr_scheduler == "cosine_with_min_lr" else None,
         warmup_steps=cfg.warmup,
         weight_decay=cfg.weight_decay,
         max_grad_norm=cfg.max_grad_norm,
@@ -162,12 +157,26 @@ def sft_config(cfg: TrainConfig, out: Path):
         save_steps=cfg.save_steps,
         save_total_limit=cfg.save_total_limit,
         report_to=list(cfg.report_to) or "none",
+        model_init_kwargs=init,
+    )
+
+
+def sft_config(cfg: TrainConfig, out: Path):
+    from trl import SFTConfig
+
+    args = common_args(cfg)
+    if cfg.use_kernels:
+        args["model_init_kwargs"]["use_kernels"] = True
+    return SFTConfig(
+        output_dir=str(out),
+        num_train_epochs=cfg.epochs,
+        lr_scheduler_kwargs={"min_lr_rate": cfg.min_lr_rate} if cfg.lr_scheduler == "cosine_with_min_lr" else None,
         run_name=cfg.run_name,
         max_length=cfg.max_length,
         packing=cfg.packing,
         packing_strategy="bfd",
         dataset_num_proc=cfg.dataset_num_proc,
-        model_init_kwargs=init,
+        **args,
     )
 
 
