@@ -10,14 +10,26 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 
 class RecipeError(ValueError):
     """A recipe that cannot be used; the message names the file, the key and the fix."""
+
+
+# YAML 1.1 reads a bare `no` as false; `save_strategy: no` means the strategy "no".
+SaveStrategy = Annotated[Literal["no", "steps", "epoch"], BeforeValidator(lambda v: "no" if v is False else v)]
 
 
 class _Strict(BaseModel):
@@ -233,7 +245,7 @@ class TrainConfig(_Strict):
     use_kernels: bool = False  # Liger/hub kernels through transformers; GPU only
     seed: int = 42
     logging_steps: int = Field(default=5, gt=0)
-    save_strategy: Literal["no", "steps", "epoch"] = "epoch"
+    save_strategy: SaveStrategy = "epoch"
     save_steps: int = Field(default=500, gt=0)
     save_total_limit: int | None = Field(default=2, gt=0)
     report_to: list[Literal["tensorboard", "wandb", "trackio"]] = Field(default_factory=list)
@@ -241,11 +253,6 @@ class TrainConfig(_Strict):
     dataset_num_proc: int | None = Field(default=None, gt=0)
     lora: LoraConfig = Field(default_factory=LoraConfig)
     context: ContextConfig = Field(default_factory=ContextConfig)
-
-    @field_validator("save_strategy", mode="before")
-    @classmethod
-    def _yaml_no(cls, v):
-        return "no" if v is False else v  # YAML 1.1 reads a bare `no` as false
 
 
 class EvalConfig(_Strict):
@@ -310,7 +317,7 @@ class GrpoConfig(_Strict):
     gradient_checkpointing: Literal["auto", True, False] = "auto"
     seed: int = 42
     logging_steps: int = Field(default=1, gt=0)
-    save_strategy: Literal["no", "steps", "epoch"] = "steps"
+    save_strategy: SaveStrategy = "steps"
     save_steps: int = Field(default=100, gt=0)
     save_total_limit: int | None = Field(default=2, gt=0)
     report_to: list[Literal["tensorboard", "wandb", "trackio"]] = Field(default_factory=list)
@@ -323,11 +330,6 @@ class GrpoConfig(_Strict):
     vllm_tensor_parallel_size: int = Field(default=1, gt=0)
     vllm_server_base_url: str | None = None
     lora: LoraConfig = Field(default_factory=LoraConfig)
-
-    @field_validator("save_strategy", mode="before")
-    @classmethod
-    def _yaml_no(cls, v):
-        return "no" if v is False else v
 
     @model_validator(mode="after")
     def _batch(self) -> GrpoConfig:
