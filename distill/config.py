@@ -31,6 +31,10 @@ class RecipeError(ValueError):
 # YAML 1.1 reads a bare `no` as false; `save_strategy: no` means the strategy "no".
 SaveStrategy = Annotated[Literal["no", "steps", "epoch"], BeforeValidator(lambda v: "no" if v is False else v)]
 
+# Activation checkpointing: auto (on for GPUs, off on CPU), true/false, or the share of decoder layers
+# recomputed (0.5: every layer in the first half), which trades compute for memory layer by layer.
+Checkpointing = Literal["auto"] | bool | Annotated[float, Field(gt=0, lt=1)]
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
@@ -222,7 +226,10 @@ class TrainConfig(_Strict):
     revision: str | None = None
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # auto: bf16 on GPU, fp32 on CPU
     trust_remote_code: bool = False
-    attn_implementation: str | None = "sdpa"  # or flash_attention_2 / kernels-community/... on GPUs
+    # auto: flash_attention_2 when flash-attn is installed on a GPU, else distill's "varlen" (torch's varlen
+    # flash kernel on GPUs, SDPA per document on CPUs): packed rows never get an L x L mask
+    # (distill/train/attention.py). Or name one: sdpa, eager, flash_attention_2, flex_attention, varlen.
+    attn_implementation: str | None = "auto"
     # null: the tokenizer's own template; "chatml"; or a path to a .jinja file. The preflight
     # refuses a template that drops the reasoning or never closes the assistant turn.
     chat_template: str | None = None
@@ -241,8 +248,10 @@ class TrainConfig(_Strict):
     per_device_batch_size: int = Field(default=8, gt=0)
     gradient_accumulation_steps: int = Field(default=1, gt=0)
     # auto: on for GPUs (long traces), off on CPU (a small model there has no memory to save)
-    gradient_checkpointing: Literal["auto", True, False] = "auto"
-    use_kernels: bool = False  # Liger/hub kernels through transformers; GPU only
+    gradient_checkpointing: Checkpointing = "auto"
+    # Liger's Triton kernels for RMSNorm, SwiGLU and RoPE (GPU only; pip install -e .[gpu]); auto: when installed
+    liger: Literal["auto"] | bool = "auto"
+    use_kernels: bool = False  # Hugging Face Hub kernels through transformers (needs hub access); GPU only
     seed: int = 42
     logging_steps: int = Field(default=5, gt=0)
     save_strategy: SaveStrategy = "epoch"
@@ -283,7 +292,8 @@ class GrpoConfig(_Strict):
     revision: str | None = None
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # auto: bf16 on GPU, fp32 on CPU
     trust_remote_code: bool = False
-    attn_implementation: str | None = "sdpa"
+    # auto: flash_attention_2 when flash-attn is installed on a GPU, else sdpa (the policy also generates)
+    attn_implementation: str | None = "auto"
     chat_template: str | None = None  # as train.chat_template
     output_dir: str | None = None  # --out overrides
     # Reward name -> weight; names from distill/train/rewards.py (accuracy, format, language). The
@@ -314,7 +324,7 @@ class GrpoConfig(_Strict):
     weight_decay: float = Field(default=0.0, ge=0)
     max_grad_norm: float = Field(default=1.0, gt=0)
     max_steps: int = Field(default=100, gt=0)
-    gradient_checkpointing: Literal["auto", True, False] = "auto"
+    gradient_checkpointing: Checkpointing = "auto"
     seed: int = 42
     logging_steps: int = Field(default=1, gt=0)
     save_strategy: SaveStrategy = "steps"

@@ -94,9 +94,11 @@ def build_dataset(recipe: Recipe, tokenizer):
 def grpo_config(recipe: Recipe, out: Path):
     from trl import GRPOConfig
 
-    from distill.train.sft import common_args
+    from distill.train.common import choose_speed, common_args
 
     cfg = recipe.grpo
+    # The policy generates as well as trains: sdpa, or flash_attention_2 when installed (never varlen).
+    speed = choose_speed(cfg, packing=False, training_only=False)
     vllm = {}
     if cfg.use_vllm:
         vllm = {"use_vllm": True, "vllm_mode": cfg.vllm_mode,
@@ -119,43 +121,45 @@ def grpo_config(recipe: Recipe, out: Path):
         mask_truncated_completions=cfg.mask_truncated_completions,
         reward_weights=[float(w) for w in cfg.rewards.values()],
         log_completions=cfg.log_completions,
-        **common_args(cfg),
+        **common_args(cfg, speed),
         **vllm,
     )
 
 
-def build_trainer(recipe: Recipe, model_path: str, ds, tokenizer, out: Path, callbacks=None):
+def build_trainer(recipe: Recipe, model, ds, tokenizer, out: Path, callbacks=None):
+    """model: a path, or a model instance already built."""
     from trl import GRPOTrainer
 
+    from distill.train.common import checkpoint_callback, choose_speed, lora_config
     from distill.train.rewards import build_rewards
 
     cfg = recipe.grpo
     funcs, _ = build_rewards(cfg)
     args = grpo_config(recipe, out)
-    peft_config = None
-    if cfg.lora.enabled:
-        from peft import LoraConfig
-
-        peft_config = LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
-                                 target_modules=cfg.lora.target_modules, task_type="CAUSAL_LM")
-    return GRPOTrainer(model=model_path, reward_funcs=funcs, args=args, train_dataset=ds, processing_class=tokenizer,
+    speed = choose_speed(cfg, packing=False, training_only=False)
+    if not isinstance(model, str):  # a model built in memory (benchmarks)
+        args.model_init_kwargs = None
+        model.set_attn_implementation(speed.attn_implementation)
+    peft_config = lora_config(cfg.lora) if cfg.lora.enabled else None
+    if 0 < speed.checkpointing < 1:
+        callbacks = [*(callbacks or []), checkpoint_callback(speed.checkpointing)]
+    return GRPOTrainer(model=model, reward_funcs=funcs, args=args, train_dataset=ds, processing_class=tokenizer,
                        peft_config=peft_config, callbacks=callbacks)
 
 
 def train_grpo(recipe: Recipe, out: str | Path | None = None, resume: bool = True, callbacks=None) -> GrpoSummary:
     """Run GRPO from the recipe; save the policy like a distill student (weights, template, EOS) plus grpo_summary.json."""
     from distill.models import resolve_model
-    from distill.train.examples import end_of_turn
-    from distill.train.rewards import build_rewards
-    from distill.train.sft import (
-        TrainConfig,
-        _check_reporters,
-        _is_main,
-        _versions,
+    from distill.train.common import (
+        check_reporters,
+        is_main,
         last_checkpoint,
         load_tokenizer,
         save_student,
+        versions,
     )
+    from distill.train.examples import end_of_turn
+    from distill.train.rewards import build_rewards
 
     cfg = recipe.grpo
     out = out or cfg.output_dir
@@ -163,14 +167,13 @@ def train_grpo(recipe: Recipe, out: str | Path | None = None, resume: bool = Tru
         raise RecipeError("no output directory: pass --out DIR or set grpo.output_dir")
     out = Path(out)
     build_rewards(cfg)  # unknown reward names fail before the model loads
-    _check_reporters(cfg.report_to)
+    check_reporters(cfg.report_to)
     model = resolve_model(cfg.model, cfg.revision)
-    tok = load_tokenizer(model.path, TrainConfig(revision=cfg.revision, trust_remote_code=cfg.trust_remote_code,
-                                                 chat_template=cfg.chat_template))
+    tok = load_tokenizer(model.path, cfg.revision, cfg.trust_remote_code, cfg.chat_template)
     ds, n = build_dataset(recipe, tok)
     trainer = build_trainer(recipe, model.path, ds, tok, out, callbacks)
     ckpt = last_checkpoint(out) if resume else None
-    if ckpt and _is_main():
+    if ckpt and is_main():
         console.print(f"resuming from {ckpt}")
     t0 = time.perf_counter()
     try:
@@ -204,10 +207,10 @@ def train_grpo(recipe: Recipe, out: str | Path | None = None, resume: bool = Tru
                         / cfg.num_iterations)
     eot, _ = end_of_turn(tok)
     save_student(trainer, tok, eot, out, merge=cfg.lora.enabled and cfg.lora.merge)
-    if _is_main():
+    if is_main():
         (out / "grpo_summary.json").write_text(json.dumps(
             {"summary": {k: v for k, v in s.__dict__.items() if k != "log"}, "log": s.log,
-             "recipe": recipe_dict(recipe), "model": model.path, "versions": _versions()}, indent=1, default=str))
+             "recipe": recipe_dict(recipe), "model": model.path, "versions": versions()}, indent=1, default=str))
         plot_rewards(s.log, list(cfg.rewards), out / "rewards.png")
     return s
 

@@ -14,17 +14,29 @@ is the end-of-turn token the student learned to write.
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from distill.config import Recipe, TrainConfig, recipe_dict
 from distill.console import console
+from distill.train.common import (
+    Speed,
+    check_reporters,
+    checkpoint_callback,
+    choose_speed,
+    common_args,
+    is_main,
+    last_checkpoint,
+    load_tokenizer,
+    lora_config,
+    save_student,
+    speed_dict,
+    versions,
+)
 from distill.train.examples import (
     PreflightError,
     TrainDataError,
-    apply_template,
     preflight,
     read_examples,
     show,
@@ -49,6 +61,7 @@ class TrainSummary:
     resumed_from: str | None = None
     dry_run: bool = False
     preflight_ok: bool = True
+    speed: dict | None = None  # attention, kernels and checkpointing chosen (distill/train/common.py)
     log: list[dict] = field(default_factory=list)
 
     def table(self):
@@ -72,26 +85,6 @@ class TrainSummary:
 
 def _f(x):
     return "-" if x is None else f"{x:.3f}"
-
-
-def _is_main() -> bool:
-    return int(os.environ.get("RANK", "0")) == 0
-
-
-def _device_kind() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def load_tokenizer(path: str, cfg: TrainConfig):
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(path, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code)
-    apply_template(tok, cfg.chat_template)
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token
-    return tok
 
 
 def prepare(recipe: Recipe, data: str | Path, tokenizer, show_preflight: bool = True):
@@ -129,44 +122,16 @@ def prepare(recipe: Recipe, data: str | Path, tokenizer, show_preflight: bool = 
                                                               "trained": trained}
 
 
-def common_args(cfg) -> dict:
-    """Trainer arguments a TrainConfig and a GrpoConfig spell the same way: precision, device, batch,
-    optimizer, logging and saving. bf16 on GPUs and fp32 on CPUs unless the recipe names a dtype."""
-    device = _device_kind()
-    dtype = cfg.dtype if cfg.dtype != "auto" else ("bfloat16" if device == "cuda" else "float32")
-    ckpt = cfg.gradient_checkpointing if cfg.gradient_checkpointing != "auto" else device == "cuda"
-    init = {"dtype": dtype, "revision": cfg.revision, "trust_remote_code": cfg.trust_remote_code}
-    if cfg.attn_implementation:
-        init["attn_implementation"] = cfg.attn_implementation
-    return dict(
-        max_steps=cfg.max_steps,
-        learning_rate=cfg.learning_rate,
-        lr_scheduler_type=cfg.lr_scheduler,
-        warmup_steps=cfg.warmup,
-        weight_decay=cfg.weight_decay,
-        max_grad_norm=cfg.max_grad_norm,
-        per_device_train_batch_size=cfg.per_device_batch_size,
-        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
-        gradient_checkpointing=ckpt,
-        bf16=dtype == "bfloat16",
-        fp16=dtype == "float16",
-        use_cpu=device == "cpu",
-        seed=cfg.seed,
-        logging_steps=cfg.logging_steps,
-        save_strategy=cfg.save_strategy,
-        save_steps=cfg.save_steps,
-        save_total_limit=cfg.save_total_limit,
-        report_to=list(cfg.report_to) or "none",
-        model_init_kwargs=init,
-    )
-
-
-def sft_config(cfg: TrainConfig, out: Path):
+def sft_config(cfg: TrainConfig, out: Path, speed: Speed | None = None):
     from trl import SFTConfig
 
-    args = common_args(cfg)
+    speed = speed or choose_speed(cfg, cfg.packing, training_only=True)
+    args = common_args(cfg, speed)
     if cfg.use_kernels:
         args["model_init_kwargs"]["use_kernels"] = True
+    if speed.liger:
+        # Liger's RMSNorm/SwiGLU/RoPE kernels; TRL 1.16 keeps its own fused LM head for the loss.
+        args["use_liger_kernel"] = True
     return SFTConfig(
         output_dir=str(out),
         num_train_epochs=cfg.epochs,
@@ -208,36 +173,27 @@ def _model_init_extras(cfg: TrainConfig, path: str) -> dict:
     return extras
 
 
-def build_trainer(recipe: Recipe, model_path: str, ds, tokenizer, out: Path):
-    """TRL's SFTTrainer for the recipe, on an already tokenized dataset (see prepare)."""
+def build_trainer(recipe: Recipe, model, ds, tokenizer, out: Path, speed: Speed | None = None):
+    """TRL's SFTTrainer for the recipe, on an already tokenized dataset (see prepare).
+
+    model: a path (loaded with the recipe's dtype, attention and context settings) or a model
+    instance already built (benchmarks build random models of a published shape in memory)."""
     from trl import SFTTrainer
 
     cfg = recipe.train
-    args = sft_config(cfg, out)
-    args.model_init_kwargs.update(_model_init_extras(cfg, model_path))
-    peft_config = None
-    if cfg.lora.enabled:
-        from peft import LoraConfig
-
-        peft_config = LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
-                                 target_modules=cfg.lora.target_modules, task_type="CAUSAL_LM")
-    return SFTTrainer(model=model_path, args=args, train_dataset=ds, processing_class=tokenizer, peft_config=peft_config)
-
-
-def _check_reporters(names: list[str]) -> None:
-    """Fail before the model loads (minutes on a big student) when a named logger is not installed."""
-    import importlib.util
-
-    missing = [n for n in names if importlib.util.find_spec(n) is None]
-    if missing:
-        raise TrainDataError(f"train.report_to names {', '.join(missing)}, which is not installed: "
-                             f"pip install {' '.join(missing)}, or --set train.report_to=[]")
-
-
-def last_checkpoint(out: Path) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
-
-    return get_last_checkpoint(str(out)) if out.is_dir() else None
+    speed = speed or choose_speed(cfg, cfg.packing, training_only=True)
+    args = sft_config(cfg, out, speed)
+    if isinstance(model, str):
+        args.model_init_kwargs.update(_model_init_extras(cfg, model))
+    else:
+        args.model_init_kwargs = None
+        model.set_attn_implementation(speed.attn_implementation)
+    callbacks = [checkpoint_callback(speed.checkpointing)] if 0 < speed.checkpointing < 1 else None
+    peft_config = lora_config(cfg.lora) if cfg.lora.enabled else None
+    trainer = SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tokenizer, peft_config=peft_config,
+                         callbacks=callbacks)
+    trainer.distill_speed = speed
+    return trainer
 
 
 def train(recipe: Recipe, data: str | Path | None = None, out: str | Path | None = None, dry_run: bool = False,
@@ -251,20 +207,24 @@ def train(recipe: Recipe, data: str | Path | None = None, out: str | Path | None
         raise TrainDataError("no training data: pass --data DIR (the output of `distill filter`) or set train.data")
     if not out and not dry_run:
         raise TrainDataError("no output directory: pass --out DIR or set train.output_dir")
-    _check_reporters(cfg.report_to)
+    check_reporters(cfg.report_to)
+    speed = choose_speed(cfg, cfg.packing, training_only=True)  # an impossible choice fails before any loading
     model = resolve_model(cfg.model, cfg.revision)
-    tok = load_tokenizer(model.path, cfg)
-    ds, pf, counts = prepare(recipe, data, tok, show_preflight=_is_main())
+    tok = load_tokenizer(model.path, cfg.revision, cfg.trust_remote_code, cfg.chat_template)
+    ds, pf, counts = prepare(recipe, data, tok, show_preflight=is_main())
     summary = TrainSummary(str(out), counts["examples"], counts["dropped"], counts["tokens"], counts["trained"],
                            dry_run=dry_run)
     if dry_run:
         return summary
 
     out = Path(out)
-    trainer = build_trainer(recipe, model.path, ds, tok, out)
+    trainer = build_trainer(recipe, model.path, ds, tok, out, speed)
+    summary.speed = speed_dict(speed)
     ckpt = last_checkpoint(out) if resume else None
-    if ckpt and _is_main():
-        console.print(f"resuming from {ckpt}")
+    if is_main():
+        console.print(f"speed: {speed.describe()}")
+        if ckpt:
+            console.print(f"resuming from {ckpt}")
     t0 = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=ckpt)
     secs = time.perf_counter() - t0
@@ -284,7 +244,7 @@ def train(recipe: Recipe, data: str | Path | None = None, out: str | Path | None
     if trainer.is_world_process_zero():
         (out / "train_summary.json").write_text(json.dumps(
             {"summary": {k: v for k, v in summary.__dict__.items() if k != "log"}, "log": summary.log,
-             "recipe": recipe_dict(recipe), "data": str(data), "model": model.path, "versions": _versions()}, indent=1))
+             "recipe": recipe_dict(recipe), "data": str(data), "model": model.path, "versions": versions()}, indent=1))
         plot_loss(summary.log, out / "loss.png")
     return summary
 
@@ -294,36 +254,6 @@ def _ckpt_epoch(ckpt: str) -> float:
         return json.loads((Path(ckpt) / "trainer_state.json").read_text()).get("epoch") or 0.0
     except (OSError, ValueError):
         return 0.0
-
-
-def save_student(trainer, tokenizer, eot_id: int | None, out: Path, merge: bool) -> None:
-    """Weights + tokenizer (with the chat template used) + a generation config that stops on the end of turn."""
-    from transformers import GenerationConfig
-
-    if merge:
-        trainer.model.save_pretrained(out / "adapter")
-        model = trainer.model.merge_and_unload()
-        if trainer.is_world_process_zero():
-            model.save_pretrained(out)
-    else:
-        trainer.save_model(str(out))
-        model = trainer.model
-    if not trainer.is_world_process_zero():
-        return
-    tokenizer.save_pretrained(out)
-    base = getattr(model, "generation_config", None) or GenerationConfig()
-    gen = GenerationConfig.from_dict(base.to_dict())
-    eos = [eot_id] if eot_id is not None else []
-    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in eos:
-        eos.append(tokenizer.eos_token_id)
-    gen.eos_token_id = eos if len(eos) > 1 else eos[0]
-    gen.pad_token_id = tokenizer.pad_token_id
-    gen.save_pretrained(out)
-    if merge:  # the base config may still carry a quantization_config from QLoRA loading
-        cfg_path = out / "config.json"
-        c = json.loads(cfg_path.read_text())
-        if c.pop("quantization_config", None) is not None:
-            cfg_path.write_text(json.dumps(c, indent=2))
 
 
 def plot_loss(log: list[dict], path: Path) -> None:
@@ -344,16 +274,3 @@ def plot_loss(log: list[dict], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
-
-
-def _versions() -> dict:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {}
-    for pkg in ("distill", "torch", "transformers", "trl", "peft", "accelerate", "datasets"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            pass
-    return out
-

@@ -1,0 +1,240 @@
+"""What SFT (sft.py) and GRPO (grpo.py) share: the tokenizer with its template, the trainer
+arguments, the fast path on GPUs, reporters, resuming, and saving the student.
+
+The fast path (docs/training.md, "Speed"): `choose_speed()` decides, per install and device,
+- the attention (distill/train/attention.py: flash-attn's varlen kernel, torch's varlen kernel, or
+  SDPA per document; never a dense L x L mask for packed rows),
+- Liger's layer kernels (RMSNorm, SwiGLU, RoPE) when `liger-kernel` is installed on a GPU. Its fused
+  linear cross-entropy is not used: TRL 1.16's own fused LM head already computes the loss in tiles
+  without the (tokens x vocab) logits, and TRL refuses Liger's in its place,
+- activation checkpointing: off, on, or on a fraction of the decoder layers (`CheckpointLayers`),
+and the choice goes into the run's summary, so a slow run says why.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from distill.train.attention import choose as choose_attention
+from distill.train.examples import TrainDataError, apply_template
+
+
+def is_main() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def device_kind() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def load_tokenizer(path: str, revision: str | None = None, trust_remote_code: bool = False,
+                   chat_template: str | None = None):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(path, revision=revision, trust_remote_code=trust_remote_code)
+    apply_template(tok, chat_template)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+# ----------------------------------------------------------------------------------------------
+# the fast path
+
+
+@dataclass
+class Speed:
+    attn_implementation: str
+    attention_kernel: str
+    attention_reason: str
+    liger: bool
+    liger_reason: str
+    checkpointing: float  # share of decoder layers whose activations are recomputed: 0, a fraction, or 1
+    device: str
+
+    def describe(self) -> str:
+        ckpt = ("off" if self.checkpointing == 0 else "all layers" if self.checkpointing == 1
+                else f"{self.checkpointing:.0%} of layers")
+        return (f"attention {self.attn_implementation} ({self.attention_kernel}; {self.attention_reason}); "
+                f"liger {'on' if self.liger else 'off'} ({self.liger_reason}); activation checkpointing {ckpt}")
+
+
+def liger_installed() -> bool:
+    return importlib.util.find_spec("liger_kernel") is not None
+
+
+def choose_speed(cfg, packing: bool, training_only: bool, device: str | None = None) -> Speed:
+    """cfg: a TrainConfig or GrpoConfig. training_only: the model never generates (SFT)."""
+    device = device or device_kind()
+    attn = choose_attention(cfg.attn_implementation, device, packing, training_only)
+    want = getattr(cfg, "liger", False)
+    if want is True and not liger_installed():
+        raise TrainDataError("liger: true needs the liger-kernel package (pip install -e .[gpu], GPU only); "
+                             "or set liger: auto")
+    if want is True and device != "cuda":
+        raise TrainDataError("liger: true needs a CUDA GPU (its kernels are Triton); set liger: auto or false")
+    if want == "auto":
+        liger = device == "cuda" and liger_installed()
+        why = ("installed, on a GPU" if liger else
+               "not installed (pip install -e .[gpu])" if device == "cuda" else "CPU run")
+    else:
+        liger, why = bool(want), "as the recipe asks"
+    ckpt = cfg.gradient_checkpointing
+    share = (1.0 if device == "cuda" else 0.0) if ckpt == "auto" else float(ckpt)
+    return Speed(attn.implementation, attn.kernel, attn.reason, liger, why, share, device)
+
+
+def checkpoint_layers(model, share: float) -> int:
+    """Keep activation checkpointing on the first `share` of the decoder layers only; returns how many.
+
+    transformers' gradient_checkpointing_enable() checkpoints every layer (one extra forward of the
+    whole model, ~25% more compute). When memory allows, recomputing only part of the layers trades
+    the rest of that cost for activation memory, layer by layer."""
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    layers = [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)]
+    keep = round(share * len(layers))
+    for i, layer in enumerate(layers):
+        if i >= keep:
+            layer.gradient_checkpointing = False
+    return keep
+
+
+def checkpoint_callback(share: float):
+    """A TrainerCallback that applies a fractional share after the Trainer has enabled checkpointing."""
+    from transformers import TrainerCallback
+
+    class CheckpointLayers(TrainerCallback):
+        def on_train_begin(self, args, state, control, model=None, **kwargs):
+            if model is not None:
+                checkpoint_layers(model, share)
+
+    return CheckpointLayers()
+
+
+# ----------------------------------------------------------------------------------------------
+# trainer arguments
+
+
+def common_args(cfg, speed: Speed | None = None) -> dict:
+    """Trainer arguments a TrainConfig and a GrpoConfig spell the same way: precision, device, batch,
+    optimizer, logging and saving. bf16 on GPUs and fp32 on CPUs unless the recipe names a dtype."""
+    device = speed.device if speed else device_kind()
+    dtype = cfg.dtype if cfg.dtype != "auto" else ("bfloat16" if device == "cuda" else "float32")
+    if speed is not None:
+        ckpt = speed.checkpointing > 0
+    else:
+        ckpt = cfg.gradient_checkpointing if cfg.gradient_checkpointing != "auto" else device == "cuda"
+        ckpt = bool(ckpt)
+    init = {"dtype": dtype, "revision": cfg.revision, "trust_remote_code": cfg.trust_remote_code}
+    attn = speed.attn_implementation if speed else cfg.attn_implementation
+    if attn and attn != "auto":
+        init["attn_implementation"] = attn
+    return dict(
+        max_steps=cfg.max_steps,
+        learning_rate=cfg.learning_rate,
+        lr_scheduler_type=cfg.lr_scheduler,
+        warmup_steps=cfg.warmup,
+        weight_decay=cfg.weight_decay,
+        max_grad_norm=cfg.max_grad_norm,
+        per_device_train_batch_size=cfg.per_device_batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        gradient_checkpointing=ckpt,
+        bf16=dtype == "bfloat16",
+        fp16=dtype == "float16",
+        use_cpu=device == "cpu",
+        seed=cfg.seed,
+        logging_steps=cfg.logging_steps,
+        save_strategy=cfg.save_strategy,
+        save_steps=cfg.save_steps,
+        save_total_limit=cfg.save_total_limit,
+        report_to=list(cfg.report_to) or "none",
+        model_init_kwargs=init,
+    )
+
+
+def lora_config(lora):
+    from peft import LoraConfig
+
+    return LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                      target_modules=lora.target_modules, task_type="CAUSAL_LM")
+
+
+def check_reporters(names: list[str]) -> None:
+    """Fail before the model loads (minutes on a big student) when a named logger is not installed."""
+    missing = [n for n in names if importlib.util.find_spec(n) is None]
+    if missing:
+        raise TrainDataError(f"train.report_to names {', '.join(missing)}, which is not installed: "
+                             f"pip install {' '.join(missing)}, or --set train.report_to=[]")
+
+
+def last_checkpoint(out: Path) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return get_last_checkpoint(str(out)) if out.is_dir() else None
+
+
+# ----------------------------------------------------------------------------------------------
+# the student on disk
+
+
+def save_student(trainer, tokenizer, eot_id: int | None, out: Path, merge: bool) -> None:
+    """Weights + tokenizer (with the chat template used) + a generation config that stops on the end of turn.
+
+    The training-only attention (`varlen`) is not written to the config: the student reloads with
+    transformers' default attention and can generate."""
+    from transformers import GenerationConfig
+
+    if merge:
+        trainer.model.save_pretrained(out / "adapter")
+        model = trainer.model.merge_and_unload()
+        if trainer.is_world_process_zero():
+            model.save_pretrained(out)
+    else:
+        trainer.save_model(str(out))
+        model = trainer.model
+    if not trainer.is_world_process_zero():
+        return
+    tokenizer.save_pretrained(out)
+    base = getattr(model, "generation_config", None) or GenerationConfig()
+    gen = GenerationConfig.from_dict(base.to_dict())
+    eos = [eot_id] if eot_id is not None else []
+    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in eos:
+        eos.append(tokenizer.eos_token_id)
+    gen.eos_token_id = eos if len(eos) > 1 else eos[0]
+    gen.pad_token_id = tokenizer.pad_token_id
+    gen.save_pretrained(out)
+    cfg_path = out / "config.json"
+    c = json.loads(cfg_path.read_text())
+    changed = False
+    if merge and c.pop("quantization_config", None) is not None:  # QLoRA loading leaves it in the base config
+        changed = True
+    for key in ("_attn_implementation", "attn_implementation"):
+        if c.get(key) not in (None, "sdpa", "eager", "flash_attention_2"):
+            c.pop(key)
+            changed = True
+    if changed:
+        cfg_path.write_text(json.dumps(c, indent=2))
+
+
+def versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for pkg in ("distill", "torch", "transformers", "trl", "peft", "accelerate", "datasets", "flash-attn",
+                "liger-kernel", "deepspeed"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def speed_dict(speed: Speed | None) -> dict | None:
+    return asdict(speed) if speed else None
