@@ -7,7 +7,8 @@ SFT trainer, and GRPO steps/s, on randomly initialised models of the students' p
 
 A run is SHAPE:MAX_LENGTH:MICRO_BATCH[:key=value,...] with keys attn (auto, sdpa, varlen,
 flex_attention, flash_attention_2), ckpt (auto, 0, 1 or a share of layers), liger (auto, 0, 1),
-lora (0/1); or grpo:SHAPE for GRPO steps with transformers generation. The trainer is the one
+lora (0/1), ga (gradient accumulation steps; tokens/s and MFU are then per optimizer
+step, optimizer included); or grpo:SHAPE for GRPO steps with transformers generation. The trainer is the one
 `distill train` builds (distill.train.sft.build_trainer) with the 1.5B SFT recipe's settings; the
 data are synthetic R1-like traces: a 100-token prompt (masked) and a completion whose length is
 lognormal with a median of 3,000 tokens, packed by TRL's best-fit decreasing into MAX_LENGTH rows
@@ -17,7 +18,8 @@ MFU = model FLOPs / time / peak, with model FLOPs per step = 6 N T + 6 n_layers 
 N the parameters that take part in matrix products (the input embedding is a lookup: counted only
 when tied to the LM head), T the tokens of the step, l_i the length of each packed document (causal
 attention: QK^T and AV, forward + backward). Recomputation by activation checkpointing is not
-counted (it is not model work). Peak: 989 TFLOP/s dense bf16 for an H100 SXM (--peak to change).
+counted (it is not model work). LoRA: 4 N per token for the frozen base (forward, and backward to the
+inputs only) plus 6 per trainable parameter. Peak: 989 TFLOP/s dense bf16 for an H100 SXM (--peak to change).
 """
 
 from __future__ import annotations
@@ -140,8 +142,9 @@ def sft_run(spec: str, tok, device: str, steps: int, warmup: int, peak: float, p
     shape, max_length, micro = parts[0], int(parts[1]), int(parts[2])
     opts = dict(kv.split("=") for kv in parts[3].split(",")) if len(parts) > 3 and parts[3] else {}
     cuda = device == "cuda"
+    ga = int(opts.get("ga", 1))
     sets = {"train.max_length": max_length, "train.per_device_batch_size": micro,
-            "train.gradient_accumulation_steps": 1, "train.save_strategy": "no", "train.logging_steps": 10**6,
+            "train.gradient_accumulation_steps": ga, "train.save_strategy": "no", "train.logging_steps": 10**6,
             "train.report_to": "[]", "train.max_steps": warmup + steps, "train.warmup": 0,
             "train.attn_implementation": opts.get("attn", "auto"),
             "train.gradient_checkpointing": {"0": "false", "1": "true"}.get(opts.get("ckpt", "auto"),
@@ -159,7 +162,7 @@ def sft_run(spec: str, tok, device: str, steps: int, warmup: int, peak: float, p
     n_mm = matmul_params(model)
     layers, d_attn = model.config.num_hidden_layers, model.config.num_attention_heads * (
         model.config.hidden_size // model.config.num_attention_heads)
-    ds = synthetic(model.config.vocab_size, max_length, micro * (warmup + steps + 2))
+    ds = synthetic(model.config.vocab_size, max_length, micro * ga * (warmup + steps + 2))
     trainer = build_trainer(recipe, model, ds, tok, tmp / spec.replace(":", "_"))
     speed = trainer.distill_speed
     clock = Clock(cuda)
@@ -173,7 +176,8 @@ def sft_run(spec: str, tok, device: str, steps: int, warmup: int, peak: float, p
         torch.cuda.reset_peak_memory_stats()
     prof = None
     if profile:
-        from torch.profiler import ProfilerActivity, profile as tprofile, schedule
+        from torch.profiler import ProfilerActivity, schedule
+        from torch.profiler import profile as tprofile
 
         acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
         prof = tprofile(activities=acts, schedule=schedule(wait=0, warmup=warmup, active=min(steps, 3), repeat=1))
@@ -190,12 +194,15 @@ def sft_run(spec: str, tok, device: str, steps: int, warmup: int, peak: float, p
         prof.stop()
     peak_gib = torch.cuda.max_memory_allocated() / 2**30 if cuda else None
     times = clock.times[warmup:]
-    batches = clock.batches[warmup:warmup + len(times)]
+    batches = clock.batches[warmup * ga:(warmup + len(times)) * ga]
     tokens = sum(sum(b) for b in batches)
-    flops = sum(6 * n_mm * sum(b) + 6 * layers * d_attn * sum(x * x for x in b) for b in batches)
+    # LoRA: the frozen base does a forward (2N) and the backward to its inputs (2N), no weight gradients.
+    trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
+    per_token = 6 * n_mm if not lora else 4 * n_mm + 6 * trainable
+    flops = sum(per_token * sum(b) + 6 * layers * d_attn * sum(x * x for x in b) for b in batches)
     secs = sum(times)
     row = {"run": spec, "attention": f"{speed.attn_implementation} ({speed.attention_kernel})",
-           "liger": speed.liger, "ckpt": speed.checkpointing, "tokens_per_step": tokens / max(len(times), 1),
+           "liger": speed.liger, "ckpt": checkpointed_share(trainer.model), "tokens_per_step": tokens / max(len(times), 1),
            "tokens_per_s": tokens / secs, "mfu": flops / secs / peak, "peak_gib": peak_gib,
            "docs_per_row": sum(len(b) for b in batches) / max(len(batches), 1) / micro, "loss_check": loss_check,
            "params": sum(p.numel() for p in model.parameters())}
@@ -206,6 +213,13 @@ def sft_run(spec: str, tok, device: str, steps: int, warmup: int, peak: float, p
     if cuda:
         torch.cuda.empty_cache()
     return row
+
+
+def checkpointed_share(model) -> float:
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    layers = [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)]
+    return sum(bool(m.gradient_checkpointing) for m in layers) / max(len(layers), 1)
 
 
 def compare_losses(trainer, fast: str) -> tuple[float, float]:

@@ -57,10 +57,13 @@ class Speed:
     liger_reason: str
     checkpointing: float  # share of decoder layers whose activations are recomputed: 0, a fraction, or 1
     device: str
+    checkpointing_auto: bool = False  # decided at the start of training from the GPU's free memory
 
     def describe(self) -> str:
         ckpt = ("off" if self.checkpointing == 0 else "all layers" if self.checkpointing == 1
                 else f"{self.checkpointing:.0%} of layers")
+        if self.checkpointing_auto:
+            ckpt = "auto (the layers that the GPU's free memory needs, decided when training starts)"
         return (f"attention {self.attn_implementation} ({self.attention_kernel}; {self.attention_reason}); "
                 f"liger {'on' if self.liger else 'off'} ({self.liger_reason}); activation checkpointing {ckpt}")
 
@@ -87,7 +90,8 @@ def choose_speed(cfg, packing: bool, training_only: bool, device: str | None = N
         liger, why = bool(want), "as the recipe asks"
     ckpt = cfg.gradient_checkpointing
     share = (1.0 if device == "cuda" else 0.0) if ckpt == "auto" else float(ckpt)
-    return Speed(attn.implementation, attn.kernel, attn.reason, liger, why, share, device)
+    return Speed(attn.implementation, attn.kernel, attn.reason, liger, why, share, device,
+                 checkpointing_auto=ckpt == "auto" and device == "cuda")
 
 
 def checkpoint_layers(model, share: float) -> int:
@@ -106,14 +110,68 @@ def checkpoint_layers(model, share: float) -> int:
     return keep
 
 
-def checkpoint_callback(share: float):
-    """A TrainerCallback that applies a fractional share after the Trainer has enabled checkpointing."""
+def activation_bytes_per_token_layer(hidden: int, intermediate: int, liger: bool) -> float:
+    """Activations one decoder layer keeps for backward, per token, in bf16 (no checkpointing).
+
+    Counted: the norms' inputs and outputs, q/k/v, the attention output and its softmax statistics,
+    the residual stream, and the MLP's gate, up and product (Liger's SwiGLU recomputes its activation
+    instead of keeping it). The constants are rounded up from a Qwen2.5-1.5B-shape run on an H100
+    (docs/benchmarks.md: 102 KB a token and layer measured without Liger, 70-78 KB with; this gives
+    105 and 87), so the estimate errs on the side of memory."""
+    return 2.0 * (8 * hidden + (3.5 if liger else 4.5) * intermediate)
+
+
+def auto_checkpoint_share(layers: int, tokens: int, per_token_layer: float, free: float, total: float,
+                          pending_state: float, margin: float = 0.2) -> float:
+    """The smallest share of decoder layers to recompute so that the others' activations fit.
+
+    free: GPU bytes free when training starts; pending_state: bytes the first step still allocates
+    (gradients and AdamW moments on one GPU); margin: a share of the GPU kept for the allocator's
+    fragmentation, the loss tiles and the CUDA context; tokens: one micro-batch (rows x max_length)."""
+    budget = free - pending_state - margin * total
+    per_layer = tokens * per_token_layer
+    if per_layer <= 0:
+        return 0.0
+    keep = max(0, min(layers, int(budget // per_layer)))
+    return 1.0 - keep / layers
+
+
+def checkpoint_callback(share: float, auto: bool = False, tokens: int = 0, liger: bool = False):
+    """A TrainerCallback that sets the share of checkpointed layers once the Trainer has enabled checkpointing.
+
+    auto: read the GPU's free memory at that point and leave as many layers un-checkpointed as fit
+    (one GPU, DDP or ZeRO-1/2). Under ZeRO-3 or FSDP every layer stays checkpointed: parameters are
+    gathered layer by layer there and the sums above do not hold."""
     from transformers import TrainerCallback
 
     class CheckpointLayers(TrainerCallback):
         def on_train_begin(self, args, state, control, model=None, **kwargs):
-            if model is not None:
-                checkpoint_layers(model, share)
+            if model is None:
+                return
+            chosen = self.auto_share(args, model) if auto else share
+            kept = checkpoint_layers(model, chosen)
+            if is_main():
+                from distill.console import console
+
+                console.print(f"activation checkpointing: {kept} decoder layers recomputed"
+                              + (" (auto, from the GPU's free memory)" if auto else ""))
+
+        @staticmethod
+        def auto_share(args, model) -> float:
+            import torch
+
+            zero = 0
+            if args.deepspeed:
+                ds = getattr(getattr(args, "hf_deepspeed_config", None), "config", None) or {}
+                zero = int(ds.get("zero_optimization", {}).get("stage", 3))
+            if zero == 3 or args.fsdp or not torch.cuda.is_available():
+                return 1.0
+            cfg = model.config.get_text_config()
+            free, total = torch.cuda.mem_get_info()
+            trainable = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
+            pending = 0 if args.deepspeed else 3 * trainable  # gradients + two AdamW moments, allocated at step 1
+            return auto_checkpoint_share(cfg.num_hidden_layers, tokens, activation_bytes_per_token_layer(
+                cfg.hidden_size, cfg.intermediate_size, liger), free, total, pending)
 
     return CheckpointLayers()
 

@@ -188,7 +188,10 @@ def build_trainer(recipe: Recipe, model, ds, tokenizer, out: Path, speed: Speed 
     else:
         args.model_init_kwargs = None
         model.set_attn_implementation(speed.attn_implementation)
-    callbacks = [checkpoint_callback(speed.checkpointing)] if 0 < speed.checkpointing < 1 else None
+    callbacks = None
+    if speed.checkpointing_auto or 0 < speed.checkpointing < 1:
+        tokens = cfg.per_device_batch_size * cfg.max_length  # packed rows are up to max_length long
+        callbacks = [checkpoint_callback(speed.checkpointing, speed.checkpointing_auto, tokens, speed.liger)]
     peft_config = lora_config(cfg.lora) if cfg.lora.enabled else None
     trainer = SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tokenizer, peft_config=peft_config,
                          callbacks=callbacks)
