@@ -249,8 +249,10 @@ class TrainConfig(_Strict):
     gradient_accumulation_steps: int = Field(default=1, gt=0)
     # auto: on for GPUs (long traces), off on CPU (a small model there has no memory to save)
     gradient_checkpointing: Checkpointing = "auto"
-    # Liger's Triton kernels for RMSNorm, SwiGLU and RoPE (GPU only; pip install -e .[gpu]); auto: when installed
-    liger: Literal["auto"] | bool = "auto"
+    # Liger's Triton kernels for RMSNorm, SwiGLU and RoPE (GPU only; pip install -e .[gpu]); auto: when installed.
+    # Off by default: on an H100 they were 6% slower at 8k and 2% faster at 32k (docs/benchmarks.md); they save
+    # activation memory, which auto checkpointing turns into fewer recomputed layers.
+    liger: Literal["auto"] | bool = False
     use_kernels: bool = False  # Hugging Face Hub kernels through transformers (needs hub access); GPU only
     seed: int = 42
     logging_steps: int = Field(default=5, gt=0)

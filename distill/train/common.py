@@ -110,15 +110,17 @@ def checkpoint_layers(model, share: float) -> int:
     return keep
 
 
-def activation_bytes_per_token_layer(hidden: int, intermediate: int, liger: bool) -> float:
+def activation_bytes_per_token_layer(hidden: int, intermediate: int, liger: bool, lora: bool = False) -> float:
     """Activations one decoder layer keeps for backward, per token, in bf16 (no checkpointing).
 
     Counted: the norms' inputs and outputs, q/k/v, the attention output and its softmax statistics,
     the residual stream, and the MLP's gate, up and product (Liger's SwiGLU recomputes its activation
     instead of keeping it). The constants are rounded up from a Qwen2.5-1.5B-shape run on an H100
     (docs/benchmarks.md: 102 KB a token and layer measured without Liger, 70-78 KB with; this gives
-    105 and 87), so the estimate errs on the side of memory."""
-    return 2.0 * (8 * hidden + (3.5 if liger else 4.5) * intermediate)
+    105 and 87), so the estimate errs on the side of memory. LoRA adds the adapters' dropped-out inputs
+    (about 46 KB a token and layer measured at the 7B shape)."""
+    extra = 4 * hidden + 0.5 * intermediate if lora else 0
+    return 2.0 * (8 * hidden + (3.5 if liger else 4.5) * intermediate + extra)
 
 
 def auto_checkpoint_share(layers: int, tokens: int, per_token_layer: float, free: float, total: float,
@@ -160,18 +162,22 @@ def checkpoint_callback(share: float, auto: bool = False, tokens: int = 0, liger
         def auto_share(args, model) -> float:
             import torch
 
-            zero = 0
-            if args.deepspeed:
-                ds = getattr(getattr(args, "hf_deepspeed_config", None), "config", None) or {}
-                zero = int(ds.get("zero_optimization", {}).get("stage", 3))
-            if zero == 3 or args.fsdp or not torch.cuda.is_available():
+            from accelerate.state import AcceleratorState
+            from accelerate.utils import DistributedType
+
+            state = AcceleratorState()  # set up by the Trainer, whether launched by accelerate or not
+            kind = state.distributed_type
+            zero = state.deepspeed_plugin.zero_stage if kind == DistributedType.DEEPSPEED else 0
+            if zero == 3 or kind == DistributedType.FSDP or not torch.cuda.is_available():
                 return 1.0
             cfg = model.config.get_text_config()
             free, total = torch.cuda.mem_get_info()
-            trainable = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
-            pending = 0 if args.deepspeed else 3 * trainable  # gradients + two AdamW moments, allocated at step 1
+            params = list(model.parameters())
+            trainable = sum(p.numel() * p.element_size() for p in params if p.requires_grad)
+            lora = trainable < 0.5 * sum(p.numel() * p.element_size() for p in params)
+            pending = 0 if zero else 3 * trainable  # gradients + two AdamW moments, allocated at step 1
             return auto_checkpoint_share(cfg.num_hidden_layers, tokens, activation_bytes_per_token_layer(
-                cfg.hidden_size, cfg.intermediate_size, liger), free, total, pending)
+                cfg.hidden_size, cfg.intermediate_size, liger, lora), free, total, pending)
 
     return CheckpointLayers()
 
@@ -269,6 +275,8 @@ def save_student(trainer, tokenizer, eot_id: int | None, out: Path, merge: bool)
     gen.pad_token_id = tokenizer.pad_token_id
     gen.save_pretrained(out)
     cfg_path = out / "config.json"
+    if not cfg_path.is_file():  # a LoRA adapter alone (merge: false)
+        return
     c = json.loads(cfg_path.read_text())
     changed = False
     if merge and c.pop("quantization_config", None) is not None:  # QLoRA loading leaves it in the base config
