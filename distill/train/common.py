@@ -161,7 +161,6 @@ def checkpoint_callback(share: float, auto: bool = False, tokens: int = 0, liger
         @staticmethod
         def auto_share(args, model) -> float:
             import torch
-
             from accelerate.state import AcceleratorState
             from accelerate.utils import DistributedType
 
