@@ -9,9 +9,11 @@ FSDP2 shard everything (16/N). LoRA: the frozen bf16 base (2 bytes/param, sharde
 used) plus the adapter's full state.
 Activations per GPU with gradient checkpointing, one packed row of max_length tokens: the saved
 input of every layer (L x h x 2 bytes) plus one layer being recomputed (about L x (6h + 4i) x 2
-bytes with FlashAttention/SDPA, which keep no L x L matrix). TRL 1.16 computes the loss in
-chunks without materialising the full L x vocab logits, so they are left out. Add 10-20% for the
-CUDA context, NCCL buffers and fragmentation.
+bytes with FlashAttention/varlen, which keep no L x L matrix). The loss: TRL 1.16 computes it in
+tiles of 4,096 tokens x 32,768 vocabulary entries (a bf16 product and an fp32 accumulator, 6 bytes
+an entry) without the whole L x vocab logits; the hidden states it scores (rows x L x h, bf16) and
+their gradient are counted with the tile. Add 15% for the CUDA context, NCCL buffers and fragmentation.
+Computed, not measured: the measured single-GPU figures are in docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -84,6 +86,11 @@ def activation_bytes(s: Shape, length: int, rows: int) -> float:
     return rows * (saved + working)
 
 
+def loss_bytes(s: Shape, length: int, rows: int) -> float:
+    tile = 4096 * min(32768, s.vocab) * 6
+    return tile + 2 * rows * length * s.hidden * 2
+
+
 def lora_params(s: Shape, r: int) -> float:
     hd = s.hidden // s.heads
     per_layer = (r * (s.hidden + s.hidden) * 2  # q, o
@@ -110,15 +117,18 @@ def rows() -> list[list[str]]:
             grads_opt = f"{(model_state - 2 * p / (n if sharding == 'zero3' else 1)) / GB:.1f}"
         weights_gb = 2 * p / (n if sharding == "zero3" else 1) / GB
         act = activation_bytes(s, t.max_length, t.per_device_batch_size)
-        total = (model_state + act) * 1.15
+        loss = loss_bytes(s, t.max_length, t.per_device_batch_size)
+        total = (model_state + act + loss) * 1.15
         out.append([path.name, f"{p / 1e9:.2f}B", f"{n} x 80 GB, {sharding}{' + LoRA' if t.lora.enabled else ''}",
                     f"{weights_gb:.1f}", grads_opt, f"{act / GB:.1f} ({t.per_device_batch_size} x {t.max_length})",
+                    f"{loss / GB:.1f}",
                     f"{total / GB:.0f}", "yes" if total <= 80 * GB else "NO"])
     return out
 
 
 def main() -> None:
     head = ["recipe", "params", "layout", "weights/GPU GB", "grads+optimizer/GPU GB", "activations/GPU GB (rows x len)",
+            "loss tiles + scored states GB",
             "total/GPU GB (+15%)", "fits 80 GB"]
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
