@@ -190,3 +190,46 @@ def test_score_is_the_filters_verdict_and_works_off_the_main_thread():
     with ThreadPoolExecutor(4) as ex:  # as TRL calls reward functions
         got = list(ex.map(lambda c: score(c[0], c[1]), cases * 4))
     assert got == [c[2] for c in cases] * 4
+
+
+# -- the labelled equivalence table (tests/data/answer_equivalence.jsonl) ------------------------
+
+def test_equivalence_table_agreement_beats_raw_math_verify():
+    """The verifier agrees with the labels on >= 95% of pairs, makes no more false accepts than raw
+    math-verify, and agrees more often than it (the issue-14 bar); the table's own health too."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "verifier_agreement.py"
+    spec = importlib.util.spec_from_file_location("verifier_agreement", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    rows = mod.load(mod.TABLE)
+    assert len(rows) >= 300 and all(r.get("source") and r.get("category") for r in rows)
+    assert 0.3 < sum(r["equivalent"] for r in rows) / len(rows) < 0.7  # both directions are tested
+    m = mod.measure(rows)
+    ours, raw = m["overall"]["distill"], m["overall"]["raw math-verify"]
+    assert ours["agree"] / ours["n"] >= 0.95, m["misses"]["distill"]
+    assert ours["false_accept"] <= raw["false_accept"], m["misses"]["distill"]
+    assert ours["agree"] > raw["agree"]
+
+
+@pytest.mark.parametrize("gold,pred,want", [
+    ("1,-2", "The integers are \\boxed{-2} and \\boxed{1}.", "correct"),
+    ("5", "It is \\boxed{5} or \\boxed{7}.", "wrong"),  # a one-part gold: the last box alone
+    ("1 1/2", "\\boxed{1}", "wrong"),  # a mixed number is not its whole part
+    ("5", "\\boxed{5 1/2}", "wrong"),
+    ("20:34", "\\boxed{10:17}", "wrong"),  # a time is not a ratio
+    ("4:00 \\text{ p.m.}", "\\boxed{16:00}", "correct"),
+    ("10 weeks", "\\boxed{10}", "correct"),
+    ("x \\in [-2,7]", "\\boxed{-2 \\le x \\le 7}", "correct"),
+    ("(-\\infty, 2) \\cup (3, \\infty)", "\\boxed{x<2 \\text{ or } x>3}", "correct"),
+    ("7", "x \\in [-2, 7]", "wrong"),  # a bare expression is read whole, not for its last number
+    ("e", "\\boxed{2.718281828459045}", "correct"),  # a lowercase letter is a value, not a choice
+])
+def test_added_readings(gold, pred, want):
+    assert status(gold, pred) == want, check_answer(gold, pred)
+
+
+def test_gold_that_math_verify_reads_only_delimited_is_not_unparseable():
+    assert status("1 - \\frac{1}{\\mathrm{e}}", "\\boxed{1-e^{-1}}") == "correct"

@@ -7,6 +7,22 @@ hard timeout is needed). Outcomes:
 - `gold_unparseable`: the reference answer itself does not parse; never counted as correct
 - `no_answer`: nothing in the final part parses as an answer
 - `timeout` / `error`: set by the pool when a worker hangs or dies
+
+math-verify decides every comparison. Around it this module adds readings of an answer that
+math-verify does not make by itself, each of which denotes the same value as the text it came from
+(so a wrong answer stays wrong; `benchmarks/verifier_agreement.py` measures both directions):
+
+- several boxes in the final part are one multi-part answer when the gold has several parts
+  (`\\boxed{-2} and \\boxed{1}` against `1,-2`); against a one-part gold the last box alone counts,
+  so hedging between boxes is not rewarded;
+- a number with unit words (`10 cm^2`, `864 \\mbox{ inches}^2`, `10 \\text{ weeks}`) also reads as
+  the bare number, on either side; a percentage also reads as the bare number;
+- mixed numbers (`1 1/2`, which math-verify reads as 1) and repeating decimals (`0.\\overline{3}`);
+- clock times (`20:34`, `4:00 p.m.`) compare as times, never as the ratio math-verify reads;
+- inequalities compare with intervals (math-verify's `allow_set_relation_comp`), and a list of
+  inequalities in one variable (`x<2 or x>3`) reads as the union of their solution sets;
+- a gold is tried as `$gold$`, `\\boxed{gold}` and bare text, and `\\mathrm{e}` reads as e (math-verify's
+  unit normalisation deletes `\\mathrm{...}`, so Euler's number written upright vanished).
 """
 
 from __future__ import annotations
@@ -14,12 +30,15 @@ from __future__ import annotations
 import logging
 import re
 import threading
+from fractions import Fraction
 from functools import lru_cache
 from typing import Any
 
 from distill.verify.format import find_boxed
 
-_MC = re.compile(r"^\(?([A-Ea-e])\)?$")
+# Multiple-choice golds: one capital letter A-E, optionally in parentheses or \text{}. A lowercase
+# letter is a value (e, a variable), never a choice.
+_MC = re.compile(r"^\(?([A-E])\)?$")
 # The answer sits at the end of the final part; a longer tail is not an answer but a runaway, and
 # math-verify's regexes and sympy would spend seconds on it.
 MAX_FINAL_CHARS = 4000
@@ -45,10 +64,112 @@ def _timeouts(seconds: int) -> tuple[dict[str, Any], dict[str, Any]]:
     return {"parsing_timeout": None}, {"timeout_seconds": None}
 
 
+def _untext(text: str) -> str:
+    return re.sub(r"\\(?:text|textbf|mathrm|mbox)\{(.*?)\}", r"\1", text.strip()).strip().strip("$").strip()
+
+
 def _mc_letter(text: str) -> str | None:
-    t = re.sub(r"\\text\{(.*?)\}", r"\1", text.strip()).strip().strip("$").strip()
-    m = _MC.match(t)
-    return m.group(1).upper() if m else None
+    m = _MC.match(_untext(text))
+    return m.group(1) if m else None
+
+
+# -- alternative readings of one answer text --------------------------------------------------------
+
+_TIME = re.compile(r"^(\d{1,2})\s*:\s*(\d{2})(?:\s*:\s*(\d{2}))?\s*([ap])?\.?\s*(?:m\.?)?$", re.I)
+
+
+def _time_minutes(text: str) -> int | None:
+    """Minutes after midnight for a clock time (`20:34`, `4:00 p.m.`, `9{:}30`), else None."""
+    t = _untext(text).replace("{:}", ":").replace("\\,", "").replace("\\ ", " ").replace("~", " ")
+    t = re.sub(r"\\text\{\s*(.*?)\s*\}", r"\1", t).strip()
+    m = _TIME.match(t)
+    if not m:
+        return None
+    h, mi = int(m.group(1)), int(m.group(2))
+    if mi > 59 or h > 24:
+        return None
+    ap = (m.group(4) or "").lower()
+    if ap:
+        if not 1 <= h <= 12:
+            return None
+        h = h % 12 + (12 if ap == "p" else 0)
+    return h * 60 + mi
+
+
+_MIXED_PLAIN = re.compile(r"^(-?)\s*(\d+)\s+(\d+)\s*/\s*(\d+)$")
+_REPEATING = re.compile(r"^(-?)(\d*)\.(\d*)\\overline\{(\d+)\}$")
+# Words that are mathematics, not units, when they follow a number.
+_MATH_WORDS = {"sin", "cos", "tan", "cot", "sec", "csc", "log", "ln", "exp", "pi", "sqrt", "mod", "and", "or",
+               "arcsin", "arccos", "arctan", "sinh", "cosh", "tanh", "deg", "max", "min", "gcd", "lcm", "det"}
+_UNIT_TAIL = re.compile(r"(?:\\(?:text|mbox|mathrm|textrm)\s*\{\s*([A-Za-z][A-Za-z .]*?)\s*\}|(?<![\\A-Za-z])([A-Za-z]{2,}))"
+                        r"(?:\s*\^\s*\{?[23]\}?)?\s*$")
+
+
+def _strip_units(text: str) -> str | None:
+    """`10 cm^2` -> `10`, `864 \\mbox{ inches}^2` -> `864`: the number without trailing unit words, or None."""
+    t = text.strip().rstrip(".").strip()
+    stripped = False
+    while True:
+        m = _UNIT_TAIL.search(t)
+        if not m:
+            break
+        word = (m.group(1) or m.group(2) or "").strip()
+        if not word or any(w.lower() in _MATH_WORDS for w in word.split()) or len(word.replace(" ", "")) < 1:
+            break
+        if m.group(2) and len(word) < 2:
+            break
+        t = t[: m.start()].rstrip()
+        stripped = True
+    if not stripped or not t:
+        return None
+    # What remains must be a number: digits, a decimal point, thousands separators, a fraction, a sign, \$.
+    core = re.sub(r"\\[dt]?frac|\\!|\\,|\\\$|\{,\}", "", t)
+    if re.search(r"[A-Za-z]", core) or not re.search(r"\d", core):
+        return None
+    return t
+
+
+def _readings(text: str) -> list[str]:
+    """The spellings of `text` (one answer, no box) to hand math-verify: `text` itself first, then
+    other spellings of the same value. A mixed number replaces the text, whose own reading
+    (math-verify reads `1 1/2` as 1) would accept the whole part alone."""
+    t = text.strip()
+    m = _MIXED_PLAIN.match(t)
+    if m:
+        sign, whole, num, den = m.group(1), int(m.group(2)), int(m.group(3)), int(m.group(4))
+        if den and num < den:  # a proper fraction after a whole number: a mixed number
+            return [f"{sign}\\frac{{{whole * den + num}}}{{{den}}}"]
+    return [t, *_variants(t)]
+
+
+def _variants(t: str) -> list[str]:
+    out: list[str] = []
+    m = _REPEATING.match(t.replace(" ", ""))
+    if m:
+        sign, whole, fixed, rep = m.groups()
+        value = Fraction(int(whole or 0)) + (Fraction(int(fixed), 10 ** len(fixed)) if fixed else 0) \
+            + Fraction(int(rep), (10 ** len(rep) - 1) * 10 ** len(fixed))
+        out.append(f"{sign}\\frac{{{value.numerator}}}{{{value.denominator}}}")
+    bare = _strip_units(t)
+    if bare is not None:
+        out.extend(v for v in _readings(bare) if v not in out)
+    if re.search(r"\d\s*\\%\s*$", t):  # 12.5\% also reads as 12.5 (math-verify compares 0.125 only)
+        out.append(re.sub(r"\s*\\%\s*$", "", t))
+    return out
+
+
+def _normalise(text: str) -> str:
+    # \mathrm{e} / \mathrm{i}: Euler's number and the imaginary unit written upright; math-verify's
+    # unit normalisation would delete them as if they were units.
+    return re.sub(r"\\(?:mathrm|operatorname|rm)\s*\{\s*([ei])\s*\}", r"\1", text)
+
+
+def _looks_like_math(text: str) -> bool:
+    """A bare answer with no sentence in it (`x \\in [-2, 7]`, `1/2`), as opposed to `The answer is 5`."""
+    if len(text) > 200 or "$" in text or "\\(" in text or "\\[" in text:
+        return False
+    words = re.sub(r"\\[A-Za-z]+|\\text\{[^}]*\}", " ", text)
+    return not re.search(r"[A-Za-z]{3,}", words)
 
 
 def check_answer(gold: str, final: str | None, meta: dict | None = None, timeout: int = 5) -> dict:
@@ -75,10 +196,10 @@ def check_answer(gold: str, final: str | None, meta: dict | None = None, timeout
     kw, _ = _timeouts(max(1, int(timeout)))
     letter = _mc_letter(gold)
     if letter:  # multiple choice: compare letters
-        cfg = [StringExtractionConfig(strings=tuple("ABCDE"))]
+        cfg = [StringExtractionConfig(strings=tuple("ABCDE"), lowercase=False)]
         boxed = find_boxed(final)
         pred = _mc_letter(boxed[-1]) if boxed else None
-        if pred is None:
+        if pred is None and not boxed:
             got = parse(final, cfg, **kw)
             pred = str(got[-1]).upper() if got else None
         if pred is None:  # "(C)" inside a sentence, which math-verify's anchors do not cover
@@ -89,39 +210,112 @@ def check_answer(gold: str, final: str | None, meta: dict | None = None, timeout
         return {"status": "correct" if pred == letter else "wrong", "gold": gold, "pred": pred}
 
     boxed = find_boxed(final)
-    # The last box is the answer (what math-verify's boxed priority picks too); keying the caches
-    # on it rather than on the whole final part lets every sample that boxed the same answer share
-    # one parse and one comparison.
-    pred_text = "\\boxed{" + boxed[-1] + "}" if boxed else final
-    status, pred = _compare(gold, pred_text, max(1, int(timeout)))
+    t = max(1, int(timeout))
+    if boxed:
+        # The last box is the answer (what math-verify's boxed priority picks too); keying the caches
+        # on it rather than on the whole final part lets every sample that boxed the same answer share
+        # one parse and one comparison.
+        status, pred = _compare(gold, boxed[-1], True, t)
+        distinct = list(dict.fromkeys(b.strip() for b in boxed if b.strip()))
+        if status != "correct" and len(distinct) > 1 and _multi_part(gold, t):
+            status2, pred2 = _compare(gold, ", ".join(distinct), True, t)
+            if status2 == "correct" or status == "no_answer":
+                status, pred = status2, pred2
+    elif _looks_like_math(final.strip()):
+        # A bare expression is the answer as a whole: math-verify's extraction from text would take
+        # the last number of `x \in [-2, 7]` (7). Text extraction only when it reads as nothing.
+        status, pred = _compare(gold, final.strip(), True, t)
+        if status == "no_answer":
+            status, pred = _compare(gold, final, False, t)
+    else:
+        status, pred = _compare(gold, final, False, t)
     return {"status": status, "gold": gold, "pred": pred}
 
 
 @lru_cache(maxsize=8192)
-def _parse_gold(gold: str, timeout: int) -> tuple:
+def _parse_one(text: str, timeout: int, as_gold: bool) -> tuple:
+    """math-verify's parse of one answer (no delimiters), as a tuple of objects; () when nothing numeric."""
     from math_verify import parse
 
-    gold_cfg, _ = _configs()
+    gold_cfg, pred_cfg = _configs()
     kw, _ = _timeouts(timeout)
-    g = parse("\\boxed{" + gold + "}", gold_cfg, **kw) or parse(gold, gold_cfg, **kw)
-    # A parse that yields only the raw string means math-verify understood nothing of the gold;
-    # comparing strings then would accept garbage that matches garbage.
-    if not g or all(isinstance(x, str) for x in g):
-        return ()
-    return tuple(g)
+    text = _normalise(text)
+    wraps = (f"${text}$", "\\boxed{" + text + "}", text) if as_gold else ("\\boxed{" + text + "}",)
+    for w in wraps:
+        got = parse(w, gold_cfg if as_gold else pred_cfg, **kw)
+        # A parse that yields only the raw string means math-verify understood nothing of it;
+        # comparing strings then would accept garbage that matches garbage.
+        if got and not all(isinstance(x, str) for x in got):
+            return tuple(_relations_as_sets(got))
+    return ()
+
+
+def _relations_as_sets(objs: list) -> list:
+    """A set of inequalities in one variable (`x<2 or x>3` parses as {x<2, x>3}) as the union of
+    their solution sets, which math-verify then compares with an interval gold."""
+    try:
+        from sympy import FiniteSet, Union
+        from sympy.core.relational import Relational
+    except ImportError:  # pragma: no cover - sympy ships with math-verify
+        return objs
+    out = []
+    for o in objs:
+        if isinstance(o, FiniteSet) and len(o) > 1 and all(isinstance(e, Relational) for e in o.args):
+            syms = set().union(*(e.free_symbols for e in o.args))
+            if len(syms) == 1:
+                try:
+                    out.append(Union(*(e.as_set() for e in o.args)))
+                    continue
+                except Exception:  # noqa: BLE001 - sympy cannot solve it: keep math-verify's reading
+                    pass
+        out.append(o)
+    return out
+
+
+@lru_cache(maxsize=8192)
+def _multi_part(gold: str, timeout: int) -> bool:
+    """The gold has several parts (a list, a set of solutions, a ± pair), so several boxes may answer it."""
+    from sympy import FiniteSet
+
+    if "\\pm" in gold or "," in re.sub(r"\d,\\?!?\s*\d{3}", "", gold):
+        return True
+    return any(isinstance(g, FiniteSet) and len(g) > 1 for g in _parse_one(gold, timeout, True))
 
 
 @lru_cache(maxsize=32768)
-def _compare(gold: str, pred_text: str, timeout: int) -> tuple[str, str | None]:
+def _compare(gold: str, pred: str, is_answer: bool, timeout: int) -> tuple[str, str | None]:
+    """(status, parsed prediction). `is_answer`: `pred` is the answer itself (a box's content, a bare
+    expression); otherwise it is text to extract the answer from."""
     from math_verify import parse, verify
 
-    g = _parse_gold(gold, timeout)
-    if not g:
+    _, vkw = _timeouts(timeout)
+    gold_t = _time_minutes(gold)
+    if gold_t is not None:  # a clock time: never the ratio math-verify would read
+        pred_t = _time_minutes(pred) if is_answer else None
+        if pred_t is None and not is_answer:
+            times = re.findall(r"\d{1,2}\s*:\s*\d{2}(?:\s*[ap]\.?\s*m\.?)?", pred, re.I)
+            pred_t = _time_minutes(times[-1]) if times else None
+        if pred_t is None:
+            return ("wrong" if is_answer else "no_answer"), (pred if is_answer else None)
+        return ("correct" if pred_t == gold_t else "wrong"), pred
+
+    golds = [g for g in (_parse_one(v, timeout, True) for v in _readings(_normalise(gold))) if g]
+    if not golds:
         return "gold_unparseable", None
-    _, pred_cfg = _configs()
-    kw, vkw = _timeouts(timeout)
-    p = parse(pred_text, pred_cfg, **kw)
-    if not p:
+    if is_answer:
+        if _time_minutes(pred) is not None:  # a time against a non-time gold
+            return "wrong", pred
+        preds = [p for p in (_parse_one(v, timeout, False) for v in _readings(_normalise(pred))) if p]
+    else:
+        _, pred_cfg = _configs()
+        kw, _ = _timeouts(timeout)
+        got = parse(_normalise(pred), pred_cfg, **kw)
+        preds = [tuple(_relations_as_sets(got))] if got else []
+    if not preds:
         return "no_answer", None
-    ok = verify(list(g), p, **vkw)  # gold first: verify is asymmetric
-    return ("correct" if ok else "wrong"), str(p[-1])
+    for g in golds:
+        for p in preds:
+            # gold first: verify is asymmetric
+            if verify(list(g), list(p), allow_set_relation_comp=True, **vkw):
+                return "correct", str(p[0])
+    return "wrong", str(preds[0][0])
