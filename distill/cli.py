@@ -153,6 +153,12 @@ def filter(
     console.print(t)
     if report["bad_lines_skipped"]:
         console.print(f"[yellow]{report['bad_lines_skipped']} malformed line(s) skipped[/]: {report['bad_lines'][0]}")
+    for src, h in report.get("gold_health", {}).items():
+        if h["unparseable"]:
+            ex = "; ".join(f"{e['problem_id']}: {e['gold']!r}" for e in h["examples"][:3])
+            console.print(f"[yellow]warning:[/] {src}: {h['unparseable']} of {h['problems']} gold answers do not parse, "
+                          f"so no sample of those problems can pass `correct` (e.g. {ex}); fix the answer field "
+                          "or problems.fields.answer_pattern")
     console.print(f"outputs in {out}: kept.jsonl, rejected.jsonl, {Path(report['outputs']['train']).name}, "
                   "report.json, report.md")
 

@@ -138,7 +138,16 @@ class _Check(_Strict):
 
 
 class CompleteCheck(_Check):
-    """Not truncated; one closed reasoning block (for shapes that have one); non-empty parts."""
+    """Not truncated; one closed reasoning block (for shapes that have one); non-empty parts.
+
+    Without `finish_reason` a cut trace is found from the text (an unclosed \\boxed{, an unbalanced
+    final part) and from the teacher's other traces: when at least `teacher_close_share` of a
+    teacher's traces (and `teacher_close_min` of them) close their reasoning tag, one that does not
+    was cut off.
+    """
+
+    teacher_close_share: float = Field(default=0.5, gt=0, le=1)
+    teacher_close_min: int = Field(default=5, ge=1)
 
 
 class FormatCheck(_Check):

@@ -114,6 +114,35 @@ def bootstrap_ci(values, reps: int = 2000, confidence: float = 0.95, seed: int =
     return float(v.mean()), float(np.quantile(means, a)), float(np.quantile(means, 1 - a))
 
 
+def wilson(successes: float, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of a proportion; never zero-width for n > 0, even at 0% and 100%."""
+    from scipy.stats import norm
+
+    if n <= 0:
+        return float("nan"), float("nan")
+    z = float(norm.ppf(1 - (1 - confidence) / 2))
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def interval(values, reps: int = 2000, confidence: float = 0.95, seed: int = 0,
+             proportion: bool = True) -> dict:
+    """{value, low, high, method} of a mean over problems.
+
+    The percentile bootstrap over problems, except where it collapses to a point: when every problem
+    has the same value (all solved, none solved) resampling cannot vary, and `0% [0%, 0%]` would
+    claim certainty that n problems cannot give. A proportion then gets the Wilson score interval
+    with the problems as trials.
+    """
+    m, lo, hi = bootstrap_ci(values, reps, confidence, seed)
+    if proportion and len(values) and hi - lo <= 1e-12:
+        lo, hi = wilson(m * len(values), len(values), confidence)
+        return {"value": m, "low": min(lo, m), "high": max(hi, m), "method": "wilson"}
+    return {"value": m, "low": lo, "high": hi, "method": "bootstrap"}
+
+
 def paired_bootstrap(a, b, reps: int = 2000, confidence: float = 0.95, seed: int = 0) -> dict:
     """Difference of means a - b over the same items, with an interval from resampling items jointly."""
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
@@ -121,8 +150,19 @@ def paired_bootstrap(a, b, reps: int = 2000, confidence: float = 0.95, seed: int
     rng = np.random.default_rng(seed)
     means = d[rng.integers(0, d.size, size=(reps, d.size))].mean(axis=1)
     q = (1 - confidence) / 2
-    return {"a": float(a.mean()), "b": float(b.mean()), "diff": float(d.mean()),
-            "low": float(np.quantile(means, q)), "high": float(np.quantile(means, 1 - q)),
+    low, high, method = float(np.quantile(means, q)), float(np.quantile(means, 1 - q)), "paired bootstrap"
+    if high - low <= 1e-12 and a.size and a.min() >= 0 and b.min() >= 0 and a.max() <= 1 and b.max() <= 1:
+        # Every problem differs by the same amount (often: none differs), so resampling cannot vary.
+        # Newcombe's hybrid score interval from the two Wilson intervals (his method 10 without the
+        # correlation term: wider than the paired truth, never a point).
+        la, ua = wilson(a.sum(), a.size, confidence)
+        lb, ub = wilson(b.sum(), b.size, confidence)
+        pa, pb = float(a.mean()), float(b.mean())
+        low = pa - pb - math.sqrt((pa - la) ** 2 + (ub - pb) ** 2)
+        high = pa - pb + math.sqrt((ua - pa) ** 2 + (pb - lb) ** 2)
+        method = "newcombe (wilson)"
+    return {"a": float(a.mean()), "b": float(b.mean()), "diff": float(d.mean()), "low": low, "high": high,
+            "method": method,
             # share of resamples on the other side of zero: a bootstrap analogue of a one-sided p-value
             "p_sign": float(min((means <= 0).mean(), (means >= 0).mean()))}
 
@@ -195,6 +235,10 @@ class EvalResult:
         t.add_column("figure")
         t.add_column("value", justify="right")
         t.add_column(f"{conf}% CI (problems)", justify="right")
+        bad = sum(h.get("unparseable", 0) for h in (s.get("gold_health") or {}).values())
+        if bad:
+            t.caption = (f"{bad} of {s.get('problems')} golds do not parse: those problems count as failed "
+                         "(see settings.gold_health in eval.json)")
         for name, f in self.figures.items():
             if name == "mean_tokens":
                 t.add_row("mean completion tokens", f"{f['value']:.1f}", f"[{f['low']:.1f}, {f['high']:.1f}]")
@@ -244,8 +288,8 @@ def score(samples: list[dict], verdicts: list[dict], k: int, ks: list[int], cfg:
         vals = [r[name] for r in rows if r.get(name) is not None]
         if not vals:
             continue
-        m, lo, hi = bootstrap_ci(vals, cfg.bootstrap, cfg.confidence, cfg.seed)
-        figures[name] = {"value": m, "low": lo, "high": hi, "problems": len(vals)}
+        f = interval(vals, cfg.bootstrap, cfg.confidence, cfg.seed, proportion=name != "mean_tokens")
+        figures[name] = {**f, "problems": len(vals)}
     return figures, rows
 
 
@@ -253,7 +297,7 @@ def evaluate(recipe: Recipe, model: str, benchmark: str, out: str | Path, k: int
              backend: str | None = None, progress: bool = True, teacher=None) -> EvalResult:
     """Generate k samples per problem with `model`, judge them with the filter's checks, write eval.json."""
     from distill.filter import judge, read_samples
-    from distill.generate import generate, plan
+    from distill.generate import generate, plan, teacher_identity
     from distill.store import versions
 
     start = time.monotonic()
@@ -271,6 +315,8 @@ def evaluate(recipe: Recipe, model: str, benchmark: str, out: str | Path, k: int
     r.sampling.n = k
     ks = default_ks(k, cfg.pass_k)
 
+    ident = teacher_identity(r)
+    _note_model_change(out, model, ident)
     summary = generate(r, out / "samples", progress=progress, teacher=teacher)
     if summary.status == "interrupted":
         raise KeyboardInterrupt
@@ -280,6 +326,11 @@ def evaluate(recipe: Recipe, model: str, benchmark: str, out: str | Path, k: int
     if len(samples) < len(wanted):
         raise EvalError(f"{out / 'samples'}: {len(wanted) - len(samples)} of {len(wanted)} samples are missing; "
                         "rerun the same command to generate them")
+    # Judged against the benchmark's gold as it is now, not as it was when a sample was generated
+    # (a corrected gold must change the score).
+    gold = {p.id: p.answer for p in plist}
+    for s in samples:
+        s["answer"] = gold.get(s["problem_id"], s["answer"])
     samples.sort(key=lambda s: (s["problem_id"], s["sample_index"]))
 
     # The filter's own checks, with only what decides a pass switched on: complete (for the
@@ -292,15 +343,20 @@ def evaluate(recipe: Recipe, model: str, benchmark: str, out: str | Path, k: int
     })
     verdicts, _ = judge(samples, fcfg, progress=progress)
     figures, prows = score(samples, verdicts, k, ks, cfg, order=[p.id for p in plist])
+    from distill.filter import gold_health
+
+    health = gold_health(samples, verdicts)
 
     settings = {
-        "model": model, "backend": r.teacher.backend, "benchmark": benchmark,
+        "model": model, "model_identity": {k: v for k, v in ident.items() if k != "path"},
+        "backend": r.teacher.backend, "benchmark": benchmark,
         "source": problems.source, "split": problems.split, "problems": len(prows), "k": k, "pass_k": ks,
         "sampling": r.sampling.model_dump(), "prompt": r.prompt.model_dump(), "confidence": cfg.confidence,
         "bootstrap": cfg.bootstrap, "bootstrap_seed": cfg.seed,
         "generation": {"seconds": round(summary.gen_s, 2), "generated": summary.generated,
                        "reused": summary.present, "tokens_per_s": round(summary.tokens_per_s, 2)},
         "seconds": round(time.monotonic() - start, 2), "recipe": recipe_dict(r), "versions": versions(),
+        "gold_health": health,
     }
     sample_rows = [{
         "key": s["key"], "problem_id": s["problem_id"], "sample_index": s["sample_index"],
@@ -311,6 +367,23 @@ def evaluate(recipe: Recipe, model: str, benchmark: str, out: str | Path, k: int
     res = EvalResult(figures, prows, sample_rows, settings, str(out))
     write(res, out)
     return res
+
+
+def _note_model_change(out: Path, model: str, ident: dict) -> None:
+    """Say so when `out` holds an evaluation of other weights: those samples are kept but not scored."""
+    from distill.console import console
+
+    p = out / "eval.json"
+    if not p.is_file():
+        return
+    try:
+        before = json.loads(p.read_text())["settings"].get("model_identity") or {}
+    except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
+        return
+    if before.get("key") and before["key"] != ident["key"]:
+        console.print(f"[yellow]note:[/] {out} holds an evaluation of {before['key']}; {model} is now "
+                      f"{ident['key']} (its weights, tokenizer or template changed): generating and scoring "
+                      "new samples; the old ones stay in the store but are not counted")
 
 
 def write(res: EvalResult, out: Path) -> None:
@@ -420,7 +493,14 @@ def compare_table(c: dict) -> Table:
 
 
 def default_out(model: str, benchmark: str, k: int) -> Path:
+    """runs/eval/<name>-<hash of the model's absolute path>-<benchmark>-k<k>: `runs/a/student` and
+    `runs/b/student` never share a directory (a hub id or `embedded` is its own name)."""
+    import hashlib
+
     slug = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(model.rstrip("/")).name or model).strip("-") or "model"
+    where = Path(model).expanduser()
+    if where.exists():
+        slug += "-" + hashlib.sha256(str(where.resolve()).encode()).hexdigest()[:8]
     bench = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(benchmark).stem)
     return Path("runs") / "eval" / f"{slug}-{bench}-k{k}"
 

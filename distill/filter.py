@@ -112,9 +112,52 @@ def _fallback(item, reason: str) -> dict:
     return run_checks((s, cfg, reason))
 
 
-def judge(samples: list[dict], cfg: FilterConfig, progress: bool = True) -> tuple[list[dict], dict]:
-    """Verdicts for every sample (same order) and the seconds spent per check."""
+def teacher_of(s: dict) -> str:
+    t = s.get("teacher")
+    if isinstance(t, dict):
+        t = t.get("model")
+    return str(t or s.get("model") or s.get("generator") or "unknown (one teacher for the whole input)")
+
+
+# Reasoning tags a teacher closes, with the shape a trace of that teacher has.
+_CLOSE_TAGS = (("<|end_of_thought|>", "qwq"), ("</think>", None))
+
+
+def teacher_closing(samples: list[dict], share: float, minimum: int) -> dict[str, dict]:
+    """{teacher: {'tag', 'shape', 'closed', 'of', 'teacher'}} for teachers most of whose traces close
+    a reasoning tag: one of their traces without it was cut before it got there."""
+    groups: dict[str, list[dict]] = defaultdict(list)
+    for s in samples:
+        groups[teacher_of(s)].append(s)
+    out = {}
+    for name, group in groups.items():
+        for tag, shape in _CLOSE_TAGS:
+            closing = [s for s in group if tag in s["completion"]]
+            if len(closing) >= minimum and len(closing) >= share * len(group):
+                if shape is None:  # <think> written by the teacher, or opened by its chat template
+                    opened = sum("<think>" in s["completion"] for s in closing)
+                    shape = "r1" if opened * 2 > len(closing) else "r1-distill"
+                out[name] = {"tag": tag, "shape": shape, "closed": len(closing), "of": len(group), "teacher": name}
+                break
+    return out
+
+
+def judge(samples: list[dict], cfg: FilterConfig, progress: bool = True,
+          closing: dict | None = None) -> tuple[list[dict], dict]:
+    """Verdicts for every sample (same order) and the seconds spent per check. `closing`: the
+    teachers' close-tag statistics when `samples` is a part of the input (`explain`)."""
     cfg_d = cfg.model_dump()
+    if closing is None:
+        closing = teacher_closing(samples, cfg.complete.teacher_close_share, cfg.complete.teacher_close_min) \
+            if cfg.complete.enabled else {}
+
+    def items():
+        for s in samples:
+            tc = closing.get(teacher_of(s)) if closing else None
+            if tc and tc["tag"] not in s["completion"]:
+                s = {**s, "_teacher_closes": tc}  # a copy: the key is never written out
+            yield s, cfg_d, None
+
     secs: Counter = Counter()
     verdicts: list[dict] = []
     slowest = 0.0
@@ -122,7 +165,7 @@ def judge(samples: list[dict], cfg: FilterConfig, progress: bool = True) -> tupl
     with VerifyPool(cfg.workers, cfg.correct.timeout) as pool, \
             progress_bar("filter", progress) as bar:
         task = bar.add_task("filter", total=len(samples), rate="")
-        for i, v in enumerate(pool.imap(run_checks, ((s, cfg_d, None) for s in samples), _fallback), 1):
+        for i, v in enumerate(pool.imap(run_checks, items(), _fallback), 1):
             took = v.pop("_seconds")
             secs.update(took)
             # A sample whose worker was killed took the whole timeout, plus the checks rerun here.
@@ -279,6 +322,7 @@ def build_report(samples, verdicts, secs, cfg: FilterConfig, inp, wall: float, b
     for s, v in zip(samples, verdicts, strict=True):
         by_source[s.get("source") or "unknown"]["kept" if v["kept"] else "rejected"] += 1
     return {
+        "gold_health": gold_health(samples, verdicts),
         "input": str(inp), "created_at": now(), "total": len(samples), "kept": sum(v["kept"] for v in verdicts),
         "bad_lines_skipped": len(bad), "bad_lines": bad[:20], "order": list(ORDER), "checks": checks,
         "details": {k: dict(c) for k, c in details.items()},
@@ -288,6 +332,40 @@ def build_report(samples, verdicts, secs, cfg: FilterConfig, inp, wall: float, b
                     "slowest_sample": round(secs.get("slowest_sample", 0.0), 3)},
         "config": cfg.model_dump(),
     }
+
+
+# `correct` statuses that say the gold was read; the others (unfinished, timeout, error) say nothing.
+_GOLD_READ = {"correct", "wrong", "no_answer"}
+
+
+def gold_health(samples, verdicts) -> dict:
+    """Per source: problems, golds that do not parse (with examples), golds not reached.
+
+    Read off the `correct` verdicts the workers already computed, so it costs nothing: a problem's
+    gold is unparseable when a sample of it got `gold_unparseable`, read when one got a comparison,
+    and unknown when every sample of it stopped earlier (cut, timed out, `correct` disabled).
+    """
+    state: dict[tuple[str, str], str] = {}
+    golds: dict[tuple[str, str], str] = {}
+    for s, v in zip(samples, verdicts, strict=True):
+        key = (s.get("source") or "unknown", s["problem_id"])
+        golds[key] = s["answer"]
+        c = v["correct"]
+        status = c["value"].get("status") if c["pass"] is not None and isinstance(c["value"], dict) else None
+        if status == "gold_unparseable":
+            state[key] = "unparseable"
+        elif status in _GOLD_READ and state.get(key) != "unparseable":
+            state[key] = "read"
+        else:
+            state.setdefault(key, "unknown")
+    out: dict[str, dict] = {}
+    for (src, pid), st in sorted(state.items()):
+        h = out.setdefault(src, {"problems": 0, "read": 0, "unparseable": 0, "unknown": 0, "examples": []})
+        h["problems"] += 1
+        h[st] += 1
+        if st == "unparseable" and len(h["examples"]) < 5:
+            h["examples"].append({"problem_id": pid, "gold": golds[(src, pid)]})
+    return out
 
 
 def write_markdown(report: dict, samples, verdicts, out: Path) -> None:
@@ -340,6 +418,15 @@ def write_markdown(report: dict, samples, verdicts, out: Path) -> None:
     lines += ["", "Why samples failed (a sample can fail several ways):", ""]
     for c, counts in report["details"].items():
         lines.append(f"- **{c}**: " + ", ".join(f"{k} {n}" for k, n in sorted(counts.items(), key=lambda x: -x[1])))
+    bad_golds = {src: h for src, h in report.get("gold_health", {}).items() if h["unparseable"]}
+    lines += ["", "Gold answers: " + ", ".join(
+        f"{src} {h['read']}/{h['problems']} read" + (f", **{h['unparseable']} unparseable**" if h["unparseable"] else "")
+        + (f", {h['unknown']} not reached" if h["unknown"] else "")
+        for src, h in report.get("gold_health", {}).items()) + "."]
+    for src, h in bad_golds.items():
+        lines.append(f"- {src}: golds no parser reads (their samples can never pass `correct`; fix the answer "
+                     "field or its `answer_pattern`): " + "; ".join(f"`{e['problem_id']}`: `{e['gold']}`"
+                                                                    for e in h["examples"]))
     lines += ["", "Output shapes: " + ", ".join(f"{k} {n}" for k, n in report["shapes"].items()), "",
               "![completion lengths](lengths.png)", "", "![acceptance per source](acceptance.png)", "",
               "`distill filter --explain KEY --in INPUT` shows every check's value for one sample.", ""]
@@ -353,5 +440,6 @@ def explain(inp: str | Path, key: str, cfg: FilterConfig) -> tuple[dict, dict]:
     if target is None:
         raise DataError(f"{inp}: no sample with key {key!r}")
     group = [s for s in samples if s["problem_id"] == target["problem_id"]]
-    verdicts, _ = judge(group, cfg.model_copy(update={"workers": 1}), progress=False)
+    closing = teacher_closing(samples, cfg.complete.teacher_close_share, cfg.complete.teacher_close_min)
+    verdicts, _ = judge(group, cfg.model_copy(update={"workers": 1}), progress=False, closing=closing)
     return target, verdicts[group.index(target)]

@@ -18,6 +18,7 @@ from rich.table import Table
 from distill.config import Recipe, RecipeError, recipe_dict
 from distill.console import console, progress_bar
 from distill.data import load_problems, select_shard
+from distill.models import ModelError, model_identity
 from distill.prompts import build_prompt
 from distill.store import SampleStore, host, now, sample_key, shard_file_name, versions
 from distill.teachers import Request, Teacher, load_teacher
@@ -87,12 +88,23 @@ def plan(recipe: Recipe, shard: tuple[int, int] | None) -> tuple[list, list[tupl
     problems = select_shard(load_problems(recipe.problems), shard)
     sampling = recipe.sampling.model_dump()
     prompt_cfg = recipe.prompt.model_dump()
+    # A local model is keyed by its weights, not its path (distill.models.model_identity).
+    model_key = teacher_identity(recipe)["key"]
     rows = []
     for p in problems:
         prompt = build_prompt(p.problem, recipe.prompt)
         for i in range(recipe.sampling.n):
-            rows.append((sample_key(p.id, i, recipe.teacher.model, sampling, prompt_cfg), p, i, prompt))
+            rows.append((sample_key(p.id, i, model_key, sampling, prompt_cfg), p, i, prompt))
     return problems, rows
+
+
+def teacher_identity(recipe: Recipe) -> dict:
+    """The teacher as sample keys see it: weights fingerprint (local), id@revision (hub), served name."""
+    t = recipe.teacher
+    try:
+        return model_identity(t.model, t.revision, t.backend)
+    except ModelError as e:
+        raise RecipeError(f"teacher.model: {e}") from None
 
 
 def generate(
@@ -113,7 +125,8 @@ def generate(
     if other > 0:
         console.print(f"[dim]{out}: {other} sample(s) from other settings or shards are in the store and kept[/]")
 
-    run = {"shard": shard_name, "started_at": now(), "status": "running", "planned": s.planned,
+    ident = teacher_identity(recipe)
+    run = {"shard": shard_name, "started_at": now(), "status": "running", "planned": s.planned, "teacher": ident,
            "present": s.present, "generated": 0, "recipe": recipe_dict(recipe), "host": host()}
 
     def start_run(m: dict) -> None:
@@ -162,7 +175,7 @@ def generate(
                             "final": final, "finish_reason": c.finish_reason, "prompt_tokens": c.prompt_tokens,
                             "completion_tokens": c.completion_tokens,
                             "teacher": {"model": teacher.model_name, "backend": teacher.backend,
-                                        "revision": teacher.revision},
+                                        "revision": teacher.revision, "identity": ident["key"]},
                             "sampling": sampling_rec, "created_at": now(),
                         })
                     writer.write(samples)  # flushed and fsynced: from here on these samples count

@@ -166,3 +166,90 @@ def load_causal_lm(model: ResolvedModel, dtype: str = "auto", device: str = "aut
 
 def _is_hub(model: ResolvedModel) -> bool:
     return not Path(model.path).exists()
+
+
+# -- identity: a model is its weights, not its path ------------------------------------------------
+
+# Files that make a model generate what it generates: config, weights, tokenizer, chat template.
+# Anything else in the directory (README, train_summary.json, trainer_state.json, eval outputs)
+# can change without changing a single sample.
+_IDENTITY_EXACT = {"config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
+                   "special_tokens_map.json", "added_tokens.json", "vocab.json", "vocab.txt", "merges.txt",
+                   "chat_template.json", "chat_template.jinja", "adapter_config.json", "preprocessor_config.json"}
+_IDENTITY_SUFFIX = (".safetensors", ".bin", ".pt", ".pth", ".model", ".tiktoken", ".jinja")
+_NOT_IDENTITY = {"training_args.bin", "optimizer.pt", "scheduler.pt", "rng_state.pth", "scaler.pt"}
+_SAMPLES, _CHUNK = 16, 64 * 1024
+_fingerprints: dict[tuple, dict] = {}
+
+
+def _identity_files(root: Path) -> list[Path]:
+    return sorted(p for p in root.iterdir()
+                  if p.is_file() and p.name not in _NOT_IDENTITY
+                  and (p.name in _IDENTITY_EXACT or p.name.endswith(_IDENTITY_SUFFIX)))
+
+
+def _hash_weights(path: Path, h) -> None:
+    """Safetensors header (names, dtypes, shapes, offsets) plus `_SAMPLES` chunks spread over the
+    data: a few MB read per file, so a 70B checkpoint is fingerprinted in about a second, and a
+    retrain (which changes every tensor) changes the fingerprint."""
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        start = 0
+        if path.suffix == ".safetensors" and size >= 8:
+            n = int.from_bytes(f.read(8), "little")
+            if 0 < n <= min(size - 8, 100 * 1024 * 1024):
+                h.update(f.read(n))
+                start = 8 + n
+        span = size - start
+        if span <= _SAMPLES * _CHUNK * 2:  # small: every byte
+            f.seek(start)
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+            return
+        for i in range(_SAMPLES):
+            f.seek(start + (span - _CHUNK) * i // (_SAMPLES - 1))
+            h.update(f.read(_CHUNK))
+
+
+def fingerprint_dir(path: str | Path) -> dict:
+    """{'fingerprint': 16 hex digits, 'files': n, 'bytes': total} of a local model directory.
+
+    Content only: file names and sizes, whole config/tokenizer/template files, weight headers and
+    sampled weight bytes; never the path, a modification time or the host. Memoised per process on
+    (path, names, sizes, mtimes), so a weight file rewritten in place is read again.
+    """
+    root = Path(path).expanduser().resolve()
+    files = _identity_files(root)
+    if not files:
+        raise ModelError(f"{root}: no config, weight or tokenizer files to identify the model by")
+    stats = tuple((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files)
+    memo = (str(root), stats)
+    if memo in _fingerprints:
+        return _fingerprints[memo]
+    h = hashlib.sha256()
+    for p in files:
+        h.update(f"{p.name}\0{p.stat().st_size}\0".encode())
+        if p.name.endswith((".safetensors", ".bin", ".pt", ".pth")):
+            _hash_weights(p, h)
+        else:
+            h.update(p.read_bytes())
+    out = {"fingerprint": h.hexdigest()[:16], "files": len(files), "bytes": sum(s for _, s, _ in stats)}
+    _fingerprints[memo] = out
+    return out
+
+
+def model_identity(ref: str, revision: str | None = None, backend: str = "hf") -> dict:
+    """What a sample key says about the model: {'key', 'kind', 'fingerprint'?}.
+
+    - a local model (a directory, a .gguf file, `embedded`): `weights:<fingerprint>`, so the same
+      weights anywhere give the same keys, seeds and samples, and changed weights give new ones;
+    - a hub id: the id, with `@revision` when one is pinned (an unpinned id follows the hub's main);
+    - a model served over the OpenAI API: the served name (the server's weights cannot be read here).
+    """
+    if backend == "openai":
+        return {"key": ref, "kind": "served"}
+    m = resolve_model(ref, revision)
+    if Path(m.path).is_dir():
+        fp = fingerprint_dir(m.path)
+        return {"key": f"weights:{fp['fingerprint']}", "kind": "local", "path": m.path, **fp}
+    return {"key": f"{ref}@{revision}" if revision else ref, "kind": "hub"}

@@ -110,10 +110,32 @@ def test_paired_bootstrap_sees_a_shift_that_unpaired_noise_would_hide():
     d = paired_bootstrap(a, b)
     assert d["low"] > 0 and d["diff"] == pytest.approx(float((a - b).mean()))
     same = paired_bootstrap(b, b)
-    assert same["diff"] == 0 and same["low"] == 0 and same["high"] == 0
+    # no problem differs: the bootstrap cannot vary, and a point [0, 0] would claim certainty
+    assert same["diff"] == 0 and same["low"] < 0 < same["high"] and same["method"].startswith("newcombe")
 
 
 # -- benchmarks ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("values", [[0.0] * 30, [1.0] * 30, [0.0] * 5, [1.0] * 500, [0.5] * 40])
+def test_no_proportion_gets_a_zero_width_interval(values):
+    from distill.evaluate import interval, wilson
+
+    f = interval(values, reps=300)
+    assert f["low"] <= f["value"] <= f["high"] and f["high"] - f["low"] > 0 and f["method"] == "wilson"
+    assert 0.0 <= f["low"] and f["high"] <= 1.0
+    n = len(values)
+    if values[0] == 0.0:  # the Wilson upper bound for 0 of n: z^2 / (n + z^2)
+        assert f["high"] == pytest.approx(1.959964 ** 2 / (n + 1.959964 ** 2), rel=1e-4)
+    lo, hi = wilson(7, 10)
+    assert lo == pytest.approx(0.3968, abs=1e-3) and hi == pytest.approx(0.8922, abs=1e-3)  # textbook values
+    # a varying sample keeps the bootstrap interval
+    assert interval([0.0, 1.0] * 20, reps=300)["method"] == "bootstrap"
+
+
+def test_paired_all_solved_against_none_solved_is_not_a_point():
+    d = paired_bootstrap(np.ones(20), np.zeros(20))
+    assert d["diff"] == 1.0 and d["low"] < 1.0 and d["high"] >= 1.0
+
 
 def test_benchmark_names_resolve_to_the_shared_copies(monkeypatch, shared_data):
     monkeypatch.setenv("DISTILL_BENCHMARKS", str(shared_data))
@@ -260,3 +282,137 @@ def test_cli_eval_on_gsm8k_by_name_and_compare(tmp_path, shared_data):
     assert d["problems"][0]["answer"] == "18"
     out = _cli("eval", "--compare", str(tmp_path / "a"), str(tmp_path / "b"))
     assert out.returncode == 0 and "paired" in out.stdout + out.stderr
+
+
+# -- a model is its weights; one verdict with the filter (issue 14) -------------------------------
+
+def _tiny_model(d: Path, seed: int) -> Path:
+    """A random 2-layer Llama with the embedded tokenizer, built from a config (no download)."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from distill.models import resolve_model
+
+    tok = AutoTokenizer.from_pretrained(resolve_model("embedded").path)
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=256,
+                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, tie_word_embeddings=True)
+    LlamaForCausalLM(cfg).save_pretrained(d)
+    tok.save_pretrained(d)
+    return d
+
+
+def _eval_dir(model: Path, tmp_path: Path, out: Path):
+    from distill.config import TeacherConfig
+    from distill.teachers.hf import HFTeacher
+
+    r = load_recipe(None, ["prompt.template=plain", "sampling.max_tokens=12", "eval.bootstrap=100", "eval.workers=0"])
+    t = HFTeacher(TeacherConfig(model=str(model), batch_size=8))
+    try:
+        return evaluate(r, str(model), str(_bench(tmp_path)), out, k=2, progress=False, teacher=t)
+    finally:
+        t.close()
+
+
+def test_the_same_weights_in_two_directories_give_identical_samples(tmp_path):
+    import shutil
+
+    a = _tiny_model(tmp_path / "runs" / "a" / "student", seed=1)
+    b = tmp_path / "elsewhere" / "copy"
+    shutil.copytree(a, b)
+    (b / "train_summary.json").write_text("{}")  # files that are not the model do not matter
+    ra = _eval_dir(a, tmp_path, tmp_path / "ea")
+    rb = _eval_dir(b, tmp_path, tmp_path / "eb")
+    assert [s["key"] for s in ra.samples] == [s["key"] for s in rb.samples]
+    assert [s["completion"] for s in ra.samples] == [s["completion"] for s in rb.samples]
+    assert ra.settings["model_identity"]["key"].startswith("weights:")
+    assert ra.settings["model_identity"] == rb.settings["model_identity"]
+
+
+def test_changed_weights_in_place_are_evaluated_anew_never_reported_from_old_samples(tmp_path, capsys):
+    m = _tiny_model(tmp_path / "student", seed=1)
+    out = tmp_path / "ev"
+    first = _eval_dir(m, tmp_path, out)
+    _tiny_model(m, seed=2)  # a retrain into the same directory
+    second = _eval_dir(m, tmp_path, out)
+    assert second.settings["generation"]["generated"] == 6  # all of them, none reused
+    assert not {s["key"] for s in first.samples} & {s["key"] for s in second.samples}
+    assert first.settings["model_identity"] != second.settings["model_identity"]
+    said = capsys.readouterr()
+    assert "its weights, tokenizer or template changed" in " ".join((said.out + said.err).split())
+    # the tokenizer's chat template is part of the model too
+    cfg = json.loads((m / "tokenizer_config.json").read_text())
+    cfg["chat_template"] = "{{ messages[0]['content'] }}"
+    (m / "tokenizer_config.json").write_text(json.dumps(cfg))
+    from distill.models import model_identity
+
+    assert model_identity(str(m))["key"] != second.settings["model_identity"]["key"]
+
+
+def test_default_out_is_unique_per_model_path(tmp_path):
+    from distill.evaluate import default_out
+
+    for d in ("a", "b"):
+        (tmp_path / "runs" / d / "student").mkdir(parents=True)
+    a = default_out(str(tmp_path / "runs" / "a" / "student"), "math500", 4)
+    b = default_out(str(tmp_path / "runs" / "b" / "student"), "math500", 4)
+    assert a != b and a.name.startswith("student-") and a.name.endswith("-math500-k4")
+    assert default_out("Qwen/Qwen2.5-Math-7B", "aime24", 8).name == "Qwen2.5-Math-7B-aime24-k8"
+
+
+class _Canned:
+    """A teacher whose completions are given: each request answers with the text for its problem."""
+
+    backend, model_name, revision = "hf", "canned", None
+
+    def __init__(self, texts: dict[str, tuple[str, str]]):
+        self.texts = texts
+
+    def generate(self, requests, sampling):
+        from distill.teachers.base import Completion
+
+        out = []
+        for r in requests:
+            q = r.prompt.messages[-1]["content"]
+            text, reason = next(v for k, v in self.texts.items() if k in q)
+            out.append(Completion(r.key, text, reason, 10, 20))
+        yield out
+
+    def close(self):
+        pass
+
+
+def test_a_truncated_sample_with_a_boxed_answer_fails_in_eval_as_in_the_filter(tmp_path):
+    from distill.config import FilterConfig
+    from distill.filter import filter_samples
+
+    canned = _Canned({"2 + 3": ("5 ... so the answer is \\boxed{5} and then we", "length"),
+                      "4 + 4": ("4 + 4 = 8, so the answer is \\boxed{8}.", "stop"),
+                      "1 + 6": ("1 + 6 = 7, so the answer is \\boxed{", "stop")})  # cut, no finish_reason says so
+    r = load_recipe(None, ["prompt.template=plain", "eval.bootstrap=100", "eval.workers=0"])
+    res = evaluate(r, "embedded", str(_bench(tmp_path)), tmp_path / "ev", k=2, progress=False, teacher=canned)
+    by = {p["id"]: p for p in res.problems}
+    assert by["t0"]["pass@1"] == 0.0 and by["t1"]["pass@1"] == 1.0 and by["t2"]["pass@1"] == 0.0
+    assert all(s["verdicts"]["correct"]["value"]["status"] == "unfinished"
+               for s in res.samples if s["problem_id"] in ("t0", "t2"))
+    # the filter gives the same verdict on the same samples
+    fcfg = FilterConfig.model_validate({"workers": 0, "dedup": {"enabled": False}})  # t1's two samples are alike
+    rep = filter_samples(tmp_path / "ev" / "samples", tmp_path / "f", fcfg, progress=False)
+    kept = {json.loads(x)["problem_id"] for x in (tmp_path / "f" / "kept.jsonl").read_text().splitlines()}
+    assert kept == {"t1"} and rep["kept"] == 2
+    # intervals: 1 of 3 problems solved is neither 0 nor 100%, and the 0%/100% figures are not points
+    for name, f in res.figures.items():
+        assert name == "mean_tokens" or f["high"] > f["low"], name
+
+
+def test_eval_judges_against_the_benchmark_gold_as_it_is_now(tmp_path):
+    canned = _Canned({"2 + 3": ("\\boxed{5}", "stop"), "4 + 4": ("\\boxed{8}", "stop"), "1 + 6": ("\\boxed{7}", "stop")})
+    r = load_recipe(None, ["prompt.template=plain", "eval.bootstrap=100", "eval.workers=0"])
+    bench = _bench(tmp_path)
+    assert evaluate(r, "embedded", str(bench), tmp_path / "ev", k=1, progress=False,
+                    teacher=canned).figures["pass@1"]["value"] == 1.0
+    bench.write_text(bench.read_text().replace('"answer": "8"', '"answer": "9"'))  # a corrected gold
+    again = evaluate(r, "embedded", str(bench), tmp_path / "ev", k=1, progress=False, teacher=canned)
+    assert again.settings["generation"]["generated"] == 0
+    assert again.figures["pass@1"]["value"] == pytest.approx(2 / 3)

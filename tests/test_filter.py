@@ -208,3 +208,54 @@ def test_hostile_answers_all_get_verdicts_within_timeout(tmp_path):
     assert sum(statuses.values()) == 2000 and statuses.get("correct", 0) > 0
     assert report["seconds"]["slowest_sample"] <= 2.0 + 1.0
     assert elapsed < 2000 * (2.0 + 1.0) / 2  # bounded: timeouts cannot stack up beyond the limit
+
+
+# -- cut traces, with and without finish_reason (issue 14) ---------------------------------------
+
+def _export_row(i, completion):
+    """A plain export from another tool: problem, answer, completion, no finish_reason, no teacher."""
+    return {"id": f"q{i}", "problem": "What is 5 + 6?", "answer": "11", "completion": completion}
+
+
+CLOSED = "Okay, 5 plus 6. That is 11, and 11 - 6 = 5 checks it.\n</think>\n\n**Final Answer**\n\\[\\boxed{11}\\]"
+
+
+def test_a_trace_ending_inside_an_unclosed_box_is_never_kept(tmp_path):
+    cut = "Okay, 5 plus 6 is 11.\n\n**Final Answer**\n\\boxed{"
+    for rows in ([_export_row(0, cut)],  # alone: no sibling to compare with, no finish_reason
+                 [_export_row(0, cut)] + [_export_row(i, CLOSED) for i in range(1, 8)],
+                 [{**_export_row(0, cut), "finish_reason": "stop"}]):
+        report = filter_samples(write(tmp_path, rows), tmp_path / "o", FilterConfig(workers=0), progress=False)
+        bad = [json.loads(x) for x in (tmp_path / "o" / "rejected.jsonl").read_text().splitlines()]
+        assert [r["id"] for r in bad] == ["q0"], report
+        v = bad[0]["verdicts"]
+        assert bad[0]["reject_reason"] == "complete" and v["correct"]["pass"] is False
+        assert "unclosed_boxed" in v["complete"]["value"]["problems"]
+        assert "never closes" in v["complete"]["value"]["how"]["unclosed_boxed"]
+
+
+def test_a_missing_close_tag_that_the_teachers_other_traces_have_marks_a_cut_trace(tmp_path):
+    # QwQ-style export: the template opened <think>, so closed traces show only </think>. The cut one
+    # even holds a boxed answer in its working, which on its own would read as a plain, finished trace.
+    cut = "Okay, 5 plus 6. Maybe the answer is \\boxed{11}, but let me check the other case where"
+    rows = [_export_row(i, CLOSED) for i in range(9)] + [_export_row(9, cut)]
+    filter_samples(write(tmp_path, rows), tmp_path / "o", FilterConfig(workers=0), progress=False)
+    bad = [json.loads(x) for x in (tmp_path / "o" / "rejected.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in bad] == ["q9"]
+    v = bad[0]["verdicts"]["complete"]["value"]
+    assert "unclosed_reasoning" in v["problems"] and v["shape"] == "r1-distill"
+    assert "9 of 10 traces" in v["how"]["missing_close_tag"]
+    assert "_teacher_closes" not in bad[0]  # the decision's input is not written out
+    # a teacher that never closes a tag (plain working) keeps its finished traces
+    plain = [_export_row(i, "5 + 6 = 11, so the answer is \\boxed{11}.") for i in range(10)]
+    rep = filter_samples(write(tmp_path, plain), tmp_path / "p", FilterConfig(workers=0), progress=False)
+    assert rep["kept"] == 10
+
+
+def test_a_truncated_sample_with_a_boxed_answer_fails_correct_in_the_filter(tmp_path):
+    s = rec(0, "<think>\nWe add 5 and 6 to get 11.\n</think>\n\n$\\boxed{11}$ and then", finish_reason="length")
+    filter_samples(write(tmp_path, [s]), tmp_path / "o", FilterConfig(workers=0), progress=False)
+    r = json.loads((tmp_path / "o" / "rejected.jsonl").read_text())
+    assert r["verdicts"]["correct"]["pass"] is False
+    assert r["verdicts"]["correct"]["value"]["status"] == "unfinished"
+    assert r["verdicts"]["correct"]["value"]["why"] == ["truncated"]

@@ -7,6 +7,7 @@ holds what was measured, so a rejection is always explained by numbers.
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
@@ -21,10 +22,66 @@ SET_CHECKS = ("dedup", "decontaminate")
 ORDER = SAMPLE_CHECKS + SET_CHECKS
 
 
-def check_complete(s: dict, p) -> dict:
-    problems = []
+def _open_braces(text: str) -> int:
+    """Unescaped `{` minus `}` (LaTeX's `\\{` and `\\}` are literal braces, not groups)."""
+    t = text.replace("\\{", "").replace("\\}", "")
+    return t.count("{") - t.count("}")
+
+
+def _last_box_unclosed(text: str) -> bool:
+    last = None
+    for last in re.finditer(r"\\(?:boxed|fbox)\s*\{", text):
+        pass
+    if last is None:
+        return False
+    depth, i = 1, last.end()
+    while i < len(text) and depth:
+        depth += {"{": 1, "}": -1}.get(text[i], 0)
+        i += 1
+    return depth > 0
+
+
+def unfinished(s: dict, p) -> dict:
+    """Why a sample looks cut off, with or without the teacher's `finish_reason`.
+
+    {'problems': [...], 'how': {problem: how it was decided}}. Signs read from the text alone: a
+    `\\boxed{` whose brace never closes, a final part with more `{` than `}` or an open `\\[` or
+    `\\(`. Sign read from the teacher's other traces: `s['_teacher_closes']` (set by the filter) says
+    that most traces of this sample's teacher close their reasoning tag, so a trace without it was
+    cut before it got there, whatever shape it otherwise looks like.
+    """
+    problems, how = [], {}
     if s.get("finish_reason") == "length":
         problems.append("truncated")
+        how["truncated"] = "finish_reason is 'length' (the teacher hit max_tokens)"
+    text = s["completion"]
+    if _last_box_unclosed(text):
+        problems.append("unclosed_boxed")
+        how["unclosed_boxed"] = "the text ends inside a \\boxed{ that never closes"
+    final = p.final or ""
+    # A plain trace's final part is the whole text, where a stray brace in the working says nothing.
+    if final and p.shape != "plain" and "unclosed_boxed" not in problems:
+        if _open_braces(final) > 0:
+            problems.append("unbalanced_final")
+            how["unbalanced_final"] = f"the final part opens {_open_braces(final)} more '{{' than it closes"
+        elif final.count("\\[") > final.count("\\]") or final.count("\\(") > final.count("\\)"):
+            problems.append("unbalanced_final")
+            how["unbalanced_final"] = "the final part opens a \\[ or \\( display that never closes"
+    tc = s.get("_teacher_closes")
+    if tc and tc["tag"] not in text:
+        problems.append("missing_close_tag")
+        how["missing_close_tag"] = (f"{tc['closed']} of {tc['of']} traces of teacher {tc['teacher']!r} close "
+                                    f"{tc['tag']}; this one does not")
+    return {"problems": problems, "how": how}
+
+
+def check_complete(s: dict, p, cut: dict | None = None) -> dict:
+    cut = cut if cut is not None else unfinished(s, p)
+    problems = list(cut["problems"])
+    if "missing_close_tag" in problems:
+        problems.remove("missing_close_tag")
+        if "unclosed_reasoning" not in problems:
+            problems.append("unclosed_reasoning")
     if p.shape in BLOCK_SHAPES:
         if not p.closed:
             problems.append("unclosed_reasoning")
@@ -34,7 +91,8 @@ def check_complete(s: dict, p) -> dict:
         problems.append("empty_reasoning")
     if not (p.final or "").strip():
         problems.append("no_final_answer")
-    return {"pass": not problems, "value": {"problems": problems, "shape": p.shape,
+    problems = list(dict.fromkeys(problems))
+    return {"pass": not problems, "value": {"problems": problems, "shape": p.shape, "how": cut["how"],
                                             "reasoning_chars": len(p.reasoning or ""),
                                             "final_chars": len(p.final or "")}}
 
@@ -52,7 +110,14 @@ def check_format(s: dict, p, cfg: dict) -> dict:
     return {"pass": not problems, "value": {"problems": problems, "shape": p.shape, "boxed": boxed}}
 
 
-def check_correct(s: dict, p, cfg: dict) -> dict:
+def check_correct(s: dict, p, cfg: dict, cut: dict | None = None) -> dict:
+    # One verdict with `complete`: a cut sample has no final answer, whatever its cut text boxed
+    # (the R1 report's protocol counts a response cut at the length limit as wrong), so the filter
+    # and `distill eval` agree on it.
+    cut = cut if cut is not None else unfinished(s, p)
+    if cut["problems"]:
+        return {"pass": False, "value": {"status": "unfinished", "why": cut["problems"], "gold": s["answer"],
+                                         "pred": None}}
     # math-verify's own limit at about half the hard one: most slow expressions end gracefully,
     # and the pool's kill is left for hangs that signals cannot interrupt.
     r = check_answer(str(s["answer"]), p.final, s.get("meta") or {}, timeout=max(1, int(cfg["timeout"] / 2)))
@@ -96,6 +161,11 @@ def run_checks(item: tuple[dict, dict, str | None]) -> dict:
     t = time.perf_counter()
     fmt = cfg["format"]
     p = parse(s["completion"], fmt["shape"], s.get("prompt_template"))
+    tc = s.get("_teacher_closes")
+    if tc and p.shape == "plain" and tc["tag"] not in s["completion"]:
+        # Read as the teacher's shape: a block opened (in the prompt) that never closed.
+        p = parse(s["completion"], tc["shape"], s.get("prompt_template"))
+    cut = unfinished(s, p)
     secs["parse"] = time.perf_counter() - t
     for name in SAMPLE_CHECKS:
         if not cfg[name]["enabled"]:
@@ -103,14 +173,14 @@ def run_checks(item: tuple[dict, dict, str | None]) -> dict:
             continue
         t = time.perf_counter()
         if name == "complete":
-            out[name] = check_complete(s, p)
+            out[name] = check_complete(s, p, cut)
         elif name == "format":
             out[name] = check_format(s, p, fmt)
         elif name == "correct":
             if forced:
                 out[name] = {"pass": False, "value": {"status": forced, "gold": s["answer"], "pred": None}}
             else:
-                out[name] = check_correct(s, p, cfg["correct"])
+                out[name] = check_correct(s, p, cfg["correct"], cut)
         elif name == "language":
             out[name] = check_language(s, p, cfg["language"])
         else:
@@ -123,6 +193,6 @@ def run_checks(item: tuple[dict, dict, str | None]) -> dict:
         secs["dedup"] = time.perf_counter() - t
     # Only the shape goes back to the parent: shipping a 20,000-character reasoning back through
     # the pool's pipe for every sample costs more than parsing it again for the few that are exported.
-    out["_parsed"] = {"shape": p.shape}
+    out["_parsed"] = {"shape": p.shape, "closed": p.closed}
     out["_seconds"] = secs
     return out
