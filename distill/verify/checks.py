@@ -29,12 +29,10 @@ def _open_braces(text: str) -> int:
 
 
 def _last_box_unclosed(text: str) -> bool:
-    last = None
-    for last in re.finditer(r"\\(?:boxed|fbox)\s*\{", text):
-        pass
-    if last is None:
+    starts = list(re.finditer(r"\\(?:boxed|fbox)\s*\{", text))
+    if not starts:
         return False
-    depth, i = 1, last.end()
+    depth, i = 1, starts[-1].end()
     while i < len(text) and depth:
         depth += {"{": 1, "}": -1}.get(text[i], 0)
         i += 1
