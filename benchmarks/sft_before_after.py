@@ -4,7 +4,8 @@ problems, run both through the same filter, and compare.
     python benchmarks/sft_before_after.py --student runs/quick/student --out runs/quick/before-after
 
 Figures, each a share of all samples with a 95% interval (bootstrap over problems: the samples of
-one problem are not independent):
+one problem are not independent; Wilson's interval with the problems as trials where every problem
+scores the same, as at 0% and 100%, and the bootstrap would collapse to a point):
 - accepted: passes the filter's per-sample checks (complete, format, correct, language, readable).
   Dedup and decontamination are off here: they judge a dataset, not a model, and dedup would
   penalise a student for answering the same problem consistently.
@@ -63,7 +64,13 @@ def bootstrap(pairs: list[tuple[str, bool]], reps: int = 2000, seed: int = 0) ->
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, len(sums), size=(reps, len(sums)))
     boot = sums[idx].sum(1) / counts[idx].sum(1)
-    return sums.sum() / counts.sum(), float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))
+    mean, lo, hi = sums.sum() / counts.sum(), float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))
+    if hi - lo <= 1e-12:  # every problem alike (all 0% or all 100%): resampling cannot vary
+        from distill.evaluate import wilson
+
+        lo, hi = wilson(mean * len(sums), len(sums))  # the problems as trials: never a point
+        lo, hi = min(lo, mean), max(hi, mean)
+    return mean, lo, hi
 
 
 def run_arm(recipe_path: str, model: str, out: Path, seed: int, count: int, n: int) -> dict:

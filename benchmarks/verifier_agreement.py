@@ -20,6 +20,21 @@ from collections import defaultdict
 from pathlib import Path
 
 TABLE = Path(__file__).resolve().parents[1] / "tests" / "data" / "answer_equivalence.jsonl"
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "benchmarks"
+
+
+def gold_health(directory: Path) -> list[tuple[str, int, int, list[str]]]:
+    """(set, golds, unparseable, examples) for every <set>.jsonl: a gold no reading of which
+    math-verify parses can never be matched, so every sample of its problem fails."""
+    from distill.verify.answer import check_answer
+
+    out = []
+    for f in sorted(directory.glob("*.jsonl")):
+        golds = [str(json.loads(x)["answer"]) for x in f.read_text().splitlines() if x.strip()]
+        # Any boxed prediction makes check_answer parse the gold first; its status says if it read.
+        bad = [g for g in golds if check_answer(g, "\\boxed{0}")["status"] == "gold_unparseable"]
+        out.append((f.stem, len(golds), len(bad), bad[:5]))
+    return out
 
 
 def raw_math_verify(gold: str, pred: str) -> bool:
@@ -74,6 +89,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--table", type=Path, default=TABLE)
     ap.add_argument("--show-misses", action="store_true", help="print every pair a verifier gets wrong")
+    ap.add_argument("--golds", type=Path, default=SHARED, help="benchmark sets whose golds to parse (a directory)")
     a = ap.parse_args()
     rows = load(a.table)
     m = measure(rows)
@@ -93,6 +109,12 @@ def main() -> None:
     for name, c in m["overall"].items():
         print(f"{name}: agreement {100 * c['agree'] / c['n']:.1f}% ({c['agree']}/{c['n']}), "
               f"false accepts {c['false_accept']}, false rejects {c['false_reject']}")
+    if a.golds.is_dir():
+        print(f"\ngold health ({a.golds}):\n")
+        print("| set | golds | unparseable | examples |")
+        print("|---|---|---|---|")
+        for name, n, bad, ex in gold_health(a.golds):
+            print(f"| {name} | {n} | {bad} | {', '.join(f'`{e}`' for e in ex) or '-'} |")
     if a.show_misses:
         for name, rs in m["misses"].items():
             print(f"\n{name} disagrees with the label on:")

@@ -133,12 +133,13 @@ def filter(
     try:
         r = load_recipe(recipe, set_)
         if explain:
-            sample, verdict = explain_one(inp, explain, r.filter)
+            sample, verdict = explain_one(inp, explain, r.filter, r.eval)
             _print_explain(sample, verdict)
             return
         if out is None:
             raise typer.BadParameter("--out is required (unless --explain)")
-        report = filter_samples(inp, out, r.filter, r.export, skip_bad_lines=skip_bad_lines, progress=progress)
+        report = filter_samples(inp, out, r.filter, r.export, skip_bad_lines=skip_bad_lines, progress=progress,
+                                eval_cfg=r.eval)
     except _user_errors() as e:
         _fail(e)
     from rich.table import Table

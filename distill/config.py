@@ -185,7 +185,10 @@ class DedupCheck(_Check):
 
 
 class DecontaminateCheck(_Check):
-    # Local paths or dataset ids of benchmark sets whose problems must not be trained on.
+    # Benchmark sets whose problems must not be trained on: names as in `distill eval` (math500,
+    # aime24, aime25, amc23, gsm8k; resolved through eval.benchmarks, $DISTILL_BENCHMARKS or the hub
+    # dataset with its own fields and split), local files or directories, or dataset ids. Matches:
+    # a shared word n-gram, the same normalised text, or a short benchmark problem inside a problem.
     benchmarks: list[str] = Field(default_factory=list)
     ngram: int = Field(default=8, gt=0)
 

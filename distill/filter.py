@@ -143,9 +143,10 @@ def teacher_closing(samples: list[dict], share: float, minimum: int) -> dict[str
 
 
 def judge(samples: list[dict], cfg: FilterConfig, progress: bool = True,
-          closing: dict | None = None) -> tuple[list[dict], dict]:
+          closing: dict | None = None, eval_cfg=None) -> tuple[list[dict], dict]:
     """Verdicts for every sample (same order) and the seconds spent per check. `closing`: the
-    teachers' close-tag statistics when `samples` is a part of the input (`explain`)."""
+    teachers' close-tag statistics when `samples` is a part of the input (`explain`). `eval_cfg`:
+    the recipe's eval section, whose `benchmarks` map names to local copies for decontamination."""
     cfg_d = cfg.model_dump()
     if closing is None:
         closing = teacher_closing(samples, cfg.complete.teacher_close_share, cfg.complete.teacher_close_min) \
@@ -206,14 +207,16 @@ def judge(samples: list[dict], cfg: FilterConfig, progress: bool = True,
 
     t = time.perf_counter()
     if cfg.decontaminate.enabled and cfg.decontaminate.benchmarks:
-        deco = Decontaminator(cfg.decontaminate.benchmarks, cfg.decontaminate.ngram)
-        cache: dict[str, str | None] = {}
+        deco = Decontaminator(cfg.decontaminate.benchmarks, cfg.decontaminate.ngram, eval_cfg)
+        cache: dict[str, tuple[str, str] | None] = {}
         for s, v in zip(samples, verdicts, strict=True):
             pid = s["problem_id"]
             if pid not in cache:
-                cache[pid] = deco.match(s["problem"])
+                cache[pid] = deco.match_how(s["problem"])
             hit = cache[pid]
-            v["decontaminate"] = {"pass": hit is None, "value": {"overlaps": hit, "ngram": cfg.decontaminate.ngram}}
+            v["decontaminate"] = {"pass": hit is None, "value": {"overlaps": hit[0] if hit else None,
+                                                                 "how": hit[1] if hit else None,
+                                                                 "ngram": cfg.decontaminate.ngram}}
     else:
         reason = "disabled" if not cfg.decontaminate.enabled else "no benchmarks configured"
         for v in verdicts:
@@ -258,13 +261,13 @@ def _atomic_jsonl(path: Path, rows) -> int:
 
 
 def filter_samples(inp: str | Path, out: str | Path, cfg: FilterConfig, export: ExportConfig | None = None,
-                   skip_bad_lines: bool = False, progress: bool = True) -> dict:
+                   skip_bad_lines: bool = False, progress: bool = True, eval_cfg=None) -> dict:
     export = export or ExportConfig()
     start = time.perf_counter()
     samples, bad = read_samples(inp, skip_bad_lines)
     if not samples:
         raise DataError(f"{inp}: no samples to filter")
-    verdicts, secs = judge(samples, cfg, progress)
+    verdicts, secs = judge(samples, cfg, progress, eval_cfg=eval_cfg)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -433,7 +436,7 @@ def write_markdown(report: dict, samples, verdicts, out: Path) -> None:
     (out / "report.md").write_text("\n".join(lines))
 
 
-def explain(inp: str | Path, key: str, cfg: FilterConfig) -> tuple[dict, dict]:
+def explain(inp: str | Path, key: str, cfg: FilterConfig, eval_cfg=None) -> tuple[dict, dict]:
     """(sample, verdicts) for one key; the set-level checks see that sample's whole problem."""
     samples, _ = read_samples(inp, skip_bad_lines=True)
     target = next((s for s in samples if s["key"] == key or s["key"].startswith(key)), None)
@@ -441,5 +444,6 @@ def explain(inp: str | Path, key: str, cfg: FilterConfig) -> tuple[dict, dict]:
         raise DataError(f"{inp}: no sample with key {key!r}")
     group = [s for s in samples if s["problem_id"] == target["problem_id"]]
     closing = teacher_closing(samples, cfg.complete.teacher_close_share, cfg.complete.teacher_close_min)
-    verdicts, _ = judge(group, cfg.model_copy(update={"workers": 1}), progress=False, closing=closing)
+    verdicts, _ = judge(group, cfg.model_copy(update={"workers": 1}), progress=False, closing=closing,
+                        eval_cfg=eval_cfg)
     return target, verdicts[group.index(target)]

@@ -259,3 +259,37 @@ def test_a_truncated_sample_with_a_boxed_answer_fails_correct_in_the_filter(tmp_
     assert r["verdicts"]["correct"]["pass"] is False
     assert r["verdicts"]["correct"]["value"]["status"] == "unfinished"
     assert r["verdicts"]["correct"]["value"]["why"] == ["truncated"]
+
+
+def test_decontamination_by_name_catches_exact_copies_shorter_than_the_ngram(tmp_path, shared_data, monkeypatch):
+    from distill.verify.decontaminate import Decontaminator, benchmark_sources
+
+    monkeypatch.setenv("DISTILL_BENCHMARKS", str(shared_data))
+    bench = tmp_path / "short.jsonl"  # a benchmark of one-liners, all under 8 words
+    bench.write_text(json.dumps({"id": "s1", "problem": "Evaluate $\\lceil 3.7 \\rceil$.", "answer": "4"}) + "\n"
+                     + json.dumps({"id": "s2", "problem": "What is $1+2+3$?", "answer": "6"}) + "\n")
+    d = Decontaminator(["math500", str(bench)], 8)
+    assert d.sizes == {"math500": 500, str(bench): 2}
+    assert d.match_how("compute \\binom{31}{28}") is None  # \dbinom vs \binom: different words, not a copy
+    # MATH-500 itself holds 5-word problems that no 8-gram can see
+    assert d.match_how("Compute $\\dbinom{31}{28}$ .") == ("math500:test/counting_and_probability/116.json", "exact")
+    assert d.match_how("evaluate \\lceil 3.7\\rceil") == ("short:s1", "exact")  # spacing and markup aside
+    assert d.match_how("Warm-up. What is 1 + 2 + 3? Then explain.") == ("short:s2", "contains")
+    assert d.match_how("What is 1 + 2 + 4?") is None
+    m5 = json.loads((shared_data / "math500.jsonl").read_text().splitlines()[3])
+    assert d.match_how(m5["problem"].upper())[0] == f"math500:{m5['id']}"
+    # through the filter, by name, with the how in the verdict
+    rows = [rec(0), rec(1, problem="What is $1 + 2 + 3$?")]
+    cfg = FilterConfig.model_validate({"workers": 0, "correct": {"enabled": False},
+                                       "decontaminate": {"benchmarks": ["gsm8k", str(bench)]}})
+    filter_samples(write(tmp_path, rows), tmp_path / "out", cfg, progress=False)
+    rej = [json.loads(x) for x in (tmp_path / "out" / "rejected.jsonl").read_text().splitlines()]
+    assert [r["problem_id"] for r in rej] == ["p1"]
+    assert rej[0]["verdicts"]["decontaminate"]["value"] | {"ngram": 8} == {"overlaps": "short:s2", "how": "exact",
+                                                                             "ngram": 8}
+    # a name without a local copy is the hub dataset with its own field names and split
+    monkeypatch.delenv("DISTILL_BENCHMARKS")
+    monkeypatch.delenv("DISTILL_BENCHMARK_GSM8K", raising=False)
+    (src,) = benchmark_sources(["gsm8k"])
+    assert (src.source, src.subset, src.split, src.fields.problem) == ("openai/gsm8k", "main", "test", "question")
+    assert src.fields.answer_pattern
