@@ -64,6 +64,9 @@ def test_accuracy_reward_right_wrong_malformed_from_a_thread(workers):
         # the prompt's prefill is part of the answer: "<think>\n" was in the prompt, not the completion
         tail = RIGHT.removeprefix("<think>\n")
         assert in_thread(f, prompts=["p"], completions=[tail], **cols(1, prefill="<think>\n")) == [1.0]
+        # a completion cut inside its answer scores 0, as the filter and eval judge it
+        cut = "5 + 6 = 11, so the answer is \\boxed{11}. Also \\boxed{"
+        assert in_thread(f, prompts=["p"], completions=[cut], **cols(1)) == [0.0]
     finally:
         f.close()
 

@@ -23,6 +23,7 @@ import json
 from collections.abc import Callable
 
 from distill.verify.answer import check_answer
+from distill.verify.checks import unfinished
 from distill.verify.format import find_boxed, parse
 from distill.verify.language import detect_language, language_share
 
@@ -90,8 +91,10 @@ class AccuracyReward:
         answers = _column(kw, "answer", n)
         metas = _column(kw, "meta", n)
         inner = max(1, int(self.timeout / 2))  # math-verify's own limit inside the hard one (main thread only)
-        items = [(str(a), p.final, _meta(m), inner)
-                 for (_, p), a, m in zip(_parsed(completions, kw), answers, metas, strict=True)]
+        # A cut completion has no final answer, as in the filter and eval (`unfinished`: an unclosed
+        # box, an unbalanced final part); one cut at max_completion_length is TRL's to mask.
+        items = [(str(a), None if unfinished({"completion": t}, p)["problems"] else p.final, _meta(m), inner)
+                 for (t, p), a, m in zip(_parsed(completions, kw), answers, metas, strict=True)]
         pool = self._get_pool()
         if pool is None:
             return [_check_one(x) for x in items]
