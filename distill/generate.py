@@ -157,6 +157,7 @@ def generate(
             if teacher is None:
                 with console.status(f"loading teacher {recipe.teacher.model} ({recipe.teacher.backend})"):
                     teacher = load_teacher(recipe.teacher)
+            run["template_hash"] = getattr(teacher, "template_hash", None)
             writer = store.writer(shard_file_name(shard))
             gen_start = time.monotonic()
             with progress_bar("generate", progress) as bar:
@@ -173,7 +174,8 @@ def generate(
                             "messages": prompt.messages, "prompt_template": recipe.prompt.template,
                             "prefill": prompt.prefill, "completion": completion, "reasoning": reasoning,
                             "final": final, "finish_reason": c.finish_reason, "prompt_tokens": c.prompt_tokens,
-                            "completion_tokens": c.completion_tokens,
+                            "completion_tokens": c.completion_tokens, "prompt_hash": c.prompt_hash,
+                            "max_tokens": c.max_tokens,
                             "teacher": {"model": teacher.model_name, "backend": teacher.backend,
                                         "revision": teacher.revision, "identity": ident["key"]},
                             "sampling": sampling_rec, "created_at": now(),

@@ -12,6 +12,8 @@ Three templates:
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 
 from distill.config import PromptConfig
@@ -57,7 +59,15 @@ def build_prompt(problem: str, cfg: PromptConfig) -> Prompt:
 
 
 def render(tokenizer, prompt: Prompt) -> str:
-    """The exact text a local backend feeds the model (chat template applied, prefill appended)."""
+    """The exact text a local backend feeds the model (chat template applied, prefill appended once).
+
+    The prefill is appended only when the rendered generation prompt does not already end with it:
+    DeepSeek-R1-Distill's and QwQ's templates end their generation prompt with `<think>\n`
+    themselves, and a second one would put the model in a block inside a block. The stored
+    completion still starts with the prefill either way (it is the start of the answer), so samples
+    look the same whichever template opened the block. Generate, eval, the SFT preflight and GRPO
+    all render through here.
+    """
     if prompt.raw:
         return prompt.messages[0]["content"] + prompt.prefill
     if not getattr(tokenizer, "chat_template", None):
@@ -66,4 +76,24 @@ def render(tokenizer, prompt: Prompt) -> str:
             "for a base model use prompt.template=r1-zero, or use an instruct/chat checkpoint"
         )
     text = tokenizer.apply_chat_template(prompt.messages, add_generation_prompt=True, tokenize=False)
-    return text + prompt.prefill
+    return text + prefill_needed(text, prompt.prefill)
+
+
+def prefill_needed(rendered: str, prefill: str) -> str:
+    """What of `prefill` still has to follow `rendered` (a generation prompt): all of it, or nothing
+    when the template already opened the block (`...<｜Assistant｜><think>\n`)."""
+    if prefill and rendered.rstrip().endswith(prefill.strip()):
+        return ""
+    return prefill
+
+
+def text_hash(text: str) -> str:
+    """16 hex digits of sha256: a rendered prompt's or a chat template's fingerprint."""
+    return hashlib.sha256(text.encode("utf-8", "replace")).hexdigest()[:16]
+
+
+def template_hash(tokenizer) -> str | None:
+    t = getattr(tokenizer, "chat_template", None)
+    if isinstance(t, dict):  # several named templates
+        t = json.dumps(t, sort_keys=True)
+    return text_hash(t) if t else None

@@ -70,3 +70,91 @@ def test_prompt_too_long_is_a_clear_error(teacher):
                                   SamplingConfig(max_tokens=4)))
     finally:
         teacher.max_model_len = old
+
+
+# -- the teacher's own template decides whether the think block is already open (issue 11) --------
+
+def _trl_template(name: str) -> str:
+    from pathlib import Path
+
+    import trl
+
+    return (Path(trl.__file__).parent / "chat_templates" / f"{name}.jinja").read_text()
+
+
+def _qwq_style() -> str:
+    """QwQ-32B's template: Qwen2.5's ChatML with the generation prompt opening <think>."""
+    t = _trl_template("qwen2_5")
+    assert "'<|im_start|>assistant\\n'" in t
+    return t.replace("{{- '<|im_start|>assistant\\n' }}", "{{- '<|im_start|>assistant\\n<think>\\n' }}")
+
+
+TEMPLATES = {  # name -> (template, the template opens <think> itself)
+    "deepseek_r1_distill": (lambda: _trl_template("deepseek_r1_distill"), True),
+    "qwq_style": (_qwq_style, True),
+    "qwen3": (lambda: _trl_template("qwen3"), False),
+    "llama3": (lambda: _trl_template("llama3"), False),
+}
+
+
+@pytest.fixture(scope="module")
+def tok_dir(tmp_path_factory):
+    from transformers import AutoTokenizer
+
+    from distill.models import resolve_model
+
+    return resolve_model("embedded").path, AutoTokenizer
+
+
+@pytest.mark.parametrize("name", list(TEMPLATES))
+def test_the_think_block_opens_exactly_once_with_every_template(name, tok_dir):
+    path, auto = tok_dir
+    tok = auto.from_pretrained(path)
+    template, opens = TEMPLATES[name][0](), TEMPLATES[name][1]
+    tok.chat_template = template
+    p = build_prompt("What is 5 + 6?", PromptConfig(template="r1", force_think=True))
+    own = tok.apply_chat_template(p.messages, add_generation_prompt=True, tokenize=False)
+    text = render(tok, p)
+    assert text.count("<think>") == 1 and text.endswith("<think>\n")
+    assert (text == own) is opens  # the template's own rendering, untouched, when it opens the block
+    if name == "deepseek_r1_distill":
+        assert text.endswith("<｜Assistant｜><think>\n")
+        n_own = len(tok(own, add_special_tokens=False)["input_ids"])
+        assert len(tok(text, add_special_tokens=False)["input_ids"]) == n_own  # not 4 tokens longer
+    # the stored completion still starts with the prefill, whichever side opened the block
+    assert p.prefill == "<think>\n"
+
+
+def test_generate_through_hf_sends_the_templates_own_prompt_and_records_it(tmp_path, tok_dir):
+    import json
+    import os
+
+    from transformers import AutoTokenizer
+
+    from distill.generate import generate
+    from distill.prompts import text_hash
+    from tests.conftest import tiny_recipe
+
+    src, _ = tok_dir
+    d = tmp_path / "r1-distill-like"
+    d.mkdir()
+    for f in os.listdir(src):  # the embedded weights, a DeepSeek-R1-Distill chat template
+        if f.endswith((".safetensors", ".json")) and not f.startswith("tokenizer"):
+            os.symlink(os.path.join(src, f), d / f)
+    tok = AutoTokenizer.from_pretrained(src)
+    tok.chat_template = _trl_template("deepseek_r1_distill")
+    tok.save_pretrained(d)
+    r = tiny_recipe(**{"teacher.model": str(d), "prompt.template": "r1", "prompt.force_think": "true",
+                       "problems.count": 2, "sampling.n": 1, "sampling.max_tokens": 4})
+    generate(r, tmp_path / "s", progress=False)
+    rows = [json.loads(x) for f in sorted((tmp_path / "s" / "data").glob("*.jsonl")) for x in f.read_text().splitlines()]
+    assert len(rows) == 2
+    for row in rows:
+        own = tok.apply_chat_template(row["messages"], add_generation_prompt=True, tokenize=False)
+        assert row["prompt_hash"] == text_hash(own)
+        assert row["prompt_tokens"] == len(tok(own, add_special_tokens=False)["input_ids"])
+        assert row["completion"].startswith("<think>\n") and row["max_tokens"] == 4
+    manifest = json.loads((tmp_path / "s" / "manifest.json").read_text())
+    from distill.prompts import template_hash
+
+    assert manifest["runs"][-1]["template_hash"] == template_hash(tok)

@@ -28,6 +28,10 @@ class Completion:
     finish_reason: str  # "stop" or "length"
     prompt_tokens: int
     completion_tokens: int
+    # What was sent, exactly enough to reproduce it: the rendered prompt's hash (local backends, which
+    # render it) and the max_tokens the request carried (after any clamp to the context).
+    prompt_hash: str | None = None
+    max_tokens: int | None = None
 
 
 class Teacher(Protocol):

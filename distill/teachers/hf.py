@@ -24,7 +24,7 @@ from transformers import (
 
 from distill.config import SamplingConfig, TeacherConfig
 from distill.models import load_causal_lm, resolve_device, resolve_model
-from distill.prompts import PromptError, render
+from distill.prompts import PromptError, render, template_hash, text_hash
 from distill.teachers.base import Completion, Request
 
 
@@ -66,6 +66,7 @@ class HFTeacher:
         self.revision = resolved.revision
         self.device = resolve_device(cfg.device)
         self.model, self.tokenizer = load_causal_lm(resolved, cfg.dtype, self.device, cfg.trust_remote_code)
+        self.template_hash = template_hash(self.tokenizer)
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
@@ -81,7 +82,9 @@ class HFTeacher:
         return [len(ids) for ids in self.tokenizer(texts, add_special_tokens=False)["input_ids"]]
 
     def generate(self, requests: list[Request], sampling: SamplingConfig) -> Iterator[list[Completion]]:
+        requests = list(requests)
         texts = [render(self.tokenizer, r.prompt) for r in requests]
+        self._hashes = {r.key: text_hash(t) for r, t in zip(requests, texts, strict=True)}
         ids = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
         for r, t in zip(requests, ids, strict=True):
             if self.max_model_len and len(t) >= self.max_model_len:
@@ -120,7 +123,8 @@ class HFTeacher:
             else:
                 gen, n_tokens, reason = row[:end], end + 1, "stop"  # the EOS token counts, as in vLLM
             text = self.tokenizer.decode(gen, skip_special_tokens=True)
-            completions.append(Completion(r.key, text, reason, len(prompt_ids), n_tokens))
+            completions.append(Completion(r.key, text, reason, len(prompt_ids), n_tokens,
+                                          prompt_hash=self._hashes.get(r.key), max_tokens=max_new))
         return completions
 
     def close(self) -> None:

@@ -38,6 +38,7 @@ class OpenAITeacher:
         self.cfg = cfg
         self.model_name = cfg.model
         self.revision = None
+        self.template_hash = None  # the server renders the prompt with its own template
         # The key comes from the environment only; it is never written to the manifest or the logs.
         self._api_key = os.environ.get(cfg.api_key_env) or "EMPTY"  # vllm serve accepts any key by default
 
