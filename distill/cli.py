@@ -56,15 +56,21 @@ def generate(
     set_: SetOpt = None,
     shard: Annotated[str | None, typer.Option(help="i/N: this node's slice of the problems, i from 0 to N-1.")] = None,
     progress: Annotated[bool, typer.Option(help="Show the progress bar.")] = True,
+    max_failures: Annotated[float | None, typer.Option(
+        "--max-failures", help="Stop when more requests than this failed for good: a count (50) or, below 1, a "
+                               "share of the finished ones (0.1). Default: teacher.max_failures.")] = None,
 ) -> None:
-    """Generate teacher traces into a resumable sample store (only missing samples are generated)."""
+    """Generate teacher traces into a resumable sample store (only missing samples are generated).
+
+    Exit status: 0 all planned samples stored; 3 some requests failed for good (stored under
+    failures/, retried by a rerun); 4 stopped by --max-failures; 130 interrupted; 2 bad input."""
     from distill.config import load_recipe
     from distill.data import parse_shard
     from distill.generate import generate as run
 
     try:
         r = load_recipe(recipe, set_)
-        summary = run(r, out, shard=parse_shard(shard), progress=progress)
+        summary = run(r, out, shard=parse_shard(shard), progress=progress, max_failures=max_failures)
     except _user_errors() as e:
         _fail(e)
     console.print(summary.table())
@@ -72,6 +78,19 @@ def generate(
     if summary.status == "interrupted":
         console.print("[yellow]interrupted:[/] everything generated so far is kept; rerun the same command to resume")
         raise typer.Exit(130)
+    if summary.failed:
+        for ex in summary.failure_examples:
+            console.print(f"  [red]failed[/] {ex}")
+        causes = ", ".join(f"{k}: {v}" for k, v in summary.failures_by_cause.items())
+        console.print(f"[yellow]{summary.failed} request(s) failed for good[/] ({causes}); each is recorded in "
+                      f"{out}/failures/ with its status, message and attempts. Every other sample is stored; "
+                      "rerun the same command to retry only the failed and missing ones.")
+    if summary.status == "aborted":
+        console.print(f"[red]stopped:[/] more failures than max_failures={max_failures if max_failures is not None else r.teacher.max_failures} "
+                      "(the server looks broken, not one prompt); fix it and rerun, nothing stored is lost")
+        raise typer.Exit(4)
+    if summary.failed:
+        raise typer.Exit(3)
 
 
 @store_app.command("merge")

@@ -64,11 +64,16 @@ class TeacherConfig(_Strict):
     # requests when it rewinds a discarded token ("CPU Generator does not use offset").
     per_sample_seed: bool = True
     # openai backend
-    base_url: str | None = None  # e.g. http://gpu-node:8000/v1
+    # e.g. http://gpu-node:8000/v1, or a list of servers: each request goes to the least loaded healthy one
+    base_url: str | list[str] | None = None
     api_key_env: str = "OPENAI_API_KEY"  # the key is read from this variable; never logged or stored
     max_concurrency: int = Field(default=64, gt=0)  # requests in flight
     request_timeout: float = Field(default=1800.0, gt=0)  # seconds per request (long R1 traces take minutes)
     max_retries: int = Field(default=8, ge=0)  # on 408/409/429/5xx, connection errors, timeouts; backoff + jitter
+    # A run stops when more requests than this have failed for good (stored as failure records and
+    # retried by the next run): a count (50), or a share of the finished requests (0.1, judged once
+    # 20 have finished). The server is then clearly broken; fix it and rerun.
+    max_failures: int | float = Field(default=0.1, ge=0)
     extra_body: dict[str, Any] = Field(default_factory=dict)  # passed through, e.g. {top_k: 20} for vLLM
 
 

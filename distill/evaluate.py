@@ -324,8 +324,20 @@ def evaluate(recipe: Recipe, model: str, benchmark: str, out: str | Path, k: int
     wanted = {row[0] for row in rows}
     samples = [s for s in read_samples(out / "samples")[0] if s["key"] in wanted]
     if len(samples) < len(wanted):
-        raise EvalError(f"{out / 'samples'}: {len(wanted) - len(samples)} of {len(wanted)} samples are missing; "
-                        "rerun the same command to generate them")
+        from collections import Counter
+
+        from distill.store import SampleStore
+
+        fails = {k: f for k, f in SampleStore(out / "samples").failures().items() if k in wanted}
+        why = ""
+        if fails:
+            causes = Counter(f["cause"] for f in fails.values())
+            first = next(iter(fails.values()))
+            why = (f" ({len(fails)} failed: " + ", ".join(f"{c} {n}" for c, n in causes.items())
+                   + f"; e.g. {first['problem_id']}: {first['message']})")
+        raise EvalError(f"{out / 'samples'}: {len(wanted) - len(samples)} of {len(wanted)} samples are missing{why}; "
+                        "rerun the same command to generate them (an evaluation scores every problem, so it "
+                        "needs all of them)")
     # Judged against the benchmark's gold as it is now, not as it was when a sample was generated
     # (a corrected gold must change the score).
     gold = {p.id: p.answer for p in plist}

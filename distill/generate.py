@@ -3,12 +3,18 @@
 A rerun generates only missing keys, a larger `sampling.n` tops up, and `--shard i/N` takes a
 disjoint slice of the problems so that N nodes cover each problem exactly once. Ctrl-C or SIGTERM
 (a Slurm preemption) stops after the batch in flight is lost and everything before it is kept.
+
+A request that fails for good (the server refuses it, or retries run out) is stored as a failure
+record under `failures/`, counted by cause in the summary and the manifest, and retried by the next
+run (its key has no sample); the run goes on unless more than `teacher.max_failures` (or
+`--max-failures`) have failed, which says the server is broken rather than one prompt.
 """
 
 from __future__ import annotations
 
 import signal
 import time
+from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +28,7 @@ from distill.models import ModelError, model_identity
 from distill.prompts import build_prompt
 from distill.store import SampleStore, host, now, sample_key, shard_file_name, versions
 from distill.teachers import Request, Teacher, load_teacher
+from distill.teachers.base import Failure
 from distill.verify.format import split_think
 
 
@@ -35,8 +42,12 @@ class Summary:
     truncated: int = 0
     wall_s: float = 0.0
     gen_s: float = 0.0  # from the first request to the last sample, without loading the teacher
-    status: str = "complete"
+    status: str = "complete"  # complete | failures (some requests failed for good) | aborted | interrupted | failed
     out: str = ""
+    failed: int = 0  # requests that failed for good in this run (stored as failure records)
+    failures_by_cause: dict = field(default_factory=dict)
+    failure_examples: list = field(default_factory=list)  # a few messages, for the summary
+    clamped: int = 0  # requests whose max_tokens was lowered to fit the context
     extra: dict = field(default_factory=dict)
 
     @property
@@ -58,6 +69,9 @@ class Summary:
             ("wall time", f"{self.wall_s:.1f} s"),
             ("generation time", f"{self.gen_s:.1f} s"),
             ("tokens/s (generation)", f"{self.tokens_per_s:.1f}"),
+            ("failed requests", f"{self.failed}" + (" (" + ", ".join(f"{k} {v}" for k, v in
+                                                                    self.failures_by_cause.items()) + ")"
+                                                     if self.failures_by_cause else "")),
         ]
         for k, v in rows:
             t.add_row(k, v)
@@ -107,12 +121,22 @@ def teacher_identity(recipe: Recipe) -> dict:
         raise RecipeError(f"teacher.model: {e}") from None
 
 
+def _too_many(failed: int, finished: int, limit: float | None) -> bool:
+    """`limit` below 1 is a share of the finished requests (judged once 20 have finished), else a count."""
+    if limit is None or failed == 0:
+        return False
+    if limit < 1:
+        return finished >= 20 and failed > limit * finished
+    return failed > limit
+
+
 def generate(
     recipe: Recipe,
     out: str | Path,
     shard: tuple[int, int] | None = None,
     progress: bool = True,
     teacher: Teacher | None = None,
+    max_failures: float | None = None,
 ) -> Summary:
     start = time.monotonic()
     store = SampleStore(out)
@@ -149,9 +173,12 @@ def generate(
     store.update_manifest(start_run)
     sampling_rec = {k: v for k, v in recipe.sampling.model_dump().items() if k != "n"}
     by_key = {r[0]: r for r in todo}
-    requests = [Request(key, prompt, int(key[:15], 16)) for key, _, _, prompt in todo]
+    # Lazy: a teacher with a bounded window takes requests only as it has room.
+    requests = (Request(key, prompt, int(key[:15], 16)) for key, _, _, prompt in todo)
+    limit = max_failures if max_failures is not None else recipe.teacher.max_failures
+    causes: Counter = Counter()
     owns_teacher = teacher is None
-    writer = None
+    writer = fwriter = None
     try:
         with _sigterm_as_interrupt():
             if teacher is None:
@@ -162,10 +189,16 @@ def generate(
             gen_start = time.monotonic()
             with progress_bar("generate", progress) as bar:
                 task = bar.add_task("generate", total=len(todo), rate="- tok/s")
-                for batch in teacher.generate(requests, recipe.sampling):
-                    samples = []
+                stream = teacher.generate(requests, recipe.sampling)
+                for batch in stream:
+                    samples, failures = [], []
                     for c in batch:
                         key, p, idx, prompt = by_key[c.key]
+                        if isinstance(c, Failure):
+                            failures.append({"key": key, "problem_id": p.id, "sample_index": idx, "cause": c.cause,
+                                             "status": c.status, "message": c.message, "attempts": c.attempts,
+                                             "endpoint": c.endpoint, "created_at": now()})
+                            continue
                         completion = prompt.prefill + c.text
                         reasoning, final = split_think(completion)
                         samples.append({
@@ -181,24 +214,44 @@ def generate(
                             "sampling": sampling_rec, "created_at": now(),
                         })
                     writer.write(samples)  # flushed and fsynced: from here on these samples count
+                    if failures:
+                        if fwriter is None:
+                            fwriter = store.failure_writer(shard_file_name(shard))
+                        fwriter.write(failures)
+                        s.failed += len(failures)
+                        causes.update(f["cause"] for f in failures)
+                        s.failure_examples += [f"{f['problem_id']}#{f['sample_index']}: {f['message']}"
+                                               for f in failures[: max(0, 3 - len(s.failure_examples))]]
                     s.generated += len(samples)
+                    s.clamped += sum(1 for x in samples if x["max_tokens"] is not None
+                                     and x["max_tokens"] < recipe.sampling.max_tokens)
                     s.tokens += sum(x["completion_tokens"] for x in samples)
                     s.truncated += sum(x["finish_reason"] == "length" for x in samples)
                     s.gen_s = time.monotonic() - gen_start
                     rate = s.tokens / max(s.gen_s, 1e-9)
-                    bar.update(task, advance=len(samples), rate=f"{rate:.1f} tok/s")
+                    bar.update(task, advance=len(samples) + len(failures),
+                               rate=f"{rate:.1f} tok/s" + (f", {s.failed} failed" if s.failed else ""))
+                    if _too_many(s.failed, s.generated + s.failed, limit):
+                        s.status = "aborted"
+                        stream.close()  # the teacher cancels what is in flight
+                        break
+        if s.status == "complete" and s.failed:
+            s.status = "failures"
     except KeyboardInterrupt:
         s.status = "interrupted"
     except BaseException:
         s.status = "failed"
         raise
     finally:
-        if writer is not None:
-            writer.close()
+        for w in (writer, fwriter):
+            if w is not None:
+                w.close()
         if owns_teacher and teacher is not None:
             teacher.close()
+        s.failures_by_cause = dict(causes)
         s.wall_s = time.monotonic() - start
         run.update(status=s.status, finished_at=now(), generated=s.generated, tokens=s.tokens,
+                   failed=s.failed, failures_by_cause=dict(causes), max_tokens_clamped=s.clamped,
                    wall_s=round(s.wall_s, 2))
         store.update_manifest(finish_run)
     return s

@@ -3,6 +3,8 @@
     DIR/manifest.json                    recipe, versions, runs, counts (rewritten atomically)
     DIR/data/part-all.jsonl              samples of an unsharded run
     DIR/data/part-00003-of-00008.jsonl   samples of `--shard 3/8`
+    DIR/failures/part-all.jsonl          requests that failed for good (key, cause, status, message,
+                                         attempts): not samples, so a rerun retries their keys
 
 Rules that make generation resumable and safe to kill at any moment:
 - a sample is one line; a batch of lines is flushed and fsynced before it counts;
@@ -132,10 +134,28 @@ class SampleStore:
     def keys(self) -> set[str]:
         return {s["key"] for s in self.iter_samples()}
 
+    def failures(self, keys: set[str] | None = None) -> dict[str, dict]:
+        """The latest failure record of each key that has no sample (`keys`: the store's keys, if known)."""
+        d = self.root / "failures"
+        if not d.is_dir():
+            return {}
+        have = self.keys() if keys is None else keys
+        out: dict[str, dict] = {}
+        for path in sorted(d.glob("*.jsonl")):
+            for rec in iter_jsonl_samples(path, warn=False):
+                k = rec.get("key")
+                if isinstance(k, str) and k not in have:
+                    out[k] = rec
+        return out
+
     # -- writing ---------------------------------------------------------------------------
     def writer(self, file_name: str) -> ShardWriter:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         return ShardWriter(self.data_dir / file_name)
+
+    def failure_writer(self, file_name: str) -> ShardWriter:
+        (self.root / "failures").mkdir(parents=True, exist_ok=True)
+        return ShardWriter(self.root / "failures" / file_name)
 
     # -- manifest --------------------------------------------------------------------------
     def read_manifest(self) -> dict:

@@ -22,10 +22,13 @@ from tests.conftest import tiny_recipe
 class FaultServer:
     """script: statuses for the first requests (e.g. [429, 429, 500]); then `after` (200, 500 or 'hang')."""
 
-    def __init__(self, script=(), after=200, ok_limit=None):
+    def __init__(self, script=(), after=200, ok_limit=None, refuse=None, max_model_len=None, delay=0.0):
         self.script = list(script)
         self.after = after
         self.ok_limit = ok_limit  # after this many successes, answer 500 forever
+        self.refuse = refuse  # body -> a status to answer with for good (e.g. 400 for one prompt), or None
+        self.max_model_len = max_model_len  # reported on GET /v1/models and enforced as vLLM does
+        self.delay = delay
         self.seen: list[tuple[int, dict, str]] = []
         self.ok = 0
         self.lock = threading.Lock()
@@ -35,10 +38,36 @@ class FaultServer:
             def log_message(self, *a):
                 pass
 
+            def _send(self, status, payload):
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self):
+                if not self.path.endswith("/models"):
+                    return self._send(404, {"error": {"message": "no such path"}})
+                card = {"id": "served-model", "object": "model", "created": 0, "owned_by": "test"}
+                if outer.max_model_len:
+                    card["max_model_len"] = outer.max_model_len
+                self._send(200, {"object": "list", "data": [card]})
+
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                if outer.delay:
+                    time.sleep(outer.delay)
+                refused = outer.refuse(body) if outer.refuse else None
+                if refused is None and outer.max_model_len and 11 + body["max_tokens"] > outer.max_model_len:
+                    with outer.lock:
+                        outer.seen.append((400, body, self.headers.get("Authorization", "")))
+                    return self._send(400, {"object": "error", "type": "BadRequestError", "code": 400, "message": (
+                        f"This model's maximum context length is {outer.max_model_len} tokens. However, you requested "
+                        f"{11 + body['max_tokens']} tokens (11 in the messages, {body['max_tokens']} in the completion). "
+                        "Please reduce the length of the messages or completion.")})
                 with outer.lock:
-                    status = outer.script.pop(0) if outer.script else outer.after
+                    status = refused or (outer.script.pop(0) if outer.script else outer.after)
                     if status == 200 and outer.ok_limit is not None and outer.ok >= outer.ok_limit:
                         status = 500
                     if status == 200:
@@ -111,7 +140,7 @@ def test_retries_then_every_sample_once(tmp_path, server_factory, monkeypatch):
     assert x["completion"].startswith("<think>\nThinking about ") and x["completion"].count("<think>") == 1
     assert x["reasoning"].startswith("Thinking about") and x["final"].endswith("\\boxed{7}.")
     assert (x["prompt_tokens"], x["completion_tokens"], x["finish_reason"]) == (11, 22, "stop")
-    assert x["teacher"] == {"model": "served-model", "backend": "openai", "revision": None}
+    assert x["teacher"] == {"model": "served-model", "backend": "openai", "revision": None, "identity": "served-model"}
     # per-sample seeds and the recipe's sampling reach the server; the key reaches it, not the manifest
     bodies = [b for st, b, _ in srv.seen if st == 200]
     assert len({b["seed"] for b in bodies}) == 8 and all(b["max_tokens"] == 8 and b["n"] == 1 for b in bodies)
@@ -119,30 +148,141 @@ def test_retries_then_every_sample_once(tmp_path, server_factory, monkeypatch):
     assert "sk-secret-xyz" not in (tmp_path / "s" / "manifest.json").read_text()
 
 
-def test_hanging_server_gives_a_clear_error(tmp_path, server_factory):
+def test_a_hanging_server_gives_failure_records_that_say_what_was_tried(tmp_path, server_factory):
     srv = server_factory(after="hang")
-    with pytest.raises(TeacherError) as e:
-        generate(recipe(srv.url, **{"teacher.request_timeout": 0.5, "teacher.max_retries": 1}), tmp_path / "s",
+    s = generate(recipe(srv.url, **{"teacher.request_timeout": 0.5, "teacher.max_retries": 1}), tmp_path / "s",
                  progress=False)
-    assert srv.url in str(e.value) and "Timeout" in str(e.value) and "after 1 retries" in str(e.value)
+    assert (s.status, s.generated, s.failed) == ("failures", 0, 8)
+    assert s.failures_by_cause == {"retries_exhausted": 8}
+    fails = SampleStore(tmp_path / "s").failures()
+    assert len(fails) == 8
+    f = next(iter(fails.values()))
+    assert f["attempts"] == 2 and f["status"] is None and f["endpoint"] == srv.url
+    assert "request_timeout=0.5s" in f["message"] and "2 attempts (1 retries" in f["message"]
     m = json.loads((tmp_path / "s" / "manifest.json").read_text())
-    assert m["runs"][-1]["status"] == "failed"
+    assert m["runs"][-1]["status"] == "failures" and m["runs"][-1]["failed"] == 8
 
 
 def test_failure_midway_keeps_samples_and_rerun_completes(tmp_path, server_factory):
     broken = server_factory(ok_limit=3)
-    with pytest.raises(TeacherError, match="HTTP 500 after 1 retries"):
-        generate(recipe(broken.url, **{"teacher.max_retries": 1, "teacher.max_concurrency": 1}), tmp_path / "s",
+    s = generate(recipe(broken.url, **{"teacher.max_retries": 1, "teacher.max_concurrency": 1}), tmp_path / "s",
                  progress=False)
+    assert (s.generated, s.failed) == (3, 5)
+    assert all("HTTP 500 after 2 attempts" in f["message"] for f in SampleStore(tmp_path / "s").failures().values())
     kept = SampleStore(tmp_path / "s").keys()
     assert len(kept) == 3
     healthy = server_factory()
     s = generate(recipe(healthy.url), tmp_path / "s", progress=False)
-    assert (s.present, s.generated) == (3, 5)
+    assert (s.present, s.generated, s.failed) == (3, 5, 0)
     lines = (tmp_path / "s" / "data" / "part-all.jsonl").read_text().splitlines()
     assert len(lines) == 8 and len({json.loads(x)["key"] for x in lines}) == 8
+    assert SampleStore(tmp_path / "s").failures() == {}  # every failed key has its sample now
 
 
 def test_missing_base_url_is_a_clear_error(tmp_path):
     with pytest.raises(TeacherError, match="needs teacher.base_url"):
         generate(tiny_recipe(**{"teacher.backend": "openai"}), tmp_path / "s", progress=False)
+
+
+# -- failures are data; many servers; the context clamp (issue 11) ---------------------------------
+
+
+
+def test_one_refused_prompt_among_200_is_recorded_and_the_rest_stored(tmp_path, server_factory):
+    from distill.data import load_problems
+
+    r = recipe("", **{"problems.count": 200, "sampling.n": 1, "teacher.max_concurrency": 4,
+                      "problems.task_options": '{"digits": 2}'})
+    target = load_problems(r.problems)[117]
+
+    def refuse(body):
+        return 400 if body["messages"][-1]["content"].startswith(target.problem) else None
+
+    srv = server_factory(refuse=refuse)
+    r.teacher.base_url = srv.url
+    s = generate(r, tmp_path / "s", progress=False)
+    assert (s.planned, s.generated, s.failed, s.status) == (200, 199, 1, "failures")
+    (f,) = SampleStore(tmp_path / "s").failures().values()
+    assert f["problem_id"] == target.id and f["status"] == 400 and f["cause"] == "rejected"
+    assert f["attempts"] == 1 and "not retried" in f["message"]
+    assert sum(st == 400 for st, _, _ in srv.seen) == 1  # a 400 is never retried
+    # the rerun sends only the refused one, not the 199 stored
+    sent = len(srv.seen)
+    s2 = generate(r, tmp_path / "s", progress=False)
+    assert (s2.present, s2.generated, s2.failed) == (199, 0, 1) and len(srv.seen) == sent + 1
+
+
+def test_max_failures_stops_a_run_whose_server_is_broken(tmp_path, server_factory):
+    srv = server_factory(after=400)
+    r = recipe(srv.url, **{"problems.count": 30, "sampling.n": 1, "teacher.max_concurrency": 2})
+    s = generate(r, tmp_path / "s", progress=False, max_failures=5)
+    assert s.status == "aborted" and 5 < s.failed < 30
+    assert len(srv.seen) < 30  # it stopped sending
+    # a share: judged once 20 requests finished
+    r = recipe(srv.url, **{"problems.count": 80, "sampling.n": 1, "teacher.max_concurrency": 2,
+                           "problems.task_options": '{"digits": 2}'})
+    s = generate(r, tmp_path / "t", progress=False, max_failures=0.5)
+    assert s.status == "aborted" and 20 <= s.failed < 80
+
+
+def test_wrong_credentials_stop_at_once_with_the_fix(tmp_path, server_factory):
+    srv = server_factory(after=401)
+    with pytest.raises(TeacherError, match="HTTP 401.*api_key_env"):
+        generate(recipe(srv.url), tmp_path / "s", progress=False)
+
+
+def test_max_tokens_is_clamped_to_the_servers_context(tmp_path, server_factory):
+    # /v1/models says 64 tokens; the recipe asks for 1000: the up-front bound (2 chars a token) keeps
+    # every request inside, and the value sent is stored with the sample
+    srv = server_factory(max_model_len=64)
+    r = recipe(srv.url, **{"sampling.max_tokens": 1000, "problems.count": 2, "sampling.n": 1})
+    s = generate(r, tmp_path / "s", progress=False)
+    assert (s.generated, s.failed) == (2, 0) and s.clamped == 2
+    rows = list(SampleStore(tmp_path / "s").iter_samples())
+    assert all(0 < x["max_tokens"] <= 64 - 11 for x in rows)
+    # a server that lists no max_model_len: the refusal's own numbers set max_tokens (64 - 11 = 53),
+    # in vLLM's older and newer wordings
+    from distill.teachers.openai import _fit_context
+
+    msg = ("This model's maximum context length is 64 tokens. However, you requested 1011 tokens "
+           "(11 in the messages, 1000 in the completion).")
+    assert _fit_context(msg, 1000) == 53 and _fit_context(msg, 20) == 20
+    assert _fit_context("'max_tokens' is too large: 1000. This model's maximum context length is 64 tokens "
+                        "and your request has 11 input tokens (1000 > 64 - 11).", 1000) == 53
+    assert _fit_context("some other 400", 1000) is None
+
+
+def test_context_refusal_is_refitted_and_sent_again(tmp_path, server_factory, monkeypatch):
+    import distill.teachers.openai as oa
+
+    srv = server_factory(max_model_len=64)
+    monkeypatch.setattr(oa.OpenAITeacher, "_max_tokens", lambda self, ep, r, sampling: sampling.max_tokens)
+    r = recipe(srv.url, **{"sampling.max_tokens": 1000, "problems.count": 2, "sampling.n": 1})
+    s = generate(r, tmp_path / "s", progress=False)
+    assert (s.generated, s.failed) == (2, 0)
+    assert [st for st, _, _ in srv.seen].count(400) == 2
+    assert {x["max_tokens"] for x in SampleStore(tmp_path / "s").iter_samples()} == {53}
+
+
+def test_two_servers_one_killed_mid_run_every_sample_stored_once(tmp_path, server_factory):
+    a = server_factory(delay=0.02)
+    b = server_factory(delay=0.02)
+    r = recipe("", **{"problems.count": 60, "sampling.n": 2, "teacher.max_concurrency": 8})
+    r.teacher.base_url = [a.url, b.url]
+
+    def kill_a_when_busy():
+        while len(a.seen) < 20:
+            time.sleep(0.01)
+        a.close()  # the node goes away with requests in flight
+
+    killer = threading.Thread(target=kill_a_when_busy)
+    killer.start()
+    s = generate(r, tmp_path / "s", progress=False)
+    killer.join()
+    assert (s.generated, s.failed) == (120, 0)
+    keys = [x["key"] for x in SampleStore(tmp_path / "s").iter_samples(warn=False)]
+    lines = (tmp_path / "s" / "data" / "part-all.jsonl").read_text().splitlines()
+    assert len(keys) == len(set(keys)) == len(lines) == 120  # exactly once
+    served_a = sum(st == 200 for st, _, _ in a.seen)
+    served_b = sum(st == 200 for st, _, _ in b.seen)
+    assert served_a >= 15 and served_b >= 60  # both took load; b took the rest after a died

@@ -57,17 +57,19 @@ def test_split_think(text, reasoning, final):
     assert split_think(text) == (reasoning, final)
 
 
-def test_prompt_too_long_is_a_clear_error(teacher):
+def test_prompt_too_long_is_that_samples_failure_not_the_runs(teacher):
     from distill.config import SamplingConfig
-    from distill.prompts import PromptError
     from distill.teachers import Request
+    from distill.teachers.base import Failure
 
     old = teacher.max_model_len
     teacher.max_model_len = 16
     try:
-        with pytest.raises(PromptError, match="leaves no room under max_model_len=16; raise teacher.max_model_len"):
-            next(teacher.generate([Request("k", build_prompt("What is 1 + 1?", PromptConfig(template="r1")), 0)],
-                                  SamplingConfig(max_tokens=4)))
+        long_p = build_prompt("What is 1 + 1?", PromptConfig(template="r1"))
+        batches = list(teacher.generate([Request("k", long_p, 0)], SamplingConfig(max_tokens=4)))
+        (f,) = [c for b in batches for c in b]
+        assert isinstance(f, Failure) and f.cause == "prompt_too_long"
+        assert "leaves no room under max_model_len=16; raise teacher.max_model_len" in f.message
     finally:
         teacher.max_model_len = old
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -34,13 +34,26 @@ class Completion:
     max_tokens: int | None = None
 
 
+@dataclass
+class Failure:
+    """A request that will not succeed by retrying now: stored as data, retried by the next run."""
+
+    key: str
+    cause: str  # rejected (a 4xx the server gives for this request), retries_exhausted, prompt_too_long
+    status: int | None  # the last HTTP status; None for connection errors and timeouts
+    message: str  # what was tried and what was not, for a person
+    attempts: int
+    endpoint: str | None = None
+
+
 class Teacher(Protocol):
     backend: str
     model_name: str
     revision: str | None
 
-    def generate(self, requests: list[Request], sampling: SamplingConfig) -> Iterator[list[Completion]]:
-        """Yield completions as batches finish, so the caller can store them before the next one."""
+    def generate(self, requests: Iterable[Request], sampling: SamplingConfig) -> Iterator[list[Completion | Failure]]:
+        """Yield completions (and failures) as batches finish, so the caller can store them before the
+        next one. `requests` may be a lazy iterator: a teacher takes from it only as it has room."""
         ...
 
     def close(self) -> None: ...

@@ -24,8 +24,8 @@ from transformers import (
 
 from distill.config import SamplingConfig, TeacherConfig
 from distill.models import load_causal_lm, resolve_device, resolve_model
-from distill.prompts import PromptError, render, template_hash, text_hash
-from distill.teachers.base import Completion, Request
+from distill.prompts import render, template_hash, text_hash
+from distill.teachers.base import Completion, Failure, Request
 
 
 class RowSeededSampler(LogitsProcessor):
@@ -86,15 +86,18 @@ class HFTeacher:
         texts = [render(self.tokenizer, r.prompt) for r in requests]
         self._hashes = {r.key: text_hash(t) for r, t in zip(requests, texts, strict=True)}
         ids = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
-        for r, t in zip(requests, ids, strict=True):
-            if self.max_model_len and len(t) >= self.max_model_len:
-                raise PromptError(
-                    f"sample {r.key}: the prompt has {len(t)} tokens, which leaves no room under "
-                    f"max_model_len={self.max_model_len}; raise teacher.max_model_len or shorten the problem"
-                )
+        # A prompt that leaves no room is that sample's failure (stored, retried by a rerun with a
+        # larger teacher.max_model_len), not the run's.
+        too_long = [Failure(r.key, "prompt_too_long", None,
+                            f"the prompt has {len(t)} tokens, which leaves no room under max_model_len="
+                            f"{self.max_model_len}; raise teacher.max_model_len or shorten the problem", 0)
+                    for r, t in zip(requests, ids, strict=True) if self.max_model_len and len(t) >= self.max_model_len]
+        if too_long:
+            yield too_long
+        skip = {f.key for f in too_long}
         # Longest first: the slowest batch shows up in the ETA early, and rows in a batch have
         # similar lengths, so little compute goes to padding.
-        order = sorted(range(len(requests)), key=lambda i: -len(ids[i]))
+        order = sorted((i for i in range(len(requests)) if requests[i].key not in skip), key=lambda i: -len(ids[i]))
         bs = self.cfg.batch_size
         for start in range(0, len(order), bs):
             rows = order[start : start + bs]

@@ -1,53 +1,127 @@
-"""The OpenAI-compatible teacher: `vllm serve`, SGLang, or a hosted reasoning API.
+"""The OpenAI-compatible teacher: `vllm serve`, SGLang, or a hosted reasoning API, one or many servers.
 
-One chat-completion request per sample (n=1, the sample's own seed), at most `max_concurrency` in
-flight. Retries are the official client's own: exponential backoff with jitter, honouring
-Retry-After, on 408/409/429/5xx, connection errors and timeouts, `max_retries` times; after that the
-run stops with an error naming the server and the last status, and every sample already returned
-is stored. Results stream back as they finish (a background event loop feeds a queue), so one long
-trace never holds up the samples behind it.
+One chat-completion request per sample (n=1, the sample's own seed). Built for millions of requests:
+
+- **A bounded window fed lazily.** `max_concurrency` workers each take the next request from the
+  caller's (lazy) iterator when they have room, so memory holds the window, not the plan, and each
+  completion costs O(1) work. Results stream back through a queue as they finish, so one long trace
+  never holds up the samples behind it.
+- **Failures are data.** A request the server refuses for good (400, 413, 422: a prompt over the
+  context, a malformed request) is not retried; one that keeps failing (408/409/429/5xx, timeouts,
+  connection errors) is retried `max_retries` times with exponential backoff, jitter and the
+  server's Retry-After. Either way it comes back as a `Failure` (cause, last status, message,
+  attempts) that the caller stores; the run goes on. Wrong credentials or model name (401, 403,
+  404) stop the run at once: every request would fail the same way.
+- **Many servers.** `teacher.base_url` may be a list. Each request goes to the healthy endpoint with
+  the fewest requests in flight; an endpoint that fails to connect, times out or answers 5xx is
+  taken out for a cooldown that doubles while it keeps failing (1 s to 60 s) and its requests go to
+  the others; after the cooldown it gets requests again, and one success restores it.
+- **`max_tokens` clamped to the context.** vLLM reports `max_model_len` on `/v1/models`; a request
+  asks for at most `max_model_len` minus a bound on the prompt's tokens (two characters a token).
+  When a server still answers "maximum context length" (any server, any tokenizer), the exact prompt
+  length in its message sets `max_tokens` and the request is sent again. The value sent is stored
+  with the sample.
 
 When the server returns the reasoning separately (`reasoning_content`, as the DeepSeek API and
 vLLM's reasoning parsers do; `reasoning` in newer vLLM), the completion is rebuilt as
 `<think>\\n{reasoning}\\n</think>\\n\\n{answer}`, so every backend yields the same sample.
+
+The retries are ours, not the official client's (`max_retries=0` there): the client cannot move a
+retry to another endpoint, nor tell how many attempts a request took.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import queue
+import random
+import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from distill.config import SamplingConfig, TeacherConfig
-from distill.teachers.base import Completion, Request, TeacherError
+from distill.teachers.base import Completion, Failure, Request, TeacherError
 
 _DONE = object()
 FLUSH_EVERY = 16  # completions per batch handed to the store (and fsynced)
 FLUSH_SECONDS = 2.0  # or sooner, so a slow server still shows progress and loses little on a crash
+NOT_RETRIED = {400, 413, 422}  # the server refuses this request; sending it again changes nothing
+FATAL = {401: "the API key is refused (set the variable named by teacher.api_key_env)",
+         403: "the API key may not use this model",
+         404: "the server does not serve this model or path (check teacher.model against GET /v1/models, "
+              "and that teacher.base_url ends in /v1)"}
+COOLDOWN_MIN, COOLDOWN_MAX = 1.0, 60.0
+CHARS_PER_TOKEN_BOUND = 2  # prompts are bounded by chars / 2 tokens for the up-front clamp
+_CTX = re.compile(r"maximum context length is (\d+)", re.I)
+_PROMPT_TOKENS = re.compile(r"(\d+) (?:tokens )?in the messages|has (\d+) input tokens|(\d+) prompt tokens", re.I)
+
+
+def base_urls(cfg: TeacherConfig) -> list[str]:
+    urls = cfg.base_url if isinstance(cfg.base_url, list) else [cfg.base_url] if cfg.base_url else []
+    return [u.rstrip("/") for u in urls if u]
+
+
+class Endpoint:
+    """One server: its client, requests in flight, and health."""
+
+    def __init__(self, url: str, client):
+        self.url = url
+        self.client = client
+        self.in_flight = 0
+        self.failures = 0  # consecutive
+        self.down_until = 0.0
+        self.max_model_len: int | None = None
+        self.served = 0
+        self.routing = False  # set when there are other endpoints to route around this one
+
+    def healthy(self, now: float) -> bool:
+        return now >= self.down_until
+
+    def trouble(self) -> None:
+        """Take the endpoint out for a cooldown. Only a failure while it is in service lengthens the
+        cooldown: the requests that were in flight when it died fail together and count once."""
+        if not self.routing:  # the only server: nowhere else to send, each request backs off alone
+            return
+        now = time.monotonic()
+        if now < self.down_until:
+            return
+        self.failures += 1
+        self.down_until = now + min(COOLDOWN_MAX, COOLDOWN_MIN * 2 ** (self.failures - 1))
+
+    def ok(self) -> None:
+        self.failures = 0
+        self.down_until = 0.0
+        self.served += 1
 
 
 class OpenAITeacher:
     backend = "openai"
 
     def __init__(self, cfg: TeacherConfig):
-        if not cfg.base_url:
-            raise TeacherError("teacher.backend=openai needs teacher.base_url, e.g. http://gpu-node:8000/v1")
+        self.urls = base_urls(cfg)
+        if not self.urls:
+            raise TeacherError("teacher.backend=openai needs teacher.base_url, e.g. http://gpu-node:8000/v1 "
+                               "(or a list of them)")
         self.cfg = cfg
         self.model_name = cfg.model
         self.revision = None
         self.template_hash = None  # the server renders the prompt with its own template
         # The key comes from the environment only; it is never written to the manifest or the logs.
         self._api_key = os.environ.get(cfg.api_key_env) or "EMPTY"  # vllm serve accepts any key by default
+        self.stats: dict = {}
 
-    def generate(self, requests: list[Request], sampling: SamplingConfig) -> Iterator[list[Completion]]:
-        q: queue.Queue = queue.Queue()
+    # -- the caller's side: a thread that stores what comes back --------------------------------
+
+    def generate(self, requests: Iterable[Request], sampling: SamplingConfig) -> Iterator[list[Completion | Failure]]:
+        q: queue.Queue = queue.Queue(maxsize=4 * self.cfg.max_concurrency + FLUSH_EVERY)
         stop = threading.Event()
-        worker = threading.Thread(target=lambda: asyncio.run(self._run(requests, sampling, q, stop)), daemon=True)
+        worker = threading.Thread(target=lambda: asyncio.run(self._run(iter(requests), sampling, q, stop)),
+                                  daemon=True)
         worker.start()
-        batch: list[Completion] = []
+        batch: list = []
         last = time.monotonic()
         try:
             while True:
@@ -59,7 +133,7 @@ class OpenAITeacher:
                     break
                 if isinstance(item, BaseException):
                     if batch:
-                        yield batch  # store what came back before the failure
+                        yield batch  # store what came back before the error
                         batch = []
                     raise item
                 if item is not None:
@@ -71,63 +145,158 @@ class OpenAITeacher:
                 yield batch
         finally:
             stop.set()  # Ctrl-C or an error: the loop cancels what is in flight
-            worker.join(timeout=10)
+            while worker.is_alive():  # unblock a worker waiting on a full queue
+                try:
+                    q.get_nowait()
+                except queue.Empty:
+                    worker.join(timeout=0.1)
 
-    async def _run(self, requests: list[Request], sampling: SamplingConfig, q: queue.Queue,
+    # -- the event loop's side --------------------------------------------------------------------
+
+    async def _run(self, it: Iterator[Request], sampling: SamplingConfig, q: queue.Queue,
                    stop: threading.Event) -> None:
         import openai
 
-        client = openai.AsyncOpenAI(base_url=self.cfg.base_url, api_key=self._api_key,
-                                    timeout=self.cfg.request_timeout, max_retries=self.cfg.max_retries)
-        sem = asyncio.Semaphore(self.cfg.max_concurrency)
+        eps = [Endpoint(u, openai.AsyncOpenAI(base_url=u, api_key=self._api_key, timeout=self.cfg.request_timeout,
+                                              max_retries=0)) for u in self.urls]
+        for e in eps:
+            e.routing = len(eps) > 1
+        self.stats = {"endpoints": {e.url: e for e in eps}, "clamped": 0}
+        loop = asyncio.get_running_loop()
 
-        async def one(r: Request) -> None:
-            async with sem:
-                if stop.is_set():
+        async def put(item) -> None:
+            # The queue is bounded: a slow store slows the workers instead of filling memory.
+            while not stop.is_set():
+                try:
+                    q.put_nowait(item)
                     return
-                q.put(await self._complete(client, r, sampling))
+                except queue.Full:
+                    await asyncio.sleep(0.01)
 
-        tasks = [asyncio.create_task(one(r)) for r in requests]
-        watcher = asyncio.create_task(_wait_for(stop))
+        async def worker() -> None:
+            while not stop.is_set():
+                try:
+                    r = next(it)  # one at a time: nothing is read from the plan before there is room
+                except StopIteration:
+                    return
+                await put(await self._one(eps, r, sampling))
+
         try:
-            pending = set(tasks)
-            while pending:
-                done, pending = await asyncio.wait(pending | {watcher}, return_when=asyncio.FIRST_COMPLETED)
-                if watcher in done:
-                    break
-                pending.discard(watcher)
-                for t in done:
-                    if t.exception() is not None:
-                        raise t.exception()
-            q.put(_DONE)
+            await asyncio.gather(*(self._discover(e) for e in eps))
+            workers = asyncio.gather(*(worker() for _ in range(self.cfg.max_concurrency)))
+            watcher = loop.create_task(_wait_for(stop))
+            done, _ = await asyncio.wait({workers, watcher}, return_when=asyncio.FIRST_COMPLETED)
+            if workers in done:
+                workers.result()  # a fatal error (401/403/404) re-raised here
+                await put(_DONE)
+            workers.cancel()
+            watcher.cancel()
+            await asyncio.gather(workers, watcher, return_exceptions=True)
         except BaseException as e:  # noqa: BLE001 - handed to the caller's thread
             q.put(e)
         finally:
-            for t in tasks:
-                t.cancel()
-            watcher.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            await client.close()
+            for e in eps:
+                await e.client.close()
 
-    async def _complete(self, client, r: Request, sampling: SamplingConfig) -> Completion:
+    async def _discover(self, ep: Endpoint) -> None:
+        """max_model_len from GET /v1/models (vLLM); an endpoint that does not answer starts down."""
+        import openai
+
+        try:
+            models = await asyncio.wait_for(ep.client.models.list(), timeout=min(10.0, self.cfg.request_timeout))
+        except openai.APIStatusError:  # it answers, without a model list (some hosted APIs): no clamp
+            return
+        except Exception:  # noqa: BLE001 - no answer: start it cooling down; requests retry elsewhere
+            ep.trouble()
+            return
+        for m in getattr(models, "data", []) or []:
+            extra = getattr(m, "model_extra", None) or {}
+            if getattr(m, "id", None) == self.cfg.model and isinstance(extra.get("max_model_len"), int):
+                ep.max_model_len = extra["max_model_len"]
+
+    async def _pick(self, eps: list[Endpoint], avoid: Endpoint | None) -> Endpoint:
+        """The healthy endpoint with the fewest requests in flight (not `avoid` if another is healthy);
+        when every one is cooling down, wait for the first to come back."""
+        now = time.monotonic()
+        healthy = [e for e in eps if e.healthy(now)]
+        if len(healthy) > 1 and avoid in healthy:
+            healthy.remove(avoid)
+        if healthy:
+            return min(healthy, key=lambda e: (e.in_flight, e.failures))
+        first = min(eps, key=lambda e: e.down_until)
+        await asyncio.sleep(max(0.0, first.down_until - now))
+        return first
+
+    def _max_tokens(self, ep: Endpoint, r: Request, sampling: SamplingConfig) -> int:
+        want = sampling.max_tokens
+        if ep.max_model_len:
+            chars = sum(len(str(m.get("content") or "")) for m in r.prompt.messages)
+            bound = math.ceil(chars / CHARS_PER_TOKEN_BOUND) + 16 * len(r.prompt.messages)
+            want = max(1, min(want, ep.max_model_len - bound))
+        return want
+
+    async def _one(self, eps: list[Endpoint], r: Request, sampling: SamplingConfig) -> Completion | Failure:
         import openai
 
         if r.prompt.raw:
             raise TeacherError("the openai backend sends chat messages; the r1-zero raw-text template needs "
                                "teacher.backend=hf (or vllm)")
-        try:
-            resp = await client.chat.completions.create(
-                model=self.cfg.model, messages=r.prompt.messages, n=1, temperature=sampling.temperature,
-                top_p=sampling.top_p, max_tokens=sampling.max_tokens,
-                seed=r.seed % (2**31) if self.cfg.per_sample_seed else None,
-                extra_body=self.cfg.extra_body or None,
-            )
-        except openai.APIStatusError as e:
-            raise TeacherError(f"{self.cfg.base_url}: HTTP {e.status_code} after {self.cfg.max_retries} retries "
-                               f"(sample {r.key}): {str(e)[:300]}") from None
-        except (openai.APITimeoutError, openai.APIConnectionError) as e:
-            raise TeacherError(f"{self.cfg.base_url}: {type(e).__name__} after {self.cfg.max_retries} retries "
-                               f"(sample {r.key}; request_timeout={self.cfg.request_timeout}s): {e}") from None
+        attempts, last_ep, exact = 0, None, None
+        retries = self.cfg.max_retries
+        while True:
+            ep = await self._pick(eps, last_ep)
+            last_ep = ep
+            attempts += 1
+            max_tokens = exact if exact is not None else self._max_tokens(ep, r, sampling)
+            ep.in_flight += 1
+            status, why, retry_after = None, "", None
+            try:
+                resp = await ep.client.chat.completions.create(
+                    model=self.cfg.model, messages=r.prompt.messages, n=1, temperature=sampling.temperature,
+                    top_p=sampling.top_p, max_tokens=max_tokens,
+                    seed=r.seed % (2**31) if self.cfg.per_sample_seed else None,
+                    extra_body=self.cfg.extra_body or None,
+                )
+                ep.ok()
+                if max_tokens < sampling.max_tokens:
+                    self.stats["clamped"] += 1
+                return self._completion(r, resp, max_tokens)
+            except openai.APIStatusError as e:
+                status, why = e.status_code, _message(e)
+                if status in FATAL:
+                    raise TeacherError(f"{ep.url}: HTTP {status} for model {self.cfg.model!r}: {FATAL[status]} "
+                                       f"({why})") from None
+                if status == 400 and exact is None:
+                    fitted = _fit_context(why, sampling.max_tokens)
+                    if fitted is not None:  # the prompt's exact length is in the message: send it again
+                        exact = fitted
+                        continue
+                if status in NOT_RETRIED or (400 <= status < 500 and status not in (408, 409, 429)):
+                    return Failure(r.key, "rejected", status,
+                                   f"HTTP {status} from {ep.url}, not retried (the server refuses this request; "
+                                   f"sending it again changes nothing): {why}", attempts, ep.url)
+                retry_after = _retry_after(e)
+                if status >= 500:
+                    ep.trouble()
+            except openai.APITimeoutError:
+                why = f"no answer within request_timeout={self.cfg.request_timeout}s"
+                ep.trouble()
+            except openai.APIConnectionError as e:
+                why = f"connection failed ({e.__cause__ or e})"
+                ep.trouble()
+            finally:
+                ep.in_flight -= 1
+            if attempts > retries:
+                what = f"HTTP {status}" if status else why.split(" (")[0]
+                return Failure(r.key, "retries_exhausted", status,
+                               f"{what} after {attempts} attempts ({retries} retries, last at {ep.url}): {why}",
+                               attempts, ep.url)
+            others = any(e is not ep and e.healthy(time.monotonic()) for e in eps)
+            if retry_after is not None or not others:  # the same server again, or all busy: back off
+                delay = retry_after if retry_after is not None else min(60.0, 0.5 * 2 ** (attempts - 1))
+                await asyncio.sleep(delay * random.uniform(0.5, 1.5) if retry_after is None else delay)
+
+    def _completion(self, r: Request, resp, max_tokens: int) -> Completion:
         choice = resp.choices[0]
         msg = choice.message
         content = msg.content or ""
@@ -143,11 +312,42 @@ class OpenAITeacher:
         return Completion(
             key=r.key, text=text, finish_reason=choice.finish_reason or "stop",
             prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
-            completion_tokens=getattr(usage, "completion_tokens", 0) or 0,
+            completion_tokens=getattr(usage, "completion_tokens", 0) or 0, max_tokens=max_tokens,
         )
 
     def close(self) -> None:
         pass
+
+
+def _message(e) -> str:
+    body = getattr(e, "body", None)
+    if isinstance(body, dict):
+        err = body.get("error")
+        m = err.get("message") if isinstance(err, dict) else body.get("message")
+        if m:
+            return str(m)[:300]
+    return str(e)[:300]
+
+
+def _fit_context(message: str, want: int) -> int | None:
+    """max_tokens that fits, from a "maximum context length" refusal naming the prompt's length."""
+    ctx, prompt = _CTX.search(message), _PROMPT_TOKENS.search(message)
+    if not ctx or not prompt:
+        return None
+    room = int(ctx.group(1)) - int(next(g for g in prompt.groups() if g))
+    return min(want, room) if room > 0 else None
+
+
+def _retry_after(e) -> float | None:
+    """The server's own wait, from `retry-after-ms` or `retry-after` (seconds), capped at 2 minutes."""
+    try:
+        h = e.response.headers
+        if h.get("retry-after-ms") is not None:
+            return min(120.0, max(0.0, float(h["retry-after-ms"]) / 1000))
+        v = h.get("retry-after")
+        return min(120.0, max(0.0, float(v))) if v is not None else None
+    except (AttributeError, ValueError, TypeError):
+        return None
 
 
 async def _wait_for(event: threading.Event) -> None:
