@@ -1,7 +1,7 @@
 """The openai teacher against a local HTTP server that fails on purpose (429, 500, hangs).
 
 The server is a fault injector on 127.0.0.1 speaking the chat-completions protocol; the teacher
-uses the real `openai` client, its real retry logic and the real sample store.
+runs its real HTTP client, retries, routing and failure records into the real sample store.
 """
 
 from __future__ import annotations
