@@ -1,11 +1,11 @@
 """The vLLM offline teacher: `vllm.LLM` on this node's GPUs (tensor parallel within the node).
 
 Prompts are rendered here with the model's own tokenizer (chat template, then the prefill such as
-"<think>\\n", or the raw r1-zero text) and submitted as token ids, so vLLM sees exactly what the
-`hf` teacher would. Each sample is one request with its own seed. Requests go to the engine in
-chunks of `teacher.batch_size`; each chunk's results are stored before the next is submitted, so a
-crash loses at most the chunk in flight. Use a large chunk (thousands) on GPUs, so the engine's
-continuous batching stays full.
+"<think>\\n" unless the template opened the block, or the raw r1-zero text) and submitted as token
+ids, so vLLM sees exactly what the `hf` teacher would. Each sample is one request with its own seed.
+The engine is driven request by request (`LLMEngine.add_request` / `step`): as samples finish, new
+requests take their place, so continuous batching stays full to the end, and finished samples are
+stored as they come, so a crash loses only what is in flight.
 
 `generation_config="vllm"`: the model's generation_config.json must not silently override the
 recipe's sampling, and `max_tokens` is always set (vLLM's default is 16).
@@ -13,12 +13,16 @@ recipe's sampling, and `max_tokens` is always set (vLLM's default is 16).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Iterable, Iterator
 
 from distill.config import SamplingConfig, TeacherConfig
 from distill.models import resolve_model
-from distill.prompts import PromptError, render
-from distill.teachers.base import Completion, Request, TeacherError
+from distill.prompts import render, template_hash, text_hash
+from distill.teachers.base import Completion, Failure, Request, TeacherError
+
+FLUSH_EVERY = 64  # finished samples handed to the store at once
+FLUSH_SECONDS = 5.0
 
 
 class VLLMTeacher:
@@ -42,34 +46,71 @@ class VLLMTeacher:
             kwargs["max_model_len"] = cfg.max_model_len
         self.llm = LLM(**kwargs)
         self.tokenizer = self.llm.get_tokenizer()
+        self.template_hash = template_hash(self.tokenizer)
         self.max_model_len = self.llm.llm_engine.model_config.max_model_len
+        sched = getattr(getattr(self.llm.llm_engine, "vllm_config", None), "scheduler_config", None)
+        self.max_num_seqs = int(getattr(sched, "max_num_seqs", 0) or 0)
 
-    def generate(self, requests: list[Request], sampling: SamplingConfig) -> Iterator[list[Completion]]:
+    def generate(self, requests: Iterable[Request], sampling: SamplingConfig) -> Iterator[list[Completion | Failure]]:
+        """Keep the engine full: requests are added as others finish, never chunk by chunk.
+
+        `teacher.batch_size` (or twice the scheduler's `max_num_seqs`, if larger) requests are kept in
+        the engine; each step's finished samples are handed back every `FLUSH_EVERY` samples or
+        `FLUSH_SECONDS`, so the store has them long before the slowest trace of their neighbours ends.
+        Waiting for a chunk's longest trace (32k tokens) before starting the next left the engine
+        emptier and emptier at the end of every chunk.
+        """
         from vllm import SamplingParams, TokensPrompt
 
-        ids = [self.tokenizer(render(self.tokenizer, r.prompt), add_special_tokens=False)["input_ids"]
-               for r in requests]
-        for r, t in zip(requests, ids, strict=True):
-            if len(t) >= self.max_model_len:
-                raise PromptError(f"sample {r.key}: the prompt has {len(t)} tokens, which leaves no room under "
-                                  f"max_model_len={self.max_model_len}; raise teacher.max_model_len")
-        step = self.cfg.batch_size
-        for start in range(0, len(requests), step):
-            chunk = list(range(start, min(start + step, len(requests))))
-            prompts = [TokensPrompt(prompt_token_ids=ids[i]) for i in chunk]
-            params = [
-                SamplingParams(n=1, temperature=sampling.temperature, top_p=sampling.top_p,
-                               seed=requests[i].seed if self.cfg.per_sample_seed else None,
-                               max_tokens=max(1, min(sampling.max_tokens, self.max_model_len - len(ids[i]))))
-                for i in chunk
-            ]
-            outs = self.llm.generate(prompts, params, use_tqdm=False)
-            batch = []
-            for i, ro in zip(chunk, outs, strict=True):
-                c = ro.outputs[0]
-                reason = "length" if c.finish_reason == "length" else "stop" if c.finish_reason == "stop" else c.finish_reason
-                batch.append(Completion(requests[i].key, c.text, reason, len(ro.prompt_token_ids), len(c.token_ids)))
-            yield batch
+        engine = self.llm.llm_engine
+        window = max(self.cfg.batch_size, 2 * self.max_num_seqs)
+        it = iter(requests)
+        inflight: dict[str, tuple[Request, int, str, int]] = {}  # key -> (request, prompt len, hash, max_tokens)
+        done: list[Completion | Failure] = []
+        exhausted, last = False, time.monotonic()
+        try:
+            while True:
+                while not exhausted and len(inflight) < window:
+                    try:
+                        r = next(it)
+                    except StopIteration:
+                        exhausted = True
+                        break
+                    text = render(self.tokenizer, r.prompt)
+                    ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+                    if len(ids) >= self.max_model_len:
+                        done.append(Failure(r.key, "prompt_too_long", None,
+                                            f"the prompt has {len(ids)} tokens, which leaves no room under "
+                                            f"max_model_len={self.max_model_len}; raise teacher.max_model_len", 0))
+                        continue
+                    max_tokens = max(1, min(sampling.max_tokens, self.max_model_len - len(ids)))
+                    params = SamplingParams(n=1, temperature=sampling.temperature, top_p=sampling.top_p,
+                                            seed=r.seed if self.cfg.per_sample_seed else None, max_tokens=max_tokens)
+                    engine.add_request(r.key, TokensPrompt(prompt_token_ids=ids), params)
+                    inflight[r.key] = (r, len(ids), text_hash(text), max_tokens)
+                if not inflight:
+                    break
+                for out in engine.step():
+                    if not out.finished:
+                        continue
+                    # Outputs carry the id given to add_request; an engine that made it unique with a
+                    # "-suffix" internally is matched by its prefix.
+                    entry = inflight.pop(out.request_id, None) or inflight.pop(out.request_id.rsplit("-", 1)[0], None)
+                    if entry is None:
+                        continue
+                    r, n_prompt, h, max_tokens = entry
+                    c = out.outputs[0]
+                    reason = c.finish_reason if c.finish_reason in ("stop", "length") else (c.finish_reason or "stop")
+                    done.append(Completion(r.key, c.text, reason, n_prompt, len(c.token_ids), prompt_hash=h,
+                                           max_tokens=max_tokens))
+                if done and (len(done) >= FLUSH_EVERY or time.monotonic() - last >= FLUSH_SECONDS):
+                    yield done
+                    done, last = [], time.monotonic()
+            if done:
+                yield done
+        finally:
+            if inflight:  # Ctrl-C or an error: leave the engine empty for the next call
+                engine.abort_request(list(inflight))
 
     def close(self) -> None:
         del self.llm
