@@ -43,22 +43,75 @@ def distill(*args, timeout=900):
                           text=True, timeout=timeout)
 
 
-def test_vllm_offline_teacher(tmp_path):
-    out = tmp_path / "s"
-    r = distill("generate", "--recipe", "recipes/quickstart.yaml", "--out", str(out), "--set", "teacher.backend=vllm",
-                *SMALL)
-    assert r.returncode == 0, r.stderr[-3000:]
-    samples = list(SampleStore(out).iter_samples())
-    assert len(samples) == 8 and len({s["key"] for s in samples}) == 8
-    for s in samples:
-        assert s["teacher"]["backend"] == "vllm" and s["completion"]
-        assert s["finish_reason"] in ("stop", "length") and 0 < s["completion_tokens"] <= 24
-        assert s["prompt_tokens"] > 10  # the chat template was applied
-    assert any(s["finish_reason"] == "length" and s["completion_tokens"] == 24 for s in samples) or \
-        any(s["finish_reason"] == "stop" for s in samples)
-    again = distill("generate", "--recipe", "recipes/quickstart.yaml", "--out", str(out), "--set",
-                    "teacher.backend=vllm", *SMALL)
-    assert again.returncode == 0 and "nothing to generate" in again.stderr  # resumes without starting the engine
+def _r1_distill_model(tmp_path) -> Path:
+    """The embedded weights with DeepSeek-R1-Distill's chat template (TRL's copy), which opens <think> itself."""
+    import trl
+    from transformers import AutoTokenizer
+
+    from distill.models import resolve_model
+
+    src = resolve_model("embedded").path
+    d = tmp_path / "r1-distill-like"
+    d.mkdir()
+    for f in os.listdir(src):
+        if f.endswith((".safetensors", ".json")) and not f.startswith("tokenizer"):
+            os.symlink(os.path.join(src, f), d / f)
+    tok = AutoTokenizer.from_pretrained(src)
+    tok.chat_template = (Path(trl.__file__).parent / "chat_templates" / "deepseek_r1_distill.jinja").read_text()
+    tok.save_pretrained(d)
+    return d
+
+
+def test_vllm_offline_teacher_keeps_the_engine_full_and_opens_think_once(tmp_path):
+    """One engine start: the engine is refilled as requests finish (never drained between chunks),
+    R1-Distill's template opens the think block exactly once, and the samples land in the store."""
+    from transformers import AutoTokenizer
+
+    from distill.config import load_recipe
+    from distill.generate import generate
+    from distill.prompts import text_hash
+    from distill.teachers.vllm import VLLMTeacher
+
+    os.environ["VLLM_CPU_KVCACHE_SPACE"] = "1"
+    model = _r1_distill_model(tmp_path)
+    sets = {"teacher.backend": "vllm", "teacher.model": str(model), "teacher.batch_size": 4,
+            "teacher.gpu_memory_utilization": 0.3, "problems.task": "arithmetic", "problems.count": 8,
+            "sampling.n": 2, "sampling.max_tokens": 24, "prompt.template": "r1", "prompt.force_think": "true"}
+    r = load_recipe(None, [f"{k}={v}" for k, v in sets.items()])
+    t = VLLMTeacher(r.teacher)
+    t.max_num_seqs = 2  # window = max(batch_size 4, 2 x 2): 16 requests go through a window of 4
+    engine = t.llm.llm_engine
+    seen: list[int] = []
+    inner = t.generate
+
+    def watched(requests, sampling):
+        def pulled():
+            for i, req in enumerate(requests):
+                if i >= 4:  # after the first window: how full was the engine when it asked for more?
+                    seen.append(engine.get_num_unfinished_requests())
+                yield req
+        return inner(pulled(), sampling)
+
+    t.generate = watched
+    try:
+        s = generate(r, tmp_path / "s", teacher=t, progress=False)
+    finally:
+        t.close()
+    assert (s.generated, s.failed) == (16, 0)
+    assert len(seen) == 12 and min(seen) >= 1 and max(seen) == 3, seen  # refilled as others finish, never drained
+    samples = list(SampleStore(tmp_path / "s").iter_samples())
+    assert len({x["key"] for x in samples}) == 16
+    tok = AutoTokenizer.from_pretrained(model)
+    for x in samples:
+        own = tok.apply_chat_template(x["messages"], add_generation_prompt=True, tokenize=False)
+        assert own.endswith("<think>\n") and x["prompt_hash"] == text_hash(own)  # the template's own prompt
+        assert x["prompt_tokens"] == len(tok(own, add_special_tokens=False)["input_ids"])
+        assert x["completion"].startswith("<think>\n") and x["completion"].count("<think>") == 1
+        assert x["teacher"]["backend"] == "vllm" and 0 < x["completion_tokens"] <= 24
+    # the CLI resumes the same store without starting an engine
+    again = distill("generate", "--out", str(tmp_path / "s"), *[a for k, v in sets.items() for a in ("--set", f"{k}={v}")],
+                    "--no-progress")
+    assert again.returncode == 0 and "nothing to generate" in again.stderr, again.stderr[-2000:]
 
 
 def _free_port() -> int:
