@@ -71,8 +71,8 @@ class TeacherConfig(_Strict):
     request_timeout: float = Field(default=1800.0, gt=0)  # seconds per request (long R1 traces take minutes)
     max_retries: int = Field(default=8, ge=0)  # on 408/409/429/5xx, connection errors, timeouts; backoff + jitter
     # A run stops when more requests than this have failed for good (stored as failure records and
-    # retried by the next run): a count (50), or a share of the finished requests (0.1, judged once
-    # 20 have finished). The server is then clearly broken; fix it and rerun.
+    # retried by the next run): a count (50; 0 stops at the first), or below 1 a share of the finished
+    # requests (0.1, judged once 20 have finished). The server is then clearly broken; fix it and rerun.
     max_failures: int | float = Field(default=0.1, ge=0)
     extra_body: dict[str, Any] = Field(default_factory=dict)  # passed through, e.g. {top_k: 20} for vLLM
 

@@ -122,10 +122,11 @@ def teacher_identity(recipe: Recipe) -> dict:
 
 
 def _too_many(failed: int, finished: int, limit: float | None) -> bool:
-    """`limit` below 1 is a share of the finished requests (judged once 20 have finished), else a count."""
+    """`limit` 0: no failure allowed; below 1 a share of the finished requests (judged once 20 have
+    finished); otherwise a count."""
     if limit is None or failed == 0:
         return False
-    if limit < 1:
+    if 0 < limit < 1:
         return finished >= 20 and failed > limit * finished
     return failed > limit
 

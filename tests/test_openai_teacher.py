@@ -286,3 +286,27 @@ def test_two_servers_one_killed_mid_run_every_sample_stored_once(tmp_path, serve
     served_a = sum(st == 200 for st, _, _ in a.seen)
     served_b = sum(st == 200 for st, _, _ in b.seen)
     assert served_a >= 15 and served_b >= 60  # both took load; b took the rest after a died
+
+
+def test_cli_exit_status_says_failures_and_aborts(tmp_path, server_factory):
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    def cli(url, *extra):
+        sets = {"teacher.backend": "openai", "teacher.base_url": url, "teacher.model": "served-model",
+                "problems.task": "arithmetic", "problems.count": 4, "sampling.n": 1, "sampling.max_tokens": 8,
+                "prompt.template": "r1", "teacher.max_retries": 0}
+        args = [a for k, v in sets.items() for a in ("--set", f"{k}={v}")]
+        return subprocess.run([sys.executable, "-m", "distill", "generate", "--out", str(tmp_path / "s"), *args,
+                               "--no-progress", *extra], capture_output=True, text=True, cwd=ROOT, timeout=300)
+
+    some = server_factory(refuse=lambda body: 422 if "1" in body["messages"][-1]["content"][:14] else None)
+    r = cli(some.url)
+    said = " ".join((r.stdout + r.stderr).split())
+    assert r.returncode == 3, said[-2000:]
+    assert "failed for good" in said and "rerun the same command to retry only the failed" in said
+    broken = server_factory(after=400)
+    r = cli(broken.url, "--max-failures", "0")
+    assert r.returncode == 4 and "stopped:" in r.stdout + r.stderr
