@@ -132,8 +132,8 @@ def run(program: str, stdin: str = "", limits: Limits | None = None, allow_unsan
     without it in stdout, an exit status of 0 is `exited_early`."""
     limits = limits or Limits()
     sandbox = True
-    ok, why = sandbox_available() if not allow_unsandboxed else (False, "")
-    if not ok:
+    ok, why = sandbox_available()
+    if not ok:  # allow_unsandboxed: the sandbox when there is one, the bare process (limits only) when not
         if not allow_unsandboxed:
             raise SandboxError(f"refusing to run model-written code without a sandbox: {why}")
         sandbox = False
