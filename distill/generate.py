@@ -13,6 +13,7 @@ run (its key has no sample); the run goes on unless more than `teacher.max_failu
 from __future__ import annotations
 
 import signal
+import threading
 import time
 from collections import Counter
 from contextlib import contextmanager
@@ -79,20 +80,29 @@ class Summary:
 
 
 @contextmanager
-def _sigterm_as_interrupt():
-    """SIGTERM (Slurm preemption, `kill`) stops like Ctrl-C: keep what is written, mark the run."""
+def _signals_as_interrupt():
+    """Ctrl-C and SIGTERM (Slurm preemption, `kill`) stop the run: keep what is written, mark it.
+
+    Yields an Event that the handler sets before raising KeyboardInterrupt. The loop also checks
+    the Event after every batch: a C extension that polls for signals inside a long call (a
+    tokenizer, a kernel loop) can swallow the KeyboardInterrupt, and the run must stop anyway.
+    """
+    stop = threading.Event()
+
     def handler(signum, frame):
+        stop.set()
         raise KeyboardInterrupt
 
     try:
-        old = signal.signal(signal.SIGTERM, handler)
+        old = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     except ValueError:  # not the main thread: leave signals alone
-        yield
+        yield stop
         return
     try:
-        yield
+        yield stop
     finally:
-        signal.signal(signal.SIGTERM, old)
+        for sig, h in old.items():
+            signal.signal(sig, h)
 
 
 def plan(recipe: Recipe, shard: tuple[int, int] | None) -> tuple[list, list[tuple]]:
@@ -181,7 +191,7 @@ def generate(
     owns_teacher = teacher is None
     writer = fwriter = None
     try:
-        with _sigterm_as_interrupt():
+        with _signals_as_interrupt() as stopping:
             if teacher is None:
                 with console.status(f"loading teacher {recipe.teacher.model} ({recipe.teacher.backend})"):
                     teacher = load_teacher(recipe.teacher)
@@ -232,6 +242,8 @@ def generate(
                     rate = s.tokens / max(s.gen_s, 1e-9)
                     bar.update(task, advance=len(samples) + len(failures),
                                rate=f"{rate:.1f} tok/s" + (f", {s.failed} failed" if s.failed else ""))
+                    if stopping.is_set():  # a signal whose KeyboardInterrupt was swallowed below us
+                        raise KeyboardInterrupt
                     if _too_many(s.failed, s.generated + s.failed, limit):
                         s.status = "aborted"
                         stream.close()  # the teacher cancels what is in flight
