@@ -90,7 +90,8 @@ HOSTILE = {
 @pytest.mark.parametrize("case", list(HOSTILE))
 def test_hostile_programs_are_contained_and_named(case, monkeypatch):
     monkeypatch.setenv("DISTILL_TEST_SECRET", "s3cret")
-    target = Path(__file__).resolve().parent / ".sandbox-escape-probe"  # exists on the host, read-only inside
+    # A directory that exists on the host outside /tmp (the sandbox's /tmp is its own): read-only inside.
+    target = Path("/var/tmp" if Path("/var/tmp").is_dir() else Path.home()) / f".distill-escape-probe-{os.getpid()}"
     code, want = HOSTILE[case]
     if "%r" in code:
         code = code % str(target)
@@ -101,7 +102,7 @@ def test_hostile_programs_are_contained_and_named(case, monkeypatch):
     if want:
         assert r["status"] == want, o
     if case == "writes outside its dir":
-        assert not target.exists() and "Read-only file system" in o["detail"]
+        assert not target.exists() and "Read-only file system" in o["detail"], o
     if case == "opens a socket":
         assert "Network is unreachable" in o["detail"] or "Errno" in o["detail"]
     if case == "reads the environment":
