@@ -288,19 +288,9 @@ def test_cli_eval_on_gsm8k_by_name_and_compare(tmp_path, shared_data):
 
 def _tiny_model(d: Path, seed: int) -> Path:
     """A random 2-layer Llama with the embedded tokenizer, built from a config (no download)."""
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from tests.conftest import tiny_llama
 
-    from distill.models import resolve_model
-
-    tok = AutoTokenizer.from_pretrained(resolve_model("embedded").path)
-    torch.manual_seed(seed)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=256,
-                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, tie_word_embeddings=True)
-    LlamaForCausalLM(cfg).save_pretrained(d)
-    tok.save_pretrained(d)
-    return d
+    return tiny_llama(d, seed, hidden=32, heads=2, kv_heads=1, max_positions=256)
 
 
 def _eval_dir(model: Path, tmp_path: Path, out: Path):

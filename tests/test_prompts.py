@@ -127,25 +127,17 @@ def test_the_think_block_opens_exactly_once_with_every_template(name, tok_dir):
     assert p.prefill == "<think>\n"
 
 
-def test_generate_through_hf_sends_the_templates_own_prompt_and_records_it(tmp_path, tok_dir):
+def test_generate_through_hf_sends_the_templates_own_prompt_and_records_it(tmp_path):
     import json
-    import os
 
     from transformers import AutoTokenizer
 
     from distill.generate import generate
     from distill.prompts import text_hash
-    from tests.conftest import tiny_recipe
+    from tests.conftest import embedded_with_template, tiny_recipe
 
-    src, _ = tok_dir
-    d = tmp_path / "r1-distill-like"
-    d.mkdir()
-    for f in os.listdir(src):  # the embedded weights, a DeepSeek-R1-Distill chat template
-        if f.endswith((".safetensors", ".json")) and not f.startswith("tokenizer"):
-            os.symlink(os.path.join(src, f), d / f)
-    tok = AutoTokenizer.from_pretrained(src)
-    tok.chat_template = _trl_template("deepseek_r1_distill")
-    tok.save_pretrained(d)
+    d = embedded_with_template(tmp_path / "r1-distill-like", _trl_template("deepseek_r1_distill"))
+    tok = AutoTokenizer.from_pretrained(d)
     r = tiny_recipe(**{"teacher.model": str(d), "prompt.template": "r1", "prompt.force_think": "true",
                        "problems.count": 2, "sampling.n": 1, "sampling.max_tokens": 4})
     generate(r, tmp_path / "s", progress=False)

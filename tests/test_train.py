@@ -63,18 +63,9 @@ def _with(tok, template: Path | str, specials=()):
 @pytest.fixture(scope="session")
 def tiny_student(tmp_path_factory, embedded_dir) -> Path:
     """A random 2-layer Llama with the embedded tokenizer (and its ChatML template), built from a config."""
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from tests.conftest import tiny_llama
 
-    d = tmp_path_factory.mktemp("tiny-student")
-    tok = AutoTokenizer.from_pretrained(embedded_dir)
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, tie_word_embeddings=True)
-    LlamaForCausalLM(cfg).save_pretrained(d)
-    tok.save_pretrained(d)
-    return d
+    return tiny_llama(tmp_path_factory.mktemp("tiny-student"))
 
 
 def _data(tmp_path, n=24) -> Path:

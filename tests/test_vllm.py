@@ -46,20 +46,11 @@ def distill(*args, timeout=900):
 def _r1_distill_model(tmp_path) -> Path:
     """The embedded weights with DeepSeek-R1-Distill's chat template (TRL's copy), which opens <think> itself."""
     import trl
-    from transformers import AutoTokenizer
 
-    from distill.models import resolve_model
+    from tests.conftest import embedded_with_template
 
-    src = resolve_model("embedded").path
-    d = tmp_path / "r1-distill-like"
-    d.mkdir()
-    for f in os.listdir(src):
-        if f.endswith((".safetensors", ".json")) and not f.startswith("tokenizer"):
-            os.symlink(os.path.join(src, f), d / f)
-    tok = AutoTokenizer.from_pretrained(src)
-    tok.chat_template = (Path(trl.__file__).parent / "chat_templates" / "deepseek_r1_distill.jinja").read_text()
-    tok.save_pretrained(d)
-    return d
+    template = (Path(trl.__file__).parent / "chat_templates" / "deepseek_r1_distill.jinja").read_text()
+    return embedded_with_template(tmp_path / "r1-distill-like", template)
 
 
 def test_vllm_offline_teacher_keeps_the_engine_full_and_opens_think_once(tmp_path):
