@@ -65,7 +65,7 @@ def test_every_reference_passes_and_a_wrong_return_of_each_fails(name):
 
     with ThreadPoolExecutor(2) as pool:
         results = list(pool.map(both, problems))
-    failing_refs = [(i, r["status"], r["tests"][0]["detail"]) for i, r, _ in results if r["status"] != "passed"]
+    failing_refs = [(i, r["status"], r["tests"]) for i, r, _ in results if r["status"] != "passed"]
     assert not failing_refs, failing_refs  # none fails upstream in these two sets
     passing_wrong = [i for i, _, w in results if w["status"] == "passed"]
     # A wrong return is caught unless the tests never look at that return value's change
@@ -97,8 +97,8 @@ def test_hostile_programs_are_contained_and_named(case, monkeypatch):
         code = code % str(target)
     p = {"kind": "asserts", "tests": ["assert f() == 1"], "test_imports": []}
     r = check_program(p, code + "\ndef f():\n    return 1\n", Limits(cpu_seconds=2, wall_seconds=4, memory_mb=512))
-    o = r["tests"][0]
-    assert r["status"] != "passed"
+    o = r["runs"][0]  # the process; r["tests"] holds the per-test verdicts
+    assert r["status"] != "passed" and r["tests"][0]["status"] == r["status"]
     if want:
         assert r["status"] == want, o
     if case == "writes outside its dir":
@@ -134,7 +134,7 @@ def test_stdio_problems_compare_tokens_and_floats():
     r = check_program(prob, good)
     assert r["status"] == "passed" and r["passed"] == 2
     r = check_program(prob, "a, b = map(int, input().split())\nprint(a + b + (a == 10))\n")
-    assert r["status"] == "failed" and r["passed"] == 1 and r["tests"][-1]["detail"] == "wrong output"
+    assert r["status"] == "failed" and r["passed"] == 1 and r["tests"][-1]["detail"].startswith("wrong output")
     assert compare_stdout("0.3333334\n", "0.333333", 1e-5) and not compare_stdout("0.34", "0.333333", 1e-5)
     assert not compare_stdout("0.3333334", "0.333333") and compare_stdout("1  2\n3", "1 2 3")
 
@@ -147,4 +147,37 @@ def test_no_sandbox_refuses_with_the_install_command(monkeypatch):
         check_program(p, "def f():\n    return 1\n")
     # the loudly named opt-out runs it, limits still on
     r = check_program(p, "def f():\n    return 1\n", allow_unsandboxed=True)
-    assert r["status"] == "passed" and r["tests"][0]["extra"]["sandboxed"] is False
+    assert r["status"] == "passed" and r["sandboxed"] is False
+
+
+@needs_sandbox
+def test_each_test_has_its_own_verdict_from_one_sandbox_start():
+    m = {"kind": "asserts", "tests": ["assert f(1) == 2", "assert f(2) == 5", "assert g(3) == 4", "assert f(0) == 1"]}
+    r = check_program(m, "def f(x):\n    return x + 1\n")
+    assert [t["status"] for t in r["tests"]] == ["passed", "failed", "runtime_error", "passed"]
+    assert r["status"] == "failed" and (r["passed"], r["total"]) == (2, 4) and len(r["runs"]) == 1
+    assert "NameError" in r["tests"][2]["detail"]
+    # HumanEval: every assert inside check() is a test; one in a loop is one test that fails once any run fails
+    h = {"kind": "function", "entry_point": "f", "tests": (
+        "def check(candidate):\n    assert candidate(1) == 1\n    for x in range(5):\n        assert candidate(x) == x\n"
+        "    assert candidate(10) == 10\n")}
+    r = check_program(h, "def f(x):\n    return 3 if x == 3 else x\n")
+    assert [t["status"] for t in r["tests"]] == ["passed", "passed", "passed"] and r["status"] == "passed"
+    r = check_program(h, "def f(x):\n    return 0 if x == 3 else x\n")
+    assert [t["status"] for t in r["tests"]] == ["passed", "failed", "passed"] and (r["passed"], r["total"]) == (2, 3)
+    # a test that hangs: it is the timeout, the ones after it did not run
+    r = check_program(h, "def f(x):\n    while x == 2:\n        pass\n    return x\n", Limits(cpu_seconds=1, wall_seconds=3))
+    assert [t["status"] for t in r["tests"]] == ["passed", "timeout", "not_run"] and r["status"] == "timeout"
+
+
+@needs_sandbox
+def test_the_answer_cannot_read_the_harness_or_run_its_demo():
+    p = {"kind": "asserts", "tests": ["assert f() == 1"]}
+    # the marker and tests reach the interpreter through a pipe, not a file the answer could print
+    leak = "import glob, sys\nfor n in glob.glob('*') + glob.glob('/tmp/**', recursive=True):\n" \
+           "    try:\n        sys.stdout.write(open(n).read())\n    except Exception:\n        pass\nsys.exit(0)\n"
+    assert check_program(p, leak + "def f():\n    return 2\n")["status"] == "exited_early"
+    assert check_program(p, "print(open(__file__).read())\ndef f():\n    return 2\n")["status"] == "runtime_error"
+    # an `if __name__ == "__main__":` demo that reads input does not run under the tests
+    demo = "def f():\n    return 1\nif __name__ == '__main__':\n    print(f(int(input())))\n"
+    assert check_program(p, demo)["status"] == "passed"

@@ -108,7 +108,12 @@ def _wrap(cmd: list[str], workdir: str, sandbox: bool) -> list[str]:
     return [*user, "bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp",
             "--bind", workdir, SANDBOX_DIR, "--chdir", SANDBOX_DIR, "--unshare-all", "--die-with-parent",
             "--new-session", "--clearenv", "--setenv", "PATH", "/usr/local/bin:/usr/bin:/bin",
-            "--setenv", "HOME", SANDBOX_DIR, "--setenv", "LANG", "C.UTF-8", *cmd]
+            "--setenv", "HOME", SANDBOX_DIR, "--setenv", "LANG", "C.UTF-8", *_ONE_THREAD_ARGS, *cmd]
+
+
+# Numerical libraries start one thread per core by default; executions already run one per core.
+_ONE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+_ONE_THREAD_ARGS = [x for k, v in _ONE_THREAD.items() for x in ("--setenv", k, v)]
 
 
 def _limit(limits: Limits):
@@ -126,10 +131,25 @@ def _limit(limits: Limits):
     return apply
 
 
+# The program a harness run starts: it reads the harness (the answer, then the tests) from stdin, so
+# the marker and the tests never lie in a file the answer could read, and runs it as module
+# `solution`: an answer's `if __name__ == "__main__":` demo does not run under the tests.
+BOOTSTRAP = (
+    "import sys\n"
+    "__c = compile(sys.stdin.read(), 'solution.py', 'exec')\n"
+    "sys.stdin.close(); sys.stdin = open('/dev/null')\n"
+    "exec(__c, {'__name__': 'solution', '__builtins__': __builtins__})\n"
+)
+
+
 def run(program: str, stdin: str = "", limits: Limits | None = None, allow_unsandboxed: bool = False,
         marker: str | None = None) -> Outcome:
-    """Run a Python program in the sandbox. `marker`: printed by the harness after the last test;
-    without it in stdout, an exit status of 0 is `exited_early`."""
+    """Run a Python program in the sandbox.
+
+    With `marker` (a harness from `harness`), `program` goes in through stdin to `BOOTSTRAP`, and the
+    lines it prints after the marker are the per-test records (`extra['records']`, {test index:
+    (status, detail)}); without the final `<marker> done` line, an exit status of 0 is `exited_early`.
+    """
     limits = limits or Limits()
     sandbox = True
     ok, why = sandbox_available()
@@ -137,28 +157,42 @@ def run(program: str, stdin: str = "", limits: Limits | None = None, allow_unsan
         if not allow_unsandboxed:
             raise SandboxError(f"refusing to run model-written code without a sandbox: {why}")
         sandbox = False
+    if marker is not None:
+        program, stdin = BOOTSTRAP, program
     with tempfile.TemporaryDirectory(prefix="distill-exec-") as work:
         os.chmod(work, 0o777)  # the unprivileged sandbox user writes here
         with open(os.path.join(work, "main.py"), "w") as f:
             f.write(program)
-        out_path, err_path = os.path.join(work, ".stdout"), os.path.join(work, ".stderr")
+        # The captured output lives beside, not inside, the sandbox's working directory.
+        out_fd, out_path = tempfile.mkstemp(prefix="distill-out-")
+        err_fd, err_path = tempfile.mkstemp(prefix="distill-err-")
         cmd = _wrap([_python(), "-I", "main.py" if sandbox else os.path.join(work, "main.py")], work, sandbox)
         start = time.monotonic()
-        with open(out_path, "wb") as out, open(err_path, "wb") as err:
-            p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=out, stderr=err, cwd=work,
-                                 start_new_session=True, preexec_fn=_limit(limits),
-                                 env={"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"})
-            timed_out = False
-            try:
-                p.communicate(stdin.encode(), timeout=limits.wall_seconds)
-            except subprocess.TimeoutExpired:
-                timed_out = True
-                _kill_group(p)
-            except BrokenPipeError:  # the program exited without reading its input
-                p.wait(timeout=limits.wall_seconds)
-        seconds = time.monotonic() - start
-        stdout, out_size = _read_capped(out_path, limits.output_bytes)
-        stderr, _ = _read_capped(err_path, limits.output_bytes)
+        try:
+            with os.fdopen(out_fd, "wb") as out, os.fdopen(err_fd, "wb") as err:
+                p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=out, stderr=err, cwd=work,
+                                     start_new_session=True, preexec_fn=_limit(limits),
+                                     env={"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", **_ONE_THREAD})
+                timed_out = False
+                try:
+                    p.communicate(stdin.encode(), timeout=limits.wall_seconds)
+                except subprocess.TimeoutExpired:
+                    timed_out = True
+                    _kill_group(p)
+                except BrokenPipeError:  # the program exited without reading its input
+                    p.wait(timeout=limits.wall_seconds)
+            seconds = time.monotonic() - start
+            stdout, out_size = _read_capped(out_path, limits.output_bytes)
+            stderr, _ = _read_capped(err_path, limits.output_bytes)
+            records, done, running = _records(out_path, marker) if marker else ({}, False, None)
+        finally:
+            for path in (out_path, err_path):
+                try:
+                    os.unlink(path)
+                except OSError:
+                    pass
+    if marker:  # the records are the harness's, not the program's output
+        stdout = "\n".join(x for x in stdout.splitlines() if marker not in x)
     code = p.returncode
     o = Outcome("failed", None if timed_out else code, round(seconds, 3), stdout, stderr)
     # A signal shows as a negative status without the sandbox, and as 128 + signal through bwrap.
@@ -171,7 +205,7 @@ def run(program: str, stdin: str = "", limits: Limits | None = None, allow_unsan
         o.status = {"SIGXCPU": "timeout", "SIGXFSZ": "output_limit"}.get(sig, "killed")
         o.detail = {"SIGXCPU": f"CPU limit of {limits.cpu_seconds}s", "SIGXFSZ": f"wrote more than {limits.file_mb} MB"
                     }.get(sig, f"killed by {sig}")
-    elif code == 0 and marker is not None and marker not in stdout:
+    elif code == 0 and marker is not None and not done:
         o.status, o.detail = "exited_early", "exit status 0 before the tests ran to the end"
     elif code == 0:
         o.status = "passed"
@@ -181,7 +215,42 @@ def run(program: str, stdin: str = "", limits: Limits | None = None, allow_unsan
     if out_size > limits.output_bytes and o.status == "passed":
         o.extra["stdout_truncated"] = out_size
     o.extra["sandboxed"] = sandbox
+    if marker:
+        o.extra["records"] = records
+        o.extra["running"] = running
     return o
+
+
+def _records(path: str, marker: str) -> tuple[dict[int, tuple[str, str]], bool, int | None]:
+    """The harness's per-test lines in a stdout file (read whole: the program's own output before
+    them may exceed what is kept for the verdict), whether the harness reached its end, and the
+    test that had started and not ended (where the process stopped, if it stopped in a test)."""
+    records: dict[int, tuple[str, str]] = {}
+    done, running = False, None
+    tag = marker.encode()
+    try:
+        f = open(path, "rb")
+    except OSError:
+        return records, done
+    with f:
+        for raw in f:
+            at = raw.find(tag)
+            if at < 0:
+                continue
+            parts = raw[at + len(tag):].decode("utf-8", "replace").strip().split(" ", 2)
+            if parts[0] == "done":
+                done = True
+            elif len(parts) >= 2 and parts[0].isdigit():
+                i, status = int(parts[0]), parts[1]
+                if status == "start":
+                    running = i
+                    continue
+                running = None
+                detail = parts[2] if len(parts) > 2 else ""
+                # a test inside a loop runs many times: one failure fails it
+                if records.get(i, ("passed",))[0] == "passed":
+                    records[i] = (status, detail[:300])
+    return records, done, running
 
 
 def _kill_group(p: subprocess.Popen) -> None:
@@ -277,18 +346,73 @@ def strict_tests(code: str) -> str:
     return ast.unparse(ast.fix_missing_locations(_StrictEquality().visit(tree)))
 
 
+# Each test becomes `try: <test> except ...: record`, so one failing test does not hide the others
+# and a per-test verdict comes out of one sandbox start.
+_TRY = ast.parse(
+    "try:\n    pass\n"
+    "except AssertionError as __distill_e:\n    __distill_rec(0, 'failed', __distill_e)\n"
+    "except MemoryError as __distill_e:\n    __distill_rec(0, 'memory_limit', __distill_e)\n"
+    "except Exception as __distill_e:\n    __distill_rec(0, 'runtime_error', __distill_e)\n"
+    "else:\n    __distill_rec(0, 'passed', None)\n").body[0]
+
+
+def _wrapped(body: list[ast.stmt], index: int) -> ast.Try:
+    """`try: <start record>; <test> except ...: record`"""
+    import copy
+
+    t = copy.deepcopy(_TRY)
+    # `start` names the test that was running if the process dies inside it (a hang, a crash)
+    t.body = [ast.parse(f"__distill_rec({index}, 'start', None)").body[0], *body]
+    for node in ast.walk(t):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "__distill_rec":
+            node.args[0] = ast.Constant(index)
+    return t
+
+
+class _EachAssert(ast.NodeTransformer):
+    """Every assert inside `check` becomes one recorded test (a loop's assert is one test)."""
+
+    def __init__(self):
+        self.count = 0
+
+    def visit_Assert(self, node):
+        node = _StrictEquality().visit(node)
+        self.count += 1
+        return ast.copy_location(_wrapped([node], self.count - 1), node)
+
+
+_RECORDER = '''
+def __distill_rec(i, status, e, _print=print, _type=type, _str=str, _m={marker!r}):
+    detail = "" if e is None else (_type(e).__name__ + ": " + _str(e))[:200].replace("\\n", " ")
+    _print("\\n" + _m, i, status, detail, flush=True)
+'''
+
+
 def harness(kind: str, program: str, tests, entry_point: str | None = None,
-            test_imports: list[str] | None = None) -> tuple[str, str]:
-    """(the program to run, its marker) for a function (`check(candidate)`) or asserts problem."""
-    marker = f"__distill_done_{secrets.token_hex(8)}"
-    pre = _STRICT_EQ
+            test_imports: list[str] | None = None) -> tuple[str, str, int]:
+    """(the program to run, its marker, the number of tests) for a function (`check(candidate)`) or
+    asserts problem. Every `==` in a test is strict, and each test reports its own outcome."""
+    marker = f"__distill_{secrets.token_hex(8)}"
+    pre = _STRICT_EQ + _RECORDER.format(marker=marker)
     if kind == "function":
-        body = f"{program}\n\n{strict_tests(tests)}\n\ncheck({entry_point})\n"
+        tree = ast.parse(tests)
+        each = _EachAssert()
+        for node in tree.body:
+            if isinstance(node, ast.FunctionDef) and node.name == "check":
+                each.visit(node)
+        tree = _StrictEquality().visit(tree)  # asserts outside `check` (rare) are strict too
+        body = f"{program}\n\n{ast.unparse(ast.fix_missing_locations(tree))}\n\ncheck({entry_point})\n"
+        n = each.count
     elif kind == "asserts":
-        body = "\n".join(test_imports or []) + f"\n{program}\n\n" + strict_tests("\n".join(tests)) + "\n"
+        stmts = []
+        for i, t in enumerate(tests):
+            stmts.append(_wrapped(_StrictEquality().visit(ast.parse(t)).body, i))
+        body = ("\n".join(test_imports or []) + f"\n{program}\n\n"
+                + ast.unparse(ast.fix_missing_locations(ast.Module(stmts, []))) + "\n")
+        n = len(tests)
     else:
         raise ValueError(f"harness kind {kind!r}: function or asserts (stdio runs the program per case)")
-    return f"{pre}\n{body}\nprint({marker!r}, flush=True)\n", marker
+    return f"{pre}\n{body}\nprint('\\n' + {marker!r}, 'done', flush=True)\n", marker, n
 
 
 def compare_stdout(got: str, expected: str, float_tol: float | None = None) -> bool:
@@ -311,37 +435,76 @@ def compare_stdout(got: str, expected: str, float_tol: float | None = None) -> b
     return True
 
 
-def check_program(problem: dict, program: str, limits: Limits | None = None,
-                  allow_unsandboxed: bool = False) -> dict:
-    """Run `program` against a code problem's tests: {'status', 'tests': [per-test outcome], ...}.
+def _trim(o: Outcome, cap: int = 1000) -> dict:
+    d = o.to_dict()
+    d["stdout"], d["stderr"] = d["stdout"][-cap:], d["stderr"][-cap:]
+    d["extra"] = {k: v for k, v in d["extra"].items() if k not in ("records", "running")}
+    return d
 
-    `problem['kind']`: `function` (HumanEval: `entry_point`, `tests` defining `check`), `asserts`
-    (MBPP: `tests` a list of assert lines, optional `test_imports`) or `stdio` (`tests` a list of
-    {input, output}, optional `float_tol`). Function and asserts problems run all their tests in one
-    sandbox start; stdio runs one process per case (each needs its own stdin).
+
+def check_program(problem: dict, program: str, limits: Limits | None = None,
+                  allow_unsandboxed: bool = False, stop_at_first: bool = True) -> dict:
+    """Run `program` against a code problem's tests.
+
+    Returns {'status', 'passed', 'total', 'tests': [{'test', 'status', 'detail'}], 'runs': [process
+    outcomes], 'sandboxed'}. `problem['kind']`: `function` (HumanEval: `entry_point`, `tests`
+    defining `check`), `asserts` (MBPP: `tests` a list of assert lines, optional `test_imports`) or
+    `stdio` (`tests` a list of {input, output}, optional `float_tol`). Function and asserts problems
+    run all their tests in one sandbox start, each test recorded on its own; stdio runs one process
+    per case (each needs its own stdin), stopping at the first failure unless `stop_at_first` is off
+    (a fractional reward wants them all).
+
+    A pass needs every test passed. Test statuses: passed, failed, runtime_error, timeout,
+    memory_limit, output_limit, process_limit, killed, exited_early, compile_error, not_run.
     """
     kind = problem.get("kind")
+    total = len(problem["tests"]) if kind in ("stdio", "asserts") else None
     try:
         compile(program, "<answer>", "exec")
     except (SyntaxError, ValueError) as e:  # no sandbox start for code that cannot run at all
-        o = Outcome("compile_error", None, 0.0, detail=f"{type(e).__name__}: {e}")
-        return {"status": "compile_error", "tests": [o.to_dict()], "passed": 0,
-                "total": len(problem["tests"]) if kind == "stdio" else 1}
+        detail = f"{type(e).__name__}: {e}"
+        n = total or 1
+        return {"status": "compile_error", "passed": 0, "total": n, "sandboxed": None, "runs": [],
+                "tests": [{"test": i, "status": "compile_error", "detail": detail} for i in range(n)]}
     if kind in ("function", "asserts"):
-        code, marker = harness(kind, program, problem["tests"], problem.get("entry_point"), problem.get("test_imports"))
+        code, marker, n = harness(kind, program, problem["tests"], problem.get("entry_point"),
+                                  problem.get("test_imports"))
         o = run(code, limits=limits, allow_unsandboxed=allow_unsandboxed, marker=marker)
-        return {"status": o.status, "tests": [o.to_dict()], "passed": int(o.status == "passed"), "total": 1}
+        records = dict(o.extra.get("records", {}))
+        running = o.extra.get("running")
+        if o.status != "passed" and running is not None:  # it stopped inside this test
+            records[running] = (o.status, o.detail)
+        tests, cut = [], running is not None
+        for i in range(n):
+            if i in records:
+                status, detail = records[i]
+            elif o.status == "passed":  # the run finished without reaching it (an assert in a branch)
+                continue
+            elif not cut:  # the test that was running when the process stopped
+                status, detail, cut = o.status, o.detail, True
+            else:
+                status, detail = "not_run", f"after the process stopped ({o.status})"
+            tests.append({"test": i, "status": status, "detail": detail})
+        failing = [t for t in tests if t["status"] != "passed"]
+        status = o.status if o.status != "passed" else failing[0]["status"] if failing else "passed"
+        return {"status": status, "passed": sum(t["status"] == "passed" for t in tests), "total": max(1, len(tests)),
+                "tests": tests, "runs": [_trim(o)], "sandboxed": o.extra.get("sandboxed")}
     if kind == "stdio":
         cases = problem["tests"]
-        outcomes = []
-        for c in cases:
+        tests, runs = [], []
+        for i, c in enumerate(cases):
+            if tests and tests[-1]["status"] != "passed" and stop_at_first:
+                tests.append({"test": i, "status": "not_run", "detail": "an earlier case failed"})
+                continue
             o = run(program, stdin=c["input"], limits=limits, allow_unsandboxed=allow_unsandboxed)
             if o.status == "passed" and not compare_stdout(o.stdout, c["output"], problem.get("float_tol")):
-                o.status, o.detail = "failed", "wrong output"
-            outcomes.append(o)
-            if o.status != "passed":
-                break  # the first failing case decides; the rest would cost time for nothing
-        passed = sum(o.status == "passed" for o in outcomes)
-        status = "passed" if passed == len(cases) else outcomes[-1].status
-        return {"status": status, "tests": [o.to_dict() for o in outcomes], "passed": passed, "total": len(cases)}
+                o.status, o.detail = "failed", f"wrong output: expected {c['output'][:80]!r}, got {o.stdout[:80]!r}"
+            elif o.status == "passed" and o.extra.get("stdout_truncated"):
+                o.status, o.detail = "failed", "output longer than what is kept for comparison"
+            tests.append({"test": i, "status": o.status, "detail": o.detail})
+            runs.append(_trim(o, 300))
+        failing = [t for t in tests if t["status"] not in ("passed", "not_run")]
+        return {"status": failing[0]["status"] if failing else "passed",
+                "passed": sum(t["status"] == "passed" for t in tests), "total": len(cases), "tests": tests,
+                "runs": runs, "sandboxed": runs[0]["extra"].get("sandboxed") if runs else None}
     raise ValueError(f"problem kind {kind!r}: function, asserts or stdio")
