@@ -26,6 +26,21 @@ SetOpt = Annotated[
     typer.Option("--set", help="Override a recipe key, e.g. --set sampling.n=8 (repeatable)."),
 ]
 
+UnsafeOpt = Annotated[bool, typer.Option(
+    "--unsafe-no-sandbox", help="Run model-written code (code problems) WITHOUT the bubblewrap sandbox, limits only. "
+                                "Only inside a container of your own, where bwrap cannot start.")]
+
+
+def _unsafe(sets: list[str] | None, unsafe: bool, *keys: str) -> list[str]:
+    """--unsafe-no-sandbox as recipe overrides, said out loud."""
+    sets = list(sets or [])
+    if unsafe:
+        console.print("[bold red]warning:[/] --unsafe-no-sandbox: model-written code runs as this user, with this "
+                      "user's files and network; only resource limits apply")
+        sets += [f"{k}=true" for k in keys]
+    return sets
+
+
 # Errors a user can fix; shown as one clear message without a traceback.
 _USER_ERRORS: tuple[type[BaseException], ...] = ()
 
@@ -143,14 +158,17 @@ def filter(
     explain: Annotated[str | None, typer.Option(help="Show every check's value for the sample with this key.")] = None,
     skip_bad_lines: Annotated[bool, typer.Option(help="Skip and count malformed input lines instead of failing.")] = False,
     progress: Annotated[bool, typer.Option(help="Show the progress bar.")] = True,
+    unsafe_no_sandbox: UnsafeOpt = False,
 ) -> None:
-    """Rejection filter: keep verified-correct, complete, readable, one-language traces; explain every rejection."""
+    """Rejection filter: keep verified-correct, complete, readable, one-language traces; explain every rejection.
+
+    Code problems (docs/code.md) are verified by running their tests in a bubblewrap sandbox."""
     from distill.config import load_recipe
     from distill.filter import explain as explain_one
     from distill.filter import filter_samples
 
     try:
-        r = load_recipe(recipe, set_)
+        r = load_recipe(recipe, _unsafe(set_, unsafe_no_sandbox, "filter.correct.code.unsafe_no_sandbox"))
         if explain:
             sample, verdict = explain_one(inp, explain, r.filter, r.eval)
             _print_explain(sample, verdict)
@@ -231,7 +249,7 @@ def train(
 @app.command("eval")
 def eval_(
     model: Annotated[str | None, typer.Option("--model", "-m", help="The student: a local HF directory, .gguf, hub id, or 'embedded'.")] = None,
-    benchmark: Annotated[str | None, typer.Option("--benchmark", "-b", help="math500, aime24, aime25, amc23, gsm8k, a JSONL file, or a dataset id.")] = None,
+    benchmark: Annotated[str | None, typer.Option("--benchmark", "-b", help="math500, aime24, aime25, amc23, gsm8k, humaneval, mbpp, a JSONL file, or a dataset id.")] = None,
     k: Annotated[int | None, typer.Option("--k", help="Samples per problem (default: eval.k, 4).")] = None,
     backend: Annotated[str | None, typer.Option(help="hf, vllm or openai (default: the recipe's teacher.backend).")] = None,
     recipe: RecipeOpt = None,
@@ -240,8 +258,11 @@ def eval_(
     limit: Annotated[int | None, typer.Option(help="Only the first N problems (a smoke run).")] = None,
     compare: Annotated[tuple[Path, Path] | None, typer.Option("--compare", help="Two eval.json files (or their directories): a - b, paired.")] = None,
     progress: Annotated[bool, typer.Option(help="Show the progress bars.")] = True,
+    unsafe_no_sandbox: UnsafeOpt = False,
 ) -> None:
-    """Evaluate a student by the R1 protocol: pass@1 over k samples, cons@k, pass@k, bootstrap intervals over problems."""
+    """Evaluate a student by the R1 protocol: pass@1 over k samples, cons@k, pass@k, bootstrap intervals over problems.
+
+    Code benchmarks (humaneval, mbpp) run each sample's code against the tests in the sandbox."""
     from distill.config import load_recipe
     from distill.evaluate import EvalError, compare_table, default_out, evaluate, student_prompt
     from distill.evaluate import compare as run_compare
@@ -257,7 +278,7 @@ def eval_(
             return
         if not model or not benchmark:
             raise typer.BadParameter("give --model and --benchmark (or --compare A B)")
-        sets = list(set_ or [])
+        sets = _unsafe(set_, unsafe_no_sandbox, "filter.correct.code.unsafe_no_sandbox")
         if limit:
             sets.append(f"eval.limit={limit}")
         r = load_recipe(recipe, sets)
@@ -281,14 +302,15 @@ def grpo(
     set_: SetOpt = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Where the policy and its checkpoints go.")] = None,
     resume: Annotated[bool, typer.Option(help="Resume from the last checkpoint in --out when there is one.")] = True,
+    unsafe_no_sandbox: UnsafeOpt = False,
 ) -> None:
-    """Train a student by GRPO (TRL GRPOTrainer) with the filter's verifier as reward."""
+    """Train a student by GRPO (TRL GRPOTrainer) with the filter's verifier as reward (`code`: tests in the sandbox)."""
     from distill.config import load_recipe
     from distill.train.examples import PreflightError, TrainDataError
     from distill.train.grpo import train_grpo
 
     try:
-        r = load_recipe(recipe, set_)
+        r = load_recipe(recipe, _unsafe(set_, unsafe_no_sandbox, "grpo.code.unsafe_no_sandbox"))
         summary = train_grpo(r, out=out, resume=resume)
     except (*_user_errors(), PreflightError, TrainDataError) as e:
         _fail(e)

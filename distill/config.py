@@ -110,6 +110,8 @@ class ProblemsConfig(_Strict):
     subset: str | None = None  # the dataset's config name, for hub datasets that have several
     fields: FieldMap = Field(default_factory=FieldMap)
     limit: int | None = Field(default=None, gt=0)
+    # Keep only records whose fields have these values, e.g. {split: test} for MBPP's one file.
+    where: dict[str, Any] = Field(default_factory=dict)
     seed: int = 0
     name: str | None = None  # the `source` name written into samples; default: file stem / task / id
 
@@ -163,8 +165,23 @@ class FormatCheck(_Check):
     require_boxed: bool = True  # the final part holds \boxed{...} (math); r1-zero needs <answer> instead
 
 
+class ExecConfig(_Strict):
+    """Running model-written code (code problems, docs/code.md): bubblewrap sandbox plus these limits per run."""
+
+    cpu_seconds: int = Field(default=10, gt=0)  # a problem's own `time_limit` replaces it
+    wall_seconds: float = Field(default=20.0, gt=0)  # the whole process group is killed at this
+    memory_mb: int = Field(default=2048, gt=0)  # address space
+    processes: int = Field(default=64, gt=0)
+    file_mb: int = Field(default=16, gt=0)  # largest file and stdout the program may write
+    output_bytes: int = Field(default=65536, gt=0)  # stdout/stderr kept for the verdict and the comparison
+    # Run model-written code WITHOUT the sandbox (limits still apply): only inside a container of your
+    # own, where bubblewrap cannot start. Same as the --unsafe-no-sandbox flag.
+    unsafe_no_sandbox: bool = False
+
+
 class CorrectCheck(_Check):
-    timeout: float = Field(default=5.0, gt=0)  # hard per-sample limit; a stuck worker is killed and replaced
+    timeout: float = Field(default=5.0, gt=0)  # hard per-sample limit (math); a stuck worker is killed and replaced
+    code: ExecConfig = Field(default_factory=ExecConfig)  # code problems: every test must pass
 
 
 class LanguageCheck(_Check):
@@ -304,6 +321,14 @@ class EvalConfig(_Strict):
     workers: int | None = Field(default=None, ge=0)
 
 
+class CodeRewardConfig(ExecConfig):
+    # all: 1 when every test passes, else 0 (R1's rule-based reward). fraction: the share of tests
+    # passed (denser, and exploitable by special-casing the visible tests; see docs/code.md).
+    score: Literal["all", "fraction"] = "all"
+    cpu_seconds: int = Field(default=5, gt=0)
+    wall_seconds: float = Field(default=10.0, gt=0)
+
+
 class GrpoConfig(_Strict):
     """`distill grpo`: TRL's GRPOTrainer on the recipe's problems and prompt, rewards from distill.verify."""
 
@@ -321,6 +346,7 @@ class GrpoConfig(_Strict):
     language: str | None = None  # target of the language reward; default: the problem's language
     reward_timeout: float = Field(default=5.0, gt=0)  # hard limit per answer check (worker process)
     reward_workers: int = Field(default=2, ge=0)  # processes for answer checks; 0: in the calling thread
+    code: CodeRewardConfig = Field(default_factory=lambda: CodeRewardConfig())  # the `code` reward
     # The loss. "grpo" is the report's objective: per-sequence mean, clipped ratio, KL to the
     # reference by the k3 estimator. TRL 1.16 defaults to loss_type dapo and beta 0 (no KL, no
     # reference model); distill defaults to the report's.

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from distill.config import ProblemsConfig
+from distill.verify.code import CodeSpecError, code_spec
 
 
 class DataError(ValueError):
@@ -166,7 +167,16 @@ def load_problems(cfg: ProblemsConfig) -> list[Problem]:
     for where, rec in records:
         if cfg.limit and len(problems) >= cfg.limit:
             break
-        missing = [k for k in (f.problem, f.answer) + ((f.id,) if f.id else ()) if rec.get(k) in (None, "")]
+        if cfg.where and any(rec.get(k) != v and str(rec.get(k)) != str(v) for k, v in cfg.where.items()):
+            continue
+        try:
+            spec = code_spec(rec)
+        except CodeSpecError as e:
+            raise DataError(f"{where}: a code problem whose tests cannot run: {e}. Fix the record "
+                            "(the schema is in docs/code.md)") from None
+        # A code problem's answer is its tests; it has no answer field to read.
+        needed = (f.problem,) if spec else (f.problem, f.answer)
+        missing = [k for k in needed + ((f.id,) if f.id else ()) if rec.get(k) in (None, "")]
         if missing:
             raise DataError(
                 f"{where}: missing or empty field(s) {missing}; the record has {sorted(rec)}. Map the right "
@@ -186,8 +196,8 @@ def load_problems(cfg: ProblemsConfig) -> list[Problem]:
         meta = {k: v for k, v in rec.items() if k not in (f.id, f.problem, f.answer)}
         if isinstance(meta.get("meta"), dict) and len(meta) == 1:
             meta = meta["meta"]
-        answer = _text(rec[f.answer])
-        if f.answer_pattern:
+        answer = _text(rec[f.answer]) if rec.get(f.answer) not in (None, "") else ""
+        if f.answer_pattern and not spec:
             m = re.search(f.answer_pattern, answer, re.S)
             if not m or not m.group(1).strip():
                 raise DataError(f"{where}: answer field {f.answer!r} does not match problems.fields.answer_pattern "
@@ -195,7 +205,8 @@ def load_problems(cfg: ProblemsConfig) -> list[Problem]:
             answer = m.group(1).strip()
         problems.append(Problem(id=pid, problem=problem, answer=answer, source=name, meta=meta))
     if not problems:
-        raise DataError(f"problems.source {cfg.source!r}: no problems found")
+        raise DataError(f"problems.source {cfg.source!r}: no problems found"
+                        + (f" with {cfg.where} (problems.where)" if cfg.where else ""))
     if repeats:
         from distill.console import console
 

@@ -45,7 +45,13 @@ HUB_BENCHMARKS: dict[str, tuple[str, str | None, str, FieldMap]] = {
     "aime25": ("math-ai/aime25", None, "test", FieldMap(id="id")),
     "amc23": ("math-ai/amc23", None, "test", FieldMap(id="id", problem="question")),
     "gsm8k": ("openai/gsm8k", "main", "test", FieldMap(id=None, problem="question", answer_pattern=r"####\s*(.+?)\s*$")),
+    # Code (docs/code.md): the tests are the gold; pass@k counts samples whose code passes all of them.
+    "humaneval": ("openai/openai_humaneval", None, "test", FieldMap(id="task_id", problem="prompt")),
+    "mbpp": ("google-research-datasets/mbpp", "sanitized", "test", FieldMap(id="task_id", problem="prompt")),
 }
+# Benchmarks whose one local file holds every split in a `split` field (../shared/data/code/mbpp.jsonl):
+# eval.split picks the evaluation set (MBPP's 257 test problems).
+SPLIT_FIELD = {"mbpp"}
 
 
 class EvalError(ValueError):
@@ -183,9 +189,12 @@ def resolve_benchmark(ref: str, cfg: EvalConfig) -> ProblemsConfig:
         local = (cfg.benchmarks.get(ref) or cfg.benchmarks.get(name)
                  or os.environ.get(f"DISTILL_BENCHMARK_{name.upper()}"))
         where = "eval.benchmarks" if (cfg.benchmarks.get(ref) or cfg.benchmarks.get(name)) else f"$DISTILL_BENCHMARK_{name.upper()}"
-        if not local and os.environ.get("DISTILL_BENCHMARKS"):
-            cand = Path(os.environ["DISTILL_BENCHMARKS"]).expanduser() / f"{name}.jsonl"
-            local, where = (str(cand), "$DISTILL_BENCHMARKS") if cand.is_file() else (None, "")
+        if not local and os.environ.get("DISTILL_BENCHMARKS"):  # one directory, or several joined by ':'
+            for d in os.environ["DISTILL_BENCHMARKS"].split(os.pathsep):
+                cand = Path(d).expanduser() / f"{name}.jsonl"
+                if d and cand.is_file():
+                    local, where = str(cand), "$DISTILL_BENCHMARKS"
+                    break
         if local:
             if not Path(local).expanduser().exists():
                 raise EvalError(f"benchmark {ref}: {where} points at {local}, which does not exist")
@@ -202,19 +211,22 @@ def resolve_benchmark(ref: str, cfg: EvalConfig) -> ProblemsConfig:
 
 
 def _local_source(path: str, name: str, fields: FieldMap | None, cfg: EvalConfig) -> ProblemsConfig:
+    p = Path(path)
+    rec: dict = {}
+    if p.is_file() and p.suffix == ".jsonl":
+        with p.open() as f:
+            first = next((line for line in f if line.strip()), "")
+        try:
+            rec = json.loads(first) if first else {}
+        except json.JSONDecodeError:
+            rec = {}  # load_problems names the line
+        rec = rec if isinstance(rec, dict) else {}
     if fields is None:
         fields = FieldMap()
-        p = Path(path)
-        if p.is_file() and p.suffix == ".jsonl":  # any JSONL with problem and answer; ids are optional
-            with p.open() as f:
-                first = next((line for line in f if line.strip()), "")
-            try:
-                rec = json.loads(first) if first else {}
-            except json.JSONDecodeError:
-                rec = {}  # load_problems names the line
-            if isinstance(rec, dict) and rec and "id" not in rec:
-                fields = FieldMap(id=None)
-    return ProblemsConfig(source=path, split=cfg.split, fields=fields, name=name, limit=cfg.limit)
+        if rec and "id" not in rec:  # any JSONL with problem and answer; ids are optional
+            fields = FieldMap(id=None)
+    where = {"split": cfg.split} if name in SPLIT_FIELD and "split" in rec else {}
+    return ProblemsConfig(source=path, split=cfg.split, fields=fields, name=name, limit=cfg.limit, where=where)
 
 
 # -- running ------------------------------------------------------------------------------------
@@ -250,8 +262,12 @@ class EvalResult:
 def score(samples: list[dict], verdicts: list[dict], k: int, ks: list[int], cfg: EvalConfig,
           order: list[str] | None = None) -> tuple[dict, list[dict]]:
     """(figures, per-problem rows) from judged samples; each figure is a mean over problems with its interval."""
+    from distill.filter import code_specs
     from distill.verify import find_boxed
+    from distill.verify.code import fenced_blocks
     from distill.verify.format import parse
+
+    code = code_specs(samples)
 
     by: dict[str, list[tuple[dict, dict]]] = {}
     for s, v in zip(samples, verdicts, strict=True):
@@ -266,10 +282,15 @@ def score(samples: list[dict], verdicts: list[dict], k: int, ks: list[int], cfg:
                  for _, v in group]
         n, c = len(group), sum(correct)
         r1 = []
+        is_code = pid in code
         for s, _ in group:
             p = parse(s["completion"], "auto", s.get("prompt_template"))
-            r1.append(p.shape in ("r1", "r1-distill") and p.closed and p.blocks <= 1 and bool(find_boxed(p.final or "")))
-        cons = majority(preds, correct, _equivalent)
+            # the answer a problem asks for: a \boxed{} value, or for code a fenced block
+            answered = bool(fenced_blocks(p.final or "")) if is_code else bool(find_boxed(p.final or ""))
+            r1.append(p.shape in ("r1", "r1-distill") and p.closed and p.blocks <= 1 and answered)
+        # No majority vote over programs: two correct programs rarely have the same text.
+        cons = {"score": None, "answer": None, "votes": None, "tied": None} if is_code else \
+            majority(preds, correct, _equivalent)
         row = {"id": pid, "answer": group[0][0]["answer"], "n": n, "correct": c, "pass@1": c / n,
                f"cons@{k}": cons["score"], "majority": cons["answer"], "majority_votes": cons["votes"],
                "tied_groups": cons["tied"],
@@ -279,10 +300,15 @@ def score(samples: list[dict], verdicts: list[dict], k: int, ks: list[int], cfg:
         for kk in ks:
             if kk > 1:
                 row[f"pass@{kk}"] = pass_at_k(n, c, kk) if kk <= n else None
+        if is_code:  # the share of a problem's tests its samples pass: partial credit, for the record
+            vals = [v["correct"]["value"] for _, v in group]
+            row["tests_passed"] = sum(x.get("passed", 0) / max(1, x.get("total") or 1) if isinstance(x, dict) else 0.0
+                                      for x in vals) / n
         rows.append(row)
     if not rows:
         raise EvalError("no samples to score")
-    names = ["pass@1", f"cons@{k}"] + [f"pass@{kk}" for kk in ks if kk > 1] + ["truncated", "r1_format", "mean_tokens"]
+    names = (["pass@1", f"cons@{k}"] + [f"pass@{kk}" for kk in ks if kk > 1]
+             + ["tests_passed", "truncated", "r1_format", "mean_tokens"])
     figures = {}
     for name in names:
         vals = [r[name] for r in rows if r.get(name) is not None]
@@ -349,7 +375,7 @@ def evaluate(recipe: Recipe, model: str, benchmark: str, out: str | Path, k: int
     # record: a truncated sample has no final answer and fails `correct` anyway), format, correct.
     fcfg = FilterConfig.model_validate({
         "format": {"shape": cfg.shape, "require_boxed": False},
-        "correct": {"timeout": cfg.timeout},
+        "correct": {"timeout": cfg.timeout, "code": recipe.filter.correct.code.model_dump()},
         "language": {"enabled": False}, "readable": {"enabled": False},
         "dedup": {"enabled": False}, "decontaminate": {"enabled": False}, "workers": cfg.workers,
     })

@@ -27,6 +27,7 @@ from distill.console import progress_bar
 from distill.data import DataError
 from distill.store import SampleStore, now
 from distill.verify.checks import ORDER, SAMPLE_CHECKS, run_checks
+from distill.verify.code import CodeSpecError, budget, code_spec, extract_code
 from distill.verify.decontaminate import Decontaminator
 from distill.verify.dedup import find_duplicates
 from distill.verify.format import parse
@@ -43,10 +44,17 @@ def _clean(text: str) -> str:
 
 def _normalise(rec: dict, where: str) -> dict:
     pid = rec.get("problem_id", rec.get("id"))
-    missing = [k for k in REQUIRED if rec.get(k) is None] + ([] if pid is not None else ["problem_id (or id)"])
+    try:
+        spec = code_spec(rec)
+    except CodeSpecError as e:
+        raise DataError(f"{where}: a code problem whose tests cannot run: {e}; fix the record's tests "
+                        "(the schema is in docs/code.md)") from None
+    # A code problem's gold is its tests (in the record or its meta), not an answer field.
+    required = [k for k in REQUIRED if not (spec and k == "answer")]
+    missing = [k for k in required if rec.get(k) is None] + ([] if pid is not None else ["problem_id (or id)"])
     if missing:
         raise DataError(f"{where}: missing field(s) {missing}; a sample needs problem_id (or id), problem, answer "
-                        f"and completion (it has {sorted(rec)})")
+                        f"(or, for a code problem, tests: docs/code.md) and completion (it has {sorted(rec)})")
     s = dict(rec)
     if not isinstance(s["completion"], str):
         raise DataError(f"{where}: 'completion' must be a string, got {type(s['completion']).__name__}")
@@ -54,7 +62,7 @@ def _normalise(rec: dict, where: str) -> dict:
     # encode, so they become U+FFFD here, once.
     for k in ("problem", "completion"):
         s[k] = _clean(str(s[k]))
-    s["answer"] = _clean(str(rec["answer"]))
+    s["answer"] = _clean(str(rec["answer"])) if rec.get("answer") is not None else ""
     s["problem_id"] = _clean(str(pid))
     if "key" not in s:  # a plain export from another tool: a stable key from what identifies it
         s["key"] = hashlib.sha256(f"{pid}\x00{s.get('sample_index', '')}\x00{s['completion']}".encode()).hexdigest()[:32]
@@ -142,6 +150,19 @@ def teacher_closing(samples: list[dict], share: float, minimum: int) -> dict[str
     return out
 
 
+def code_specs(samples: list[dict]) -> dict[str, dict]:
+    """{problem_id: code spec} for the code problems among the samples (once per problem)."""
+    specs: dict[str, dict | None] = {}
+    for s in samples:
+        pid = s["problem_id"]
+        if pid not in specs:
+            try:
+                specs[pid] = code_spec(s)
+            except CodeSpecError as e:
+                raise DataError(f"sample {s['key']} (problem {pid}): a code problem whose tests cannot run: {e}") from None
+    return {k: v for k, v in specs.items() if v}
+
+
 def judge(samples: list[dict], cfg: FilterConfig, progress: bool = True,
           closing: dict | None = None, eval_cfg=None) -> tuple[list[dict], dict]:
     """Verdicts for every sample (same order) and the seconds spent per check. `closing`: the
@@ -152,12 +173,32 @@ def judge(samples: list[dict], cfg: FilterConfig, progress: bool = True,
         closing = teacher_closing(samples, cfg.complete.teacher_close_share, cfg.complete.teacher_close_min) \
             if cfg.complete.enabled else {}
 
+    specs = code_specs(samples) if cfg.correct.enabled else {}
+    if specs and not cfg.correct.code.unsafe_no_sandbox:
+        from distill.verify.execute import sandbox_available
+
+        ok, why = sandbox_available()
+        if not ok:
+            raise DataError(f"{len(specs)} code problem(s) to verify by running model-written code, and no sandbox "
+                            f"to run it in: {why}")
+
     def items():
         for s in samples:
             tc = closing.get(teacher_of(s)) if closing else None
+            extra = {}
             if tc and tc["tag"] not in s["completion"]:
-                s = {**s, "_teacher_closes": tc}  # a copy: the key is never written out
+                extra["_teacher_closes"] = tc
+            if specs.get(s["problem_id"]):
+                extra["_code"] = specs[s["problem_id"]]
+            if extra:
+                s = {**s, **extra}  # a copy: these keys are never written out
             yield s, cfg_d, None
+
+    code_cfg = cfg_d["correct"]["code"]
+
+    def timeout_of(item) -> float:
+        spec = item[0].get("_code")
+        return cfg.correct.timeout + (budget(spec, code_cfg) if spec else 0.0)
 
     secs: Counter = Counter()
     verdicts: list[dict] = []
@@ -166,7 +207,7 @@ def judge(samples: list[dict], cfg: FilterConfig, progress: bool = True,
     with VerifyPool(cfg.workers, cfg.correct.timeout) as pool, \
             progress_bar("filter", progress) as bar:
         task = bar.add_task("filter", total=len(samples), rate="")
-        for i, v in enumerate(pool.imap(run_checks, items(), _fallback), 1):
+        for i, v in enumerate(pool.imap(run_checks, items(), _fallback, timeout_of), 1):
             took = v.pop("_seconds")
             secs.update(took)
             # A sample whose worker was killed took the whole timeout, plus the checks rerun here.
@@ -238,7 +279,11 @@ def _training_record(s: dict, v: dict, export: ExportConfig) -> dict:
     final = (parsed.final or "").strip()
     # A plain trace has no final part of its own (reasoning and final are the same text), so the
     # answer is written out; kept samples passed the answer check, so the gold answer is theirs.
-    if parsed.shape == "plain" or (export.boxed_answer and "\\boxed" not in final):
+    spec = code_spec(s)
+    if spec is not None:
+        if parsed.shape == "plain":  # the verified program is the answer
+            final = f"```python\n{extract_code(final, spec)['code'].rstrip()}\n```"
+    elif parsed.shape == "plain" or (export.boxed_answer and "\\boxed" not in final):
         final = f"The answer is $\\boxed{{{s['answer']}}}$."
     user = [m for m in (s.get("messages") or []) if m.get("role") != "assistant"] or [
         {"role": "user", "content": s["problem"]}]
@@ -324,7 +369,9 @@ def build_report(samples, verdicts, secs, cfg: FilterConfig, inp, wall: float, b
     by_source: dict[str, Counter] = defaultdict(Counter)
     for s, v in zip(samples, verdicts, strict=True):
         by_source[s.get("source") or "unknown"]["kept" if v["kept"] else "rejected"] += 1
+    code = code_report(samples, verdicts)
     return {
+        **({"code": code} if code else {}),
         "gold_health": gold_health(samples, verdicts),
         "input": str(inp), "created_at": now(), "total": len(samples), "kept": sum(v["kept"] for v in verdicts),
         "bad_lines_skipped": len(bad), "bad_lines": bad[:20], "order": list(ORDER), "checks": checks,
@@ -335,6 +382,29 @@ def build_report(samples, verdicts, secs, cfg: FilterConfig, inp, wall: float, b
                     "slowest_sample": round(secs.get("slowest_sample", 0.0), 3)},
         "config": cfg.model_dump(),
     }
+
+
+def code_report(samples, verdicts) -> dict | None:
+    """Code problems in the input: samples passed per kind, and every test's outcome counted."""
+    specs = code_specs(samples)
+    if not specs:
+        return None
+    kinds: dict[str, Counter] = defaultdict(Counter)
+    tests: Counter = Counter()
+    sandboxed = set()
+    for s, v in zip(samples, verdicts, strict=True):
+        spec = specs.get(s["problem_id"])
+        if not spec:
+            continue
+        c = v["correct"]
+        val = c["value"] if isinstance(c["value"], dict) else {}
+        kinds[spec["kind"]]["samples"] += 1
+        kinds[spec["kind"]]["passed"] += c["pass"] is True
+        tests.update(t["status"] for t in val.get("tests", []))
+        if val.get("sandboxed") is not None:
+            sandboxed.add(val["sandboxed"])
+    return {"problems": len(specs), "by_kind": {k: dict(c) for k, c in sorted(kinds.items())},
+            "tests": dict(tests), "sandboxed": sorted(sandboxed) == [True] if sandboxed else None}
 
 
 # `correct` statuses that say the gold was read; the others (unfinished, timeout, error) say nothing.
@@ -350,7 +420,10 @@ def gold_health(samples, verdicts) -> dict:
     """
     state: dict[tuple[str, str], str] = {}
     golds: dict[tuple[str, str], str] = {}
+    code = code_specs(samples)
     for s, v in zip(samples, verdicts, strict=True):
+        if s["problem_id"] in code:  # tests, not a gold answer: the code report covers them
+            continue
         key = (s.get("source") or "unknown", s["problem_id"])
         golds[key] = s["answer"]
         c = v["correct"]
@@ -430,6 +503,13 @@ def write_markdown(report: dict, samples, verdicts, out: Path) -> None:
         lines.append(f"- {src}: golds no parser reads (their samples can never pass `correct`; fix the answer "
                      "field or its `answer_pattern`): " + "; ".join(f"`{e['problem_id']}`: `{e['gold']}`"
                                                                     for e in h["examples"]))
+    if report.get("code"):
+        c = report["code"]
+        lines += ["", f"Code problems: {c['problems']}, verified by running their tests "
+                  + ("in the sandbox" if c["sandboxed"] else "**without the sandbox**" if c["sandboxed"] is False
+                     else "(none ran)") + ". "
+                  + "; ".join(f"{k}: {n.get('passed', 0)}/{n['samples']} samples passed" for k, n in c["by_kind"].items())
+                  + ". Tests: " + ", ".join(f"{k} {n}" for k, n in sorted(c["tests"].items(), key=lambda x: -x[1])) + "."]
     lines += ["", "Output shapes: " + ", ".join(f"{k} {n}" for k, n in report["shapes"].items()), "",
               "![completion lengths](lengths.png)", "", "![acceptance per source](acceptance.png)", "",
               "`distill filter --explain KEY --in INPUT` shows every check's value for one sample.", ""]

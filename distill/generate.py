@@ -116,7 +116,7 @@ def plan(recipe: Recipe, shard: tuple[int, int] | None) -> tuple[list, list[tupl
     model_key = teacher_identity(recipe)["key"]
     rows = []
     for p in problems:
-        prompt = build_prompt(p.problem, recipe.prompt)
+        prompt = build_prompt(p.problem, recipe.prompt, p.meta)
         for i in range(recipe.sampling.n):
             rows.append((sample_key(p.id, i, model_key, sampling, prompt_cfg), p, i, prompt))
     return problems, rows

@@ -30,6 +30,11 @@ R1_ZERO_TEMPLATE = (
 
 THINK_PREFILL = "<think>\n"
 
+# Code problems (distill/verify/code.py): the answer is the last ```python block of the final part.
+CODE_INSTRUCTION = ("Please reason step by step, then give your final solution as one complete Python program "
+                    "in a single ```python code block.")
+STDIO_NOTE = "The program must read the input from standard input and print the answer to standard output."
+
 
 class PromptError(ValueError):
     """A prompt the teacher cannot take (no chat template, too long); the message says the fix."""
@@ -46,8 +51,31 @@ class Prompt:
     prefill: str = ""
 
 
-def build_prompt(problem: str, cfg: PromptConfig) -> Prompt:
+def code_problem_text(problem: str, spec: dict) -> str:
+    """A code problem as the teacher reads it: HumanEval's signature in a code block, MBPP's task
+    with one of its tests (the tests call the function by a name the model must be told)."""
+    if spec["kind"] == "function":
+        return f"Complete the following Python function `{spec['entry_point']}`:\n\n```python\n{problem.rstrip()}\n```"
+    if spec["kind"] == "asserts":
+        return f"{problem.rstrip()}\nYour code should pass this test:\n\n```python\n{spec['tests'][0]}\n```"
+    return f"{problem.rstrip()}\n\n{STDIO_NOTE}"
+
+
+def build_prompt(problem: str, cfg: PromptConfig, meta: dict | None = None) -> Prompt:
+    """The prompt for one problem; `meta` (the problem's extra fields) makes a code problem's prompt."""
     system = [{"role": "system", "content": cfg.system}] if cfg.system else []
+    spec = None
+    if meta:
+        from distill.verify.code import code_spec
+
+        spec = code_spec({"problem": problem, "meta": meta})
+    if spec is not None:
+        problem = code_problem_text(problem, spec)
+        if cfg.template == "r1":
+            return Prompt(system + [{"role": "user", "content": f"{problem}\n{cfg.instruction or CODE_INSTRUCTION}"}],
+                          prefill=THINK_PREFILL if cfg.force_think else "")
+        if cfg.template == "r1-zero" and not cfg.instruction:
+            cfg = cfg.model_copy(update={"instruction": CODE_INSTRUCTION})
     if cfg.template == "r1":
         content = f"{problem}\n{cfg.instruction or R1_INSTRUCTION}"
         return Prompt(system + [{"role": "user", "content": content}], prefill=THINK_PREFILL if cfg.force_think else "")

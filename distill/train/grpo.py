@@ -76,7 +76,7 @@ def build_dataset(recipe: Recipe, tokenizer):
     bos = tokenizer.bos_token
     adds_bos = bool(bos) and tokenizer("x").get("input_ids", [None])[0] == tokenizer.bos_token_id
     for p in problems:
-        pr = build_prompt(p.problem, recipe.prompt)
+        pr = build_prompt(p.problem, recipe.prompt, p.meta)
         if pr.prefill or pr.raw:
             # A prefill (the r1 template's "<think>\n") cannot be expressed as chat messages to TRL: give the
             # rendered text, which TRL tokenizes as is (without a second BOS).

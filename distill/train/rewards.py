@@ -10,6 +10,10 @@ as keyword arguments. Weights come from the recipe (`grpo.rewards: {accuracy: 1,
 | `accuracy` | 1 when the final answer equals the gold (the filter's `correct` check), else 0 | R1-Zero's accuracy reward |
 | `format` | 1 for one closed `<think>` block followed by a `\\boxed{}` answer (`<answer>` for R1-Zero prompts), else 0 | R1-Zero's format reward |
 | `language` | the share of the reasoning's words in the target language, 0..1 | the R1 report's language-consistency reward, added to accuracy |
+| `code` | code problems: 1 when the final ```python block passes every test, else 0 (`grpo.code.score: all`), or the share of tests passed (`fraction`); run in the bubblewrap sandbox | R1's rule-based reward for code ("compile and pass the test cases") |
+
+Rewards that do not apply to a row return None, which TRL leaves out of that row's sum: `accuracy`
+on a code problem, `code` on a math problem. So one recipe can mix both, `{accuracy: 1, code: 1}`.
 
 TRL may call rewards off the main thread, where math-verify's signal-based timeouts raise. So the
 answer check runs here in worker processes with a hard timeout (`VerifyPool`, as in the filter):
@@ -24,6 +28,7 @@ from collections.abc import Callable
 
 from distill.verify.answer import check_answer
 from distill.verify.checks import unfinished
+from distill.verify.code import budget, code_spec, fenced_blocks, verify_code
 from distill.verify.format import find_boxed, parse
 from distill.verify.language import detect_language, language_share
 
@@ -66,6 +71,19 @@ def _parsed(completions, kw):
     return out
 
 
+def _specs(kw: dict, n: int) -> list[dict | None]:
+    problems = _column(kw, "problem", n, "")
+    metas = _column(kw, "meta", n)
+    cache: dict[str, dict | None] = {}
+    out = []
+    for prob, m in zip(problems, metas, strict=True):
+        key = f"{prob}\x00{m if isinstance(m, str) else json.dumps(m, sort_keys=True, default=str)}"
+        if key not in cache:
+            cache[key] = code_spec({"problem": prob, "meta": _meta(m)})
+        out.append(cache[key])
+    return out
+
+
 def _check_one(item: tuple[str, str | None, dict, int]) -> float:
     gold, final, meta, timeout = item
     return 1.0 if check_answer(gold, final, meta, timeout=timeout)["status"] == "correct" else 0.0
@@ -90,15 +108,18 @@ class AccuracyReward:
         n = len(completions)
         answers = _column(kw, "answer", n)
         metas = _column(kw, "meta", n)
+        specs = _specs(kw, n)
         inner = max(1, int(self.timeout / 2))  # math-verify's own limit inside the hard one (main thread only)
         # A cut completion has no final answer, as in the filter and eval (`unfinished`: an unclosed
         # box, an unbalanced final part); one cut at max_completion_length is TRL's to mask.
         items = [(str(a), None if unfinished({"completion": t}, p)["problems"] else p.final, _meta(m), inner)
-                 for (t, p), a, m in zip(_parsed(completions, kw), answers, metas, strict=True)]
+                 for (t, p), a, m, sp in zip(_parsed(completions, kw), answers, metas, specs, strict=True) if sp is None]
         pool = self._get_pool()
         if pool is None:
-            return [_check_one(x) for x in items]
-        return list(pool.imap(_check_one, items, lambda item, why: 0.0))
+            scores = iter([_check_one(x) for x in items])
+        else:
+            scores = iter(list(pool.imap(_check_one, items, lambda item, why: 0.0)))
+        return [None if sp is not None else next(scores) for sp in specs]  # code rows: the `code` reward
 
     def close(self) -> None:
         if self._pool is not None:
@@ -109,13 +130,72 @@ class AccuracyReward:
         return {**self.__dict__, "_pool": None}
 
 
+def _run_code(item: tuple[dict, str | None, dict, str]) -> float:
+    spec, final, cfg, score = item
+    if final is None:
+        return 0.0
+    r = verify_code(spec, final, cfg, stop_at_first=score == "all")
+    if score == "all":
+        return 1.0 if r["status"] == "passed" else 0.0
+    return r["passed"] / max(1, r["total"])
+
+
+class CodeReward:
+    """Code problems' tests, run in the sandbox, in the same kind of worker pool as `accuracy`: each
+    verdict has a hard limit (every run at its wall limit, plus slack), after which its worker is
+    killed and the completion scores 0. Safe on TRL's reward threads (nothing here uses signals)."""
+
+    __name__ = "code"
+
+    def __init__(self, cfg: dict, workers: int = 2):
+        self.cfg = dict(cfg)
+        self.score = self.cfg.get("score", "all")
+        self.workers = workers
+        self._pool = None
+        if not self.cfg.get("unsafe_no_sandbox"):
+            from distill.config import RecipeError
+            from distill.verify.execute import sandbox_available
+
+            ok, why = sandbox_available()
+            if not ok:
+                raise RecipeError(f"grpo.rewards names `code`, which runs model-written code, and there is no sandbox: {why}")
+
+    def __call__(self, prompts, completions, completion_ids=None, **kw) -> list[float | None]:
+        n = len(completions)
+        specs = _specs(kw, n)
+        items = [(sp, None if unfinished({"completion": t}, p)["problems"] else p.final, self.cfg, self.score)
+                 for (t, p), sp in zip(_parsed(completions, kw), specs, strict=True) if sp is not None]
+        if self._pool is None and self.workers > 0:
+            from distill.verify.pool import VerifyPool
+
+            self._pool = VerifyPool(self.workers, 60.0, max_in_flight=4 * self.workers)
+        if self._pool is None:
+            scores = iter([_run_code(x) for x in items])
+        else:
+            scores = iter(list(self._pool.imap(_run_code, items, lambda item, why: 0.0,
+                                               timeout_of=lambda item: budget(item[0], item[2]))))
+        return [next(scores) if sp is not None else None for sp in specs]  # math rows: the `accuracy` reward
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+
+    def __getstate__(self):
+        return {**self.__dict__, "_pool": None}
+
+
 class FormatReward:
     __name__ = "format"
 
     def __call__(self, prompts, completions, completion_ids=None, **kw) -> list[float]:
         out = []
-        for text, p in _parsed(completions, kw):
-            if p.shape == "r1-zero":
+        specs = _specs(kw, len(completions))
+        for (text, p), spec in zip(_parsed(completions, kw), specs, strict=True):
+            if spec is not None:  # a code answer: one closed think block, then a fenced block
+                ok = (p.shape in ("r1", "r1-distill") and p.closed and p.blocks <= 1 and bool((p.reasoning or "").strip())
+                      and bool(fenced_blocks(p.final or "")))
+            elif p.shape == "r1-zero":
                 ok = p.closed and p.blocks == 1 and "<answer>" in text.split("</think>", 1)[-1] and "</answer>" in text
             else:
                 ok = (p.shape in ("r1", "r1-distill") and p.closed and p.blocks <= 1
@@ -145,6 +225,7 @@ REWARDS: dict[str, Callable[..., Callable]] = {
     "accuracy": lambda cfg: AccuracyReward(cfg.reward_timeout, cfg.reward_workers),
     "format": lambda cfg: FormatReward(),
     "language": lambda cfg: LanguageReward(cfg.language),
+    "code": lambda cfg: CodeReward(cfg.code.model_dump(), cfg.reward_workers),
 }
 
 

@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 from distill.verify.answer import check_answer
+from distill.verify.code import fenced_blocks, unclosed_fence, verify_code
 from distill.verify.dedup import fingerprint
 from distill.verify.format import BLOCK_SHAPES, find_boxed, parse
 from distill.verify.language import detect_language, language_share
@@ -39,6 +40,9 @@ def _last_box_unclosed(text: str) -> bool:
     return depth > 0
 
 
+_FENCED = re.compile(r"(```|~~~).*?(\1|$)", re.S)
+
+
 def unfinished(s: dict, p) -> dict:
     """Why a sample looks cut off, with or without the teacher's `finish_reason`.
 
@@ -57,8 +61,13 @@ def unfinished(s: dict, p) -> dict:
         problems.append("unclosed_boxed")
         how["unclosed_boxed"] = "the text ends inside a \\boxed{ that never closes"
     final = p.final or ""
+    if unclosed_fence(final):
+        problems.append("unclosed_code_block")
+        how["unclosed_code_block"] = "the final part opens a ``` code block that never closes"
+    # Braces inside code blocks are the code's (a dict, a format string), not the answer's.
+    final = _FENCED.sub("", final)
     # A plain trace's final part is the whole text, where a stray brace in the working says nothing.
-    if final and p.shape != "plain" and "unclosed_boxed" not in problems:
+    if final and p.shape != "plain" and "unclosed_boxed" not in problems and "unclosed_code_block" not in problems:
         if _open_braces(final) > 0:
             problems.append("unbalanced_final")
             how["unbalanced_final"] = f"the final part opens {_open_braces(final)} more '{{' than it closes"
@@ -100,6 +109,9 @@ def check_format(s: dict, p, cfg: dict) -> dict:
     if p.shape not in cfg["allowed_shapes"]:
         problems.append(f"shape_{p.shape}_not_allowed")
     boxed = bool(find_boxed(p.final or ""))
+    if s.get("_code"):  # a code answer is a code block, judged by `correct`; nothing to box
+        return {"pass": not problems, "value": {"problems": problems, "shape": p.shape, "boxed": boxed,
+                                                "code_blocks": len(fenced_blocks(p.final or ""))}}
     if p.shape == "r1-zero":
         if "<answer>" not in s["completion"]:
             problems.append("no_answer_tag")
@@ -116,6 +128,9 @@ def check_correct(s: dict, p, cfg: dict, cut: dict | None = None) -> dict:
     if cut["problems"]:
         return {"pass": False, "value": {"status": "unfinished", "why": cut["problems"], "gold": s["answer"],
                                          "pred": None}}
+    if s.get("_code"):  # a code problem: its tests, run in the sandbox, are the gold
+        r = verify_code(s["_code"], p.final, cfg["code"])
+        return {"pass": r["status"] == "passed", "value": r}
     # math-verify's own limit at about half the hard one: most slow expressions end gracefully,
     # and the pool's kill is left for hangs that signals cannot interrupt.
     r = check_answer(str(s["answer"]), p.final, s.get("meta") or {}, timeout=max(1, int(cfg["timeout"] / 2)))
@@ -124,7 +139,10 @@ def check_correct(s: dict, p, cfg: dict, cut: dict | None = None) -> dict:
 
 def check_language(s: dict, p, cfg: dict) -> dict:
     target = cfg["language"] or detect_language(s["problem"])
-    r = language_share(p.reasoning or "", target)
+    text = p.reasoning or ""
+    if s.get("_code"):  # code is in no natural language: judge the prose around it
+        text = _FENCED.sub(" ", text)
+    r = language_share(text, target)
     return {"pass": r["share"] >= cfg["min_share"], "value": {"target": target, **r}}
 
 
@@ -139,7 +157,7 @@ def check_readable(s: dict, p, cfg: dict) -> dict:
     problems = []
     if value["longest_paragraph"] > cfg["max_paragraph_chars"]:
         problems.append("long_paragraph")
-    if value["code_blocks"] and not cfg["allow_code_blocks"]:
+    if value["code_blocks"] and not cfg["allow_code_blocks"] and not s.get("_code"):
         problems.append("code_block")
     if rep["repeated_share"] > cfg["max_repeated_share"]:
         problems.append("repeated_ngrams")

@@ -59,6 +59,11 @@ def latin_language(text: str) -> str:
     return labels[0].removeprefix("__label__") if labels else "und"
 
 
+# Below this fastText confidence a problem's language is not told: "Write a function to convert a date
+# of yyyy-mm-dd format to dd-mm-yyyy format." reads as French at 0.05.
+MIN_PROBLEM_CONFIDENCE = 0.3
+
+
 @lru_cache(maxsize=4096)  # called with each sample's problem: many samples share one
 def detect_language(text: str) -> str:
     """ISO 639-1 code of `text` (zh, ja, ko by script; others by fastText)."""
@@ -67,7 +72,10 @@ def detect_language(text: str) -> str:
         return "en"
     top = max(counts, key=counts.get)
     if top == "latin":
-        return latin_language(_CJK.sub(" ", text))
+        labels, probs = _model().predict(_prep(_CJK.sub(" ", text)), k=1)
+        if not labels or probs[0] < MIN_PROBLEM_CONFIDENCE:
+            return "en"  # untold: the language of most problem sets (set filter.language.language to choose)
+        return labels[0].removeprefix("__label__")
     return top
 
 

@@ -33,8 +33,9 @@ class VerifyPool:
             self._pool = ProcessPool(max_workers=self.workers)
 
     def imap(self, fn: Callable[[Any], Any], items: Iterable[Any],
-             on_fail: Callable[[Any, str], Any]) -> Iterator[Any]:
-        """Yield fn(item) in order; a timeout or a crashed worker yields on_fail(item, 'timeout'|'error: ...')."""
+             on_fail: Callable[[Any, str], Any], timeout_of: Callable[[Any], float] | None = None) -> Iterator[Any]:
+        """Yield fn(item) in order; a timeout or a crashed worker yields on_fail(item, 'timeout'|'error: ...').
+        `timeout_of(item)`: that item's own limit (running code takes longer than comparing answers)."""
         if self._pool is None:
             for item in items:
                 try:
@@ -52,7 +53,8 @@ class VerifyPool:
                 except StopIteration:
                     exhausted = True
                     break
-                pending.append((item, self._pool.schedule(fn, args=(item,), timeout=self.timeout)))
+                limit = timeout_of(item) if timeout_of else self.timeout
+                pending.append((item, self._pool.schedule(fn, args=(item,), timeout=limit)))
             if not pending:
                 break
             item, fut = pending.pop(0)
