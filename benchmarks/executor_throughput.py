@@ -3,7 +3,9 @@
 Runs every MBPP and HumanEval reference solution (../shared/data/code) through
 `distill.verify.execute.check_program` with 1 and with `--workers` threads (each execution is its
 own sandboxed process, so threads suffice), and times an empty program with and without the
-sandbox to isolate what bubblewrap adds. Run:
+sandbox to isolate what bubblewrap adds. Then the same references as R1-style traces through the
+filter's whole check chain (`distill.filter.judge`, its worker pool), and a stdin/stdout problem of
+10 cases (one process per case). Run:
 
     python benchmarks/executor_throughput.py [--workers 2] [--repeat 20]
 """
@@ -80,6 +82,50 @@ def main() -> None:
         dt = time.perf_counter() - t
         print(f"| {w} | {len(problems)} | {dt:.1f} | {len(problems) / dt:.1f} | "
               f"{sum(r['status'] == 'passed' for r in results)} |", flush=True)
+    through_filter(problems, a.workers)
+    stdio(a.workers)
+
+
+def through_filter(problems: list[dict], workers: int) -> None:
+    import tempfile
+
+    from distill.config import FilterConfig
+    from distill.filter import judge, read_samples
+
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "in.jsonl"
+        with path.open("w") as f:
+            for p in problems:
+                meta = {k: v for k, v in p.items() if k not in ("id", "problem")}
+                comp = ("<think>\nI write the function and check it against the examples before answering.\n</think>"
+                        f"\n\nThe solution:\n\n```python\n{p['reference']}\n```\n")
+                f.write(json.dumps({"problem_id": p["id"], "problem": p["problem"], "meta": meta, "completion": comp,
+                                    "finish_reason": "stop"}) + "\n")
+        samples, _ = read_samples(path)
+    print("\nThrough the filter (`judge`: every check; `correct` runs the tests in the sandbox):\n")
+    print("| workers | samples | seconds | samples/s | tests/s | kept |")
+    print("|---|---|---|---|---|---|")
+    for w in sorted({1, workers}):
+        cfg = FilterConfig.model_validate({"workers": w, "dedup": {"enabled": False}})
+        t = time.perf_counter()
+        verdicts, _ = judge(samples, cfg, progress=False)
+        dt = time.perf_counter() - t
+        tests = sum(v["correct"]["value"].get("total", 0) for v in verdicts)
+        print(f"| {w} | {len(samples)} | {dt:.1f} | {len(samples) / dt:.1f} | {tests / dt:.0f} | "
+              f"{sum(v['kept'] for v in verdicts)} |", flush=True)
+
+
+def stdio(workers: int) -> None:
+    """A Codeforces-shaped problem: 10 cases, each its own sandboxed process."""
+    prob = {"kind": "stdio", "tests": [{"input": f"{i} {i + 1}\n", "output": f"{2 * i + 1}\n"} for i in range(10)]}
+    prog = "a, b = map(int, input().split())\nprint(a + b)\n"
+    n = 20
+    t = time.perf_counter()
+    with ThreadPoolExecutor(workers) as pool:
+        results = list(pool.map(lambda _: check_program(prob, prog), range(n)))
+    dt = time.perf_counter() - t
+    print(f"\nstdin/stdout, 10 cases a problem, {workers} workers: {n} problems in {dt:.1f} s, "
+          f"{n * 10 / dt:.1f} cases/s, {sum(r['status'] == 'passed' for r in results)}/{n} passed")
 
 
 if __name__ == "__main__":

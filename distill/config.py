@@ -84,6 +84,9 @@ class FieldMap(_Strict):
     # A regular expression whose first group is the answer inside the answer field, e.g.
     # "####\\s*(.+)" for GSM8K, whose answer field is the whole worked solution.
     answer_pattern: str | None = None
+    # Code problems (docs/code.md): the field holding the tests, e.g. private_tests for CodeContests.
+    # null: `tests`, or the public sets' own names (test, test_list, input_output, test_cases).
+    tests: str | None = None
 
     @field_validator("answer_pattern")
     @classmethod
@@ -112,6 +115,9 @@ class ProblemsConfig(_Strict):
     limit: int | None = Field(default=None, gt=0)
     # Keep only records whose fields have these values, e.g. {split: test} for MBPP's one file.
     where: dict[str, Any] = Field(default_factory=dict)
+    # A record that cannot be used (a code problem whose tests cannot run, a missing field): error stops
+    # with the record named; skip leaves it out, counts it and names the first few (large hub sets).
+    invalid: Literal["error", "skip"] = "error"
     seed: int = 0
     name: str | None = None  # the `source` name written into samples; default: file stem / task / id
 

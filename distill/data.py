@@ -144,6 +144,52 @@ def _text(value: Any) -> str:
     return json.dumps(value) if isinstance(value, dict | list) else str(value)
 
 
+# Fields of a code problem's record kept beside its tests in `meta` only when small: a sample carries its
+# problem's meta, and CodeContests rows hold megabytes of solutions and generated tests.
+META_FIELD_MAX = 2000
+
+
+def _problem(where: str, rec: dict, cfg: ProblemsConfig, name: str) -> Problem:
+    """One record as a Problem, or a DataError that names it."""
+    f = cfg.fields
+    if f.tests:
+        if f.tests not in rec:
+            raise DataError(f"{where}: no field {f.tests!r} (problems.fields.tests); the record has {sorted(rec)}")
+        rec = {k: v for k, v in rec.items() if k != f.tests} | {"tests": rec[f.tests]}
+    try:
+        spec = code_spec(rec)
+    except CodeSpecError as e:
+        raise DataError(f"{where}: a code problem whose tests cannot run: {e}. Fix the record "
+                        "(the schema is in docs/code.md)") from None
+    # A code problem's answer is its tests; it has no answer field to read.
+    needed = (f.problem,) if spec else (f.problem, f.answer)
+    missing = [k for k in needed + ((f.id,) if f.id else ()) if rec.get(k) in (None, "")]
+    if missing:
+        raise DataError(
+            f"{where}: missing or empty field(s) {missing}; the record has {sorted(rec)}. Map the right "
+            "fields with problems.fields.{id,problem,answer}"
+            + (" (or problems.fields.id=null to derive ids from the problem text)" if f.id in missing else "")
+        )
+    problem = _text(rec[f.problem])
+    pid = _text(rec[f.id]) if f.id else "p-" + hashlib.sha256(problem.encode()).hexdigest()[:16]
+    meta = {k: v for k, v in rec.items() if k not in (f.id, f.problem, f.answer)}
+    if isinstance(meta.get("meta"), dict) and len(meta) == 1:
+        meta = meta["meta"]
+    if spec:  # the normalised tests, plus the record's other fields that are small
+        small = {k: v for k, v in meta.items()
+                 if k not in ("tests", "test", "test_list", "input_output", "test_cases")
+                 and len(json.dumps(v, default=str)) <= META_FIELD_MAX}
+        meta = small | {k: v for k, v in spec.items() if k != "prelude"}
+    answer = _text(rec[f.answer]) if rec.get(f.answer) not in (None, "") else ""
+    if f.answer_pattern and not spec:
+        m = re.search(f.answer_pattern, answer, re.S)
+        if not m or not m.group(1).strip():
+            raise DataError(f"{where}: answer field {f.answer!r} does not match problems.fields.answer_pattern "
+                            f"{f.answer_pattern!r} (answer: {answer[-200:]!r}); fix the record or the pattern")
+        answer = m.group(1).strip()
+    return Problem(id=pid, problem=problem, answer=answer, source=name, meta=meta)
+
+
 def load_problems(cfg: ProblemsConfig) -> list[Problem]:
     """All problems of the recipe's source, in source order, `limit` applied (sharding comes later)."""
     if cfg.task is not None:
@@ -160,50 +206,35 @@ def load_problems(cfg: ProblemsConfig) -> list[Problem]:
 
     default_name, records = _records(cfg)
     name = cfg.name or default_name
-    f = cfg.fields
     problems: list[Problem] = []
     seen: dict[str, str] = {}
     repeats = 0
+    skipped: list[str] = []
     for where, rec in records:
         if cfg.limit and len(problems) >= cfg.limit:
             break
         if cfg.where and any(rec.get(k) != v and str(rec.get(k)) != str(v) for k, v in cfg.where.items()):
             continue
         try:
-            spec = code_spec(rec)
-        except CodeSpecError as e:
-            raise DataError(f"{where}: a code problem whose tests cannot run: {e}. Fix the record "
-                            "(the schema is in docs/code.md)") from None
-        # A code problem's answer is its tests; it has no answer field to read.
-        needed = (f.problem,) if spec else (f.problem, f.answer)
-        missing = [k for k in needed + ((f.id,) if f.id else ()) if rec.get(k) in (None, "")]
-        if missing:
-            raise DataError(
-                f"{where}: missing or empty field(s) {missing}; the record has {sorted(rec)}. Map the right "
-                "fields with problems.fields.{id,problem,answer}"
-                + (" (or problems.fields.id=null to derive ids from the problem text)" if f.id in missing else "")
-            )
-        problem = _text(rec[f.problem])
-        pid = _text(rec[f.id]) if f.id else "p-" + hashlib.sha256(problem.encode()).hexdigest()[:16]
-        if pid in seen:
-            if not f.id:  # ids from the text: the same problem twice, kept once
-                repeats += 1
-                continue
-            raise DataError(
-                f"{where}: duplicate id {pid!r} (first seen at {seen[pid]}). Ids must be unique within a source"
-            )
-        seen[pid] = where
-        meta = {k: v for k, v in rec.items() if k not in (f.id, f.problem, f.answer)}
-        if isinstance(meta.get("meta"), dict) and len(meta) == 1:
-            meta = meta["meta"]
-        answer = _text(rec[f.answer]) if rec.get(f.answer) not in (None, "") else ""
-        if f.answer_pattern and not spec:
-            m = re.search(f.answer_pattern, answer, re.S)
-            if not m or not m.group(1).strip():
-                raise DataError(f"{where}: answer field {f.answer!r} does not match problems.fields.answer_pattern "
-                                f"{f.answer_pattern!r} (answer: {answer[-200:]!r}); fix the record or the pattern")
-            answer = m.group(1).strip()
-        problems.append(Problem(id=pid, problem=problem, answer=answer, source=name, meta=meta))
+            p = _problem(where, rec, cfg, name)
+            if p.id in seen:
+                if not cfg.fields.id:  # ids from the text: the same problem twice, kept once
+                    repeats += 1
+                    continue
+                raise DataError(f"{where}: duplicate id {p.id!r} (first seen at {seen[p.id]}). Ids must be unique "
+                                "within a source")
+        except DataError as e:
+            if cfg.invalid != "skip":
+                raise DataError(f"{e} (or set problems.invalid=skip to leave such records out, counted)") from None
+            skipped.append(str(e))
+            continue
+        seen[p.id] = where
+        problems.append(p)
+    if skipped:
+        from distill.console import console
+
+        console.print(f"[yellow]warning:[/] {cfg.source}: {len(skipped)} record(s) left out (problems.invalid=skip); "
+                      f"e.g. {skipped[0]}")
     if not problems:
         raise DataError(f"problems.source {cfg.source!r}: no problems found"
                         + (f" with {cfg.where} (problems.where)" if cfg.where else ""))

@@ -97,6 +97,24 @@ def test_problem_files_need_no_answer_field_and_bad_tests_name_the_line(tmp_path
         load_problems(ProblemsConfig(source=str(bad)))
 
 
+def test_a_codecontests_shaped_set_maps_its_tests_field_and_skips_what_cannot_run(tmp_path):
+    rows = [{"name": "1A", "description": "Add two numbers.", "public_tests": {"input": ["1 2\n"], "output": ["3\n"]},
+             "private_tests": {"input": ["2 2\n", "0 5\n"], "output": ["4\n", "5\n"]},
+             "time_limit": {"seconds": 2, "nanos": 500000000}, "solutions": {"solution": ["x" * 50000]}},
+            {"name": "1B", "description": "Nothing to run.", "private_tests": {"input": [], "output": []}}]
+    path = tmp_path / "cc.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    fields = {"id": "name", "problem": "description", "tests": "private_tests"}
+    with pytest.raises(DataError, match=r"cc.jsonl line 2: .*non-empty.*problems.invalid=skip"):
+        load_problems(ProblemsConfig(source=str(path), fields=fields))
+    ps = load_problems(ProblemsConfig(source=str(path), fields=fields, invalid="skip"))
+    assert [p.id for p in ps] == ["1A"]
+    m = ps[0].meta
+    assert m["kind"] == "stdio" and len(m["tests"]) == 2 and m["time_limit"] == 2.5
+    assert "solutions" not in m and "public_tests" in m  # megabytes of solutions stay out of every sample
+    assert code_spec({"meta": m})["tests"] == m["tests"]
+
+
 def test_prompts_show_the_signature_or_a_test_and_ask_for_one_code_block():
     he = load_problems(ProblemsConfig(source=str(CODE / "humaneval.jsonl"), limit=1))[0]
     m = build_prompt(he.problem, PromptConfig(), he.meta)
@@ -301,10 +319,34 @@ def test_eval_scores_canned_code_samples_with_pass_at_k_and_intervals(tmp_path, 
     r = load_recipe(None, ["eval.limit=6", "eval.workers=2"])
     res = evaluate(r, "embedded", "humaneval", tmp_path / "ev", k=4, progress=False, teacher=Canned())
     f = res.figures
-    assert res.settings["problems"] == 6 and f"cons@4" not in f  # no majority vote over programs
+    assert res.settings["problems"] == 6 and "cons@4" not in f  # no majority vote over programs
     rows = {p["id"]: p for p in res.problems}
     assert [rows[f"HumanEval/{i}"]["pass@1"] for i in range(6)] == [1.0, 1.0, 0.5, 0.0, 0.0, 0.0]
     assert rows["HumanEval/2"]["pass@2"] == pytest.approx(1 - 1 / 6)  # 1 - C(2,2)/C(4,2)
     assert f["pass@1"]["value"] == pytest.approx(2.5 / 6) and f["pass@4"]["value"] == pytest.approx(3 / 6)
     assert f["pass@1"]["low"] < f["pass@1"]["value"] < f["pass@1"]["high"]
     assert f["r1_format"]["value"] == 1.0 and "tests_passed" in f
+
+
+@needs_sandbox
+@pytest.mark.slow
+def test_eval_humaneval_with_the_embedded_model(tmp_path, monkeypatch):
+    """The real path: the embedded 135M model answers two HumanEval problems; it mostly fails, and
+    the figures still come with intervals that are not points."""
+    from typer.testing import CliRunner
+
+    from distill.cli import app
+
+    monkeypatch.setenv("DISTILL_BENCHMARK_HUMANEVAL", str(CODE / "humaneval.jsonl"))
+    out = tmp_path / "ev"
+    res = CliRunner().invoke(app, ["eval", "--model", "embedded", "--benchmark", "humaneval", "--k", "2", "--limit", "2",
+                                   "--set", "sampling.max_tokens=48", "--out", str(out), "--no-progress"])
+    assert res.exit_code == 0, res.output
+    d = json.loads((out / "eval.json").read_text())
+    assert d["settings"]["problems"] == 2 and len(d["samples"]) == 4
+    p1 = d["figures"]["pass@1"]
+    assert p1["low"] <= p1["value"] <= p1["high"] and p1["high"] > p1["low"]
+    statuses = {s["verdicts"]["correct"]["value"]["status"] for s in d["samples"]}
+    assert statuses <= {"passed", "failed", "runtime_error", "timeout", "no_code_block", "conflicting_blocks",
+                        "code_does_not_parse", "compile_error", "unfinished", "exited_early"}
+    assert (out / "eval.png").is_file()

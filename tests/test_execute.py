@@ -6,10 +6,8 @@ and a skip would hide a broken executor.
 
 from __future__ import annotations
 
-import ast
 import json
 import os
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -24,52 +22,6 @@ needs_sandbox = pytest.mark.skipif(not OK and os.environ.get("CI") != "true", re
 
 def _load(name):
     return [json.loads(x) for x in (CODE / name).read_text().splitlines() if x.strip()]
-
-
-def _entry(p) -> str:
-    if p.get("entry_point"):
-        return p["entry_point"]
-    defined = {n.name for n in ast.walk(ast.parse(p["reference"])) if isinstance(n, ast.FunctionDef)}
-    called = [n.func.id for t in p["tests"] for n in ast.walk(ast.parse(t))
-              if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id in defined]
-    return called[0]
-
-
-WRONG_RETURN = '''
-__distill_orig = {f}
-def {f}(*args, **kwargs):
-    r = __distill_orig(*args, **kwargs)
-    if isinstance(r, bool):
-        return not r
-    if isinstance(r, (int, float)):
-        return r + 1 if isinstance(r, int) else r * 1.1 + 1  # off by one; a float off by 10%
-    if isinstance(r, str):
-        return r + "x"
-    if isinstance(r, (list, tuple)):
-        return type(r)(list(r) + [None]) if r else type(r)([0])
-    if isinstance(r, (set, dict)):
-        return type(r)()  if r else {{0}}
-    return 0 if r is None else None
-'''
-
-
-@needs_sandbox
-@pytest.mark.parametrize("name", ["humaneval.jsonl", "mbpp.jsonl"])
-def test_every_reference_passes_and_a_wrong_return_of_each_fails(name):
-    problems = _load(name)
-
-    def both(p):
-        right = check_program(p, p["reference"])
-        wrong = check_program(p, p["reference"] + WRONG_RETURN.format(f=_entry(p)))
-        return p["id"], right, wrong
-
-    with ThreadPoolExecutor(2) as pool:
-        results = list(pool.map(both, problems))
-    failing_refs = [(i, r["status"], r["tests"]) for i, r, _ in results if r["status"] != "passed"]
-    assert not failing_refs, failing_refs  # none fails upstream in these two sets
-    passing_wrong = [i for i, _, w in results if w["status"] == "passed"]
-    # A wrong return is caught unless the tests never look at that return value's change
-    assert not passing_wrong, passing_wrong
 
 
 HOSTILE = {

@@ -50,11 +50,12 @@ def _stdio_cases(tests: Any) -> list[dict]:
             tests = json.loads(tests)
         except json.JSONDecodeError as e:
             raise CodeSpecError(f"stdio tests are a string that is not JSON ({e})") from None
-    if isinstance(tests, dict):  # APPS: {"inputs": [...], "outputs": [...]}
+    if isinstance(tests, dict):  # APPS {"inputs": [...], "outputs": [...]}; CodeContests {"input": [...], "output": [...]}
         if tests.get("fn_name"):
             raise CodeSpecError(f"call-based tests (fn_name {tests['fn_name']!r}) are not stdin/stdout cases; "
                                 "write them as `asserts` lines")
-        ins, outs = tests.get("inputs"), tests.get("outputs")
+        ins, outs = (tests.get("inputs"), tests.get("outputs")) if "inputs" in tests else (tests.get("input"),
+                                                                                           tests.get("output"))
         if not isinstance(ins, list) or not isinstance(outs, list) or len(ins) != len(outs):
             raise CodeSpecError("stdio tests as a mapping need `inputs` and `outputs`, two lists of the same length")
         tests = [{"input": i, "output": o} for i, o in zip(ins, outs, strict=True)]
@@ -155,6 +156,8 @@ def _spec(rec: dict) -> dict | None:
                 raise CodeSpecError(f"float_tol {tol!r} must be a number >= 0")
         spec["float_tol"] = tol
     limit = rec.get("time_limit")
+    if isinstance(limit, dict):  # CodeContests: {seconds, nanos}
+        limit = float(limit.get("seconds") or 0) + float(limit.get("nanos") or 0) / 1e9 or None
     if limit is not None:
         try:
             spec["time_limit"] = float(limit)
