@@ -111,7 +111,7 @@ def test_language_reward_is_the_target_language_share_from_a_thread():
 def test_reward_registry_and_weights_come_from_the_recipe():
     funcs, weights = build_rewards(GrpoConfig(rewards={"accuracy": 1.0, "language": 0.5}))
     assert [f.__name__ for f in funcs] == ["accuracy", "language"] and weights == [1.0, 0.5]
-    assert set(REWARDS) == {"accuracy", "format", "language"}
+    assert set(REWARDS) == {"accuracy", "code", "format", "language"}
     with pytest.raises(RecipeError, match="unknown reward.*known: accuracy"):
         build_rewards(GrpoConfig(rewards={"acuracy": 1.0}))
 
