@@ -289,7 +289,7 @@ def _training_record(s: dict, v: dict, export: ExportConfig) -> dict:
         {"role": "user", "content": s["problem"]}]
     return {"messages": user + [{"role": "assistant", "content": f"<think>\n{reasoning}\n</think>\n\n{final}"}],
             "key": s["key"], "problem_id": s["problem_id"], "problem": s["problem"], "source": s.get("source"),
-            "answer": s["answer"]}
+            "answer": s["answer"], **({"kind": spec["kind"]} if spec else {})}
 
 
 def _atomic_jsonl(path: Path, rows) -> int:

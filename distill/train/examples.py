@@ -79,7 +79,7 @@ def read_examples(path: str | Path) -> list[dict]:
     out = []
     for rec, where in zip(rows, wheres, strict=False):
         prompt, completion = split_messages(rec, where)
-        out.append({"prompt": prompt, "completion": completion, "problem": rec.get("problem"), "where": where})
+        out.append({"prompt": prompt, "completion": completion, "problem": rec.get("problem"), "kind": rec.get("kind"), "where": where})
     return out
 
 
@@ -273,7 +273,8 @@ def preflight(tokenizer, example: dict, tok: dict, prompt_cfg) -> Preflight:
     if tok["shared_prefix"] < tok["prompt_tokens"]:
         pf.warnings.append("the tokenized prompt is not a prefix of the tokenized conversation (tokens merge across "
                            "the boundary); the loss starts where they diverge")
-    if example.get("problem"):
+    # A code problem's prompt is built from its tests, which the export does not carry (`kind` says it is one).
+    if example.get("problem") and not example.get("kind"):
         want = build_prompt(example["problem"], prompt_cfg).messages
         if [m["content"] for m in want] != [m["content"] for m in example["prompt"]]:
             pf.warnings.append("the training prompts are worded differently from what the recipe's `prompt` section "
