@@ -204,7 +204,13 @@ def judge(samples: list[dict], cfg: FilterConfig, progress: bool = True,
     verdicts: list[dict] = []
     slowest = 0.0
     start = time.perf_counter()
-    with VerifyPool(cfg.workers, cfg.correct.timeout) as pool, \
+    workers = cfg.workers
+    if specs and workers is None:  # every worker may hold a run at its memory limit
+        from distill.verify.execute import parallel_runs
+        from distill.verify.pool import default_workers
+
+        workers = parallel_runs(default_workers(), cfg.correct.code.memory_mb)
+    with VerifyPool(workers, cfg.correct.timeout) as pool, \
             progress_bar("filter", progress) as bar:
         task = bar.add_task("filter", total=len(samples), rate="")
         for i, v in enumerate(pool.imap(run_checks, items(), _fallback, timeout_of), 1):

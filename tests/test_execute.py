@@ -133,3 +133,11 @@ def test_the_answer_cannot_read_the_harness_or_run_its_demo():
     # an `if __name__ == "__main__":` demo that reads input does not run under the tests
     demo = "def f():\n    return 1\nif __name__ == '__main__':\n    print(f(int(input())))\n"
     assert check_program(p, demo)["status"] == "passed"
+
+
+def test_parallel_runs_are_bounded_by_cores_and_by_memory(monkeypatch):
+    monkeypatch.setattr(execute, "available_mb", lambda: 10_000)
+    assert execute.parallel_runs(64, 2048) == 4  # 4 runs of 2 GB fit in 10 GB, not 64
+    assert execute.parallel_runs(2, 2048) == 2
+    monkeypatch.setattr(execute, "available_mb", lambda: 100)
+    assert execute.parallel_runs(8, 2048) == 1  # always at least one

@@ -166,9 +166,11 @@ class CodeReward:
         items = [(sp, None if unfinished({"completion": t}, p)["problems"] else p.final, self.cfg, self.score)
                  for (t, p), sp in zip(_parsed(completions, kw), specs, strict=True) if sp is not None]
         if self._pool is None and self.workers > 0:
+            from distill.verify.execute import parallel_runs
             from distill.verify.pool import VerifyPool
 
-            self._pool = VerifyPool(self.workers, 60.0, max_in_flight=4 * self.workers)
+            workers = parallel_runs(self.workers, int(self.cfg.get("memory_mb", 2048)))
+            self._pool = VerifyPool(workers, 60.0, max_in_flight=4 * workers)
         if self._pool is None:
             scores = iter([_run_code(x) for x in items])
         else:

@@ -91,6 +91,27 @@ def sandbox_available() -> tuple[bool, str]:
     return True, ""
 
 
+def available_mb() -> int | None:
+    """Memory available now (MemAvailable), in MB; None where /proc/meminfo is not there."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) // 1024
+    except OSError:
+        pass
+    return None
+
+
+def parallel_runs(workers: int, memory_mb: int) -> int:
+    """How many sandboxed runs to have at once: `workers` (one per core by default), fewer when the
+    memory available now cannot hold that many runs at their address-space limit."""
+    avail = available_mb()
+    if avail is None:
+        return workers
+    return max(1, min(workers, avail // max(1, memory_mb)))
+
+
 def _python() -> str:
     for p in PYTHON_CANDIDATES:
         if os.path.exists(p):
