@@ -43,7 +43,7 @@ def _clean(text: str) -> str:
 
 
 def _normalise(rec: dict, where: str) -> dict:
-    pid = rec.get("problem_id", rec.get("id"))
+    pid = next((rec[k] for k in ("problem_id", "id", "task_id") if rec.get(k) is not None), None)
     try:
         spec = code_spec(rec)
     except CodeSpecError as e:
@@ -51,9 +51,9 @@ def _normalise(rec: dict, where: str) -> dict:
                         "(the schema is in docs/code.md)") from None
     # A code problem's gold is its tests (in the record or its meta), not an answer field.
     required = [k for k in REQUIRED if not (spec and k == "answer")]
-    missing = [k for k in required if rec.get(k) is None] + ([] if pid is not None else ["problem_id (or id)"])
+    missing = [k for k in required if rec.get(k) is None] + ([] if pid is not None else ["problem_id (or id, task_id)"])
     if missing:
-        raise DataError(f"{where}: missing field(s) {missing}; a sample needs problem_id (or id), problem, answer "
+        raise DataError(f"{where}: missing field(s) {missing}; a sample needs problem_id (or id, task_id), problem, answer "
                         f"(or, for a code problem, tests: docs/code.md) and completion (it has {sorted(rec)})")
     s = dict(rec)
     if not isinstance(s["completion"], str):

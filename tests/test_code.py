@@ -350,3 +350,16 @@ def test_eval_humaneval_with_the_embedded_model(tmp_path, monkeypatch):
     assert statuses <= {"passed", "failed", "runtime_error", "timeout", "no_code_block", "conflicting_blocks",
                         "code_does_not_parse", "compile_error", "unfinished", "exited_early"}
     assert (out / "eval.png").is_file()
+
+
+@needs_sandbox
+def test_a_foreign_humaneval_export_with_its_own_field_names_is_verified(tmp_path):
+    """Another tool's export: HumanEval's task_id, prompt-as-problem, test and entry_point at the top level."""
+    he = load("humaneval.jsonl")[0]
+    rows = [{"task_id": he["id"], "problem": he["problem"], "test": he["tests"], "entry_point": he["entry_point"],
+             "completion": r1(code), "sample_index": i} for i, code in
+            enumerate([he["reference"], he["reference"].replace("< threshold", "> threshold")])]
+    inp = tmp_path / "export.jsonl"
+    inp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    rep = filter_samples(inp, tmp_path / "out", FilterConfig(workers=1), progress=False)
+    assert rep["kept"] == 1 and rep["code"]["by_kind"] == {"function": {"samples": 2, "passed": 1}}
