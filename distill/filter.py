@@ -515,7 +515,8 @@ def write_markdown(report: dict, samples, verdicts, out: Path) -> None:
                   + ("in the sandbox" if c["sandboxed"] else "**without the sandbox**" if c["sandboxed"] is False
                      else "(none ran)") + ". "
                   + "; ".join(f"{k}: {n.get('passed', 0)}/{n['samples']} samples passed" for k, n in c["by_kind"].items())
-                  + ". Tests: " + ", ".join(f"{k} {n}" for k, n in sorted(c["tests"].items(), key=lambda x: -x[1])) + "."]
+                  + (". Tests: " + ", ".join(f"{k} {n}" for k, n in sorted(c["tests"].items(), key=lambda x: -x[1]))
+                     if c["tests"] else "") + "."]
     lines += ["", "Output shapes: " + ", ".join(f"{k} {n}" for k, n in report["shapes"].items()), "",
               "![completion lengths](lengths.png)", "", "![acceptance per source](acceptance.png)", "",
               "`distill filter --explain KEY --in INPUT` shows every check's value for one sample.", ""]
