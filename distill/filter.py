@@ -44,12 +44,15 @@ def _clean(text: str) -> str:
 
 def _normalise(rec: dict, where: str) -> dict:
     pid = next((rec[k] for k in ("problem_id", "id", "task_id") if rec.get(k) is not None), None)
-    try:
-        spec = code_spec(rec)
-    except CodeSpecError as e:
-        raise DataError(f"{where}: a code problem whose tests cannot run: {e}; fix the record's tests "
-                        "(the schema is in docs/code.md)") from None
-    # A code problem's gold is its tests (in the record or its meta), not an answer field.
+    # A code problem's gold is its tests (in the record or its meta), not an answer field. Only a record
+    # without an answer is asked (the tests are validated once per problem by `code_specs`).
+    spec = None
+    if rec.get("answer") is None:
+        try:
+            spec = code_spec(rec)
+        except CodeSpecError as e:
+            raise DataError(f"{where}: a code problem whose tests cannot run: {e}; fix the record's tests "
+                            "(the schema is in docs/code.md)") from None
     required = [k for k in REQUIRED if not (spec and k == "answer")]
     missing = [k for k in required if rec.get(k) is None] + ([] if pid is not None else ["problem_id (or id, task_id)"])
     if missing:
@@ -164,7 +167,7 @@ def code_specs(samples: list[dict]) -> dict[str, dict]:
 
 
 def judge(samples: list[dict], cfg: FilterConfig, progress: bool = True,
-          closing: dict | None = None, eval_cfg=None) -> tuple[list[dict], dict]:
+          closing: dict | None = None, eval_cfg=None, specs: dict | None = None) -> tuple[list[dict], dict]:
     """Verdicts for every sample (same order) and the seconds spent per check. `closing`: the
     teachers' close-tag statistics when `samples` is a part of the input (`explain`). `eval_cfg`:
     the recipe's eval section, whose `benchmarks` map names to local copies for decontamination."""
@@ -173,7 +176,7 @@ def judge(samples: list[dict], cfg: FilterConfig, progress: bool = True,
         closing = teacher_closing(samples, cfg.complete.teacher_close_share, cfg.complete.teacher_close_min) \
             if cfg.complete.enabled else {}
 
-    specs = code_specs(samples) if cfg.correct.enabled else {}
+    specs = (code_specs(samples) if specs is None else specs) if cfg.correct.enabled else {}
     if specs and not cfg.correct.code.unsafe_no_sandbox:
         from distill.verify.execute import sandbox_available
 
@@ -278,14 +281,13 @@ def judge(samples: list[dict], cfg: FilterConfig, progress: bool = True,
     return verdicts, dict(secs)
 
 
-def _training_record(s: dict, v: dict, export: ExportConfig) -> dict:
+def _training_record(s: dict, v: dict, export: ExportConfig, spec: dict | None) -> dict:
     """The R1 format, whatever shape the teacher wrote: <think>\\n{reasoning}\\n</think>\\n\\n{final}."""
     parsed = parse(s["completion"], v["_parsed"]["shape"])
     reasoning = (parsed.reasoning or "").strip()
     final = (parsed.final or "").strip()
     # A plain trace has no final part of its own (reasoning and final are the same text), so the
     # answer is written out; kept samples passed the answer check, so the gold answer is theirs.
-    spec = code_spec(s)
     if spec is not None:
         if parsed.shape == "plain":  # the verified program is the answer
             final = f"```python\n{extract_code(final, spec)['code'].rstrip()}\n```"
@@ -318,7 +320,8 @@ def filter_samples(inp: str | Path, out: str | Path, cfg: FilterConfig, export: 
     samples, bad = read_samples(inp, skip_bad_lines)
     if not samples:
         raise DataError(f"{inp}: no samples to filter")
-    verdicts, secs = judge(samples, cfg, progress, eval_cfg=eval_cfg)
+    specs = code_specs(samples)  # once per problem, for the checks, the export and the report
+    verdicts, secs = judge(samples, cfg, progress, eval_cfg=eval_cfg, specs=specs)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -329,7 +332,7 @@ def filter_samples(inp: str | Path, out: str | Path, cfg: FilterConfig, export: 
     pairs = list(zip(samples, verdicts, strict=True))
     n_kept = _atomic_jsonl(out / "kept.jsonl", (with_verdict(s, v) for s, v in pairs if v["kept"]))
     _atomic_jsonl(out / "rejected.jsonl", (with_verdict(s, v) for s, v in pairs if not v["kept"]))
-    train_rows = [_training_record(s, v, export) for s, v in pairs if v["kept"]]
+    train_rows = [_training_record(s, v, export, specs.get(s["problem_id"])) for s, v in pairs if v["kept"]]
     train_path = out / f"train.{export.format}"
     if export.format == "jsonl":
         _atomic_jsonl(train_path, train_rows)
@@ -345,7 +348,7 @@ def filter_samples(inp: str | Path, out: str | Path, cfg: FilterConfig, export: 
 
         datasets.Dataset.from_list(train_rows).push_to_hub(export.push_to_hub)
 
-    report = build_report(samples, verdicts, secs, cfg, inp, time.perf_counter() - start, bad)
+    report = build_report(samples, verdicts, secs, cfg, inp, time.perf_counter() - start, bad, specs)
     report["kept"] = n_kept
     report["outputs"] = {"kept": str(out / "kept.jsonl"), "rejected": str(out / "rejected.jsonl"), "train": str(train_path)}
     (out / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
@@ -353,7 +356,8 @@ def filter_samples(inp: str | Path, out: str | Path, cfg: FilterConfig, export: 
     return report
 
 
-def build_report(samples, verdicts, secs, cfg: FilterConfig, inp, wall: float, bad: list[str]) -> dict:
+def build_report(samples, verdicts, secs, cfg: FilterConfig, inp, wall: float, bad: list[str],
+                 specs: dict | None = None) -> dict:
     checks = {}
     for c in ORDER:
         evaluated = [v for v in verdicts if v[c]["pass"] is not None]
@@ -375,10 +379,10 @@ def build_report(samples, verdicts, secs, cfg: FilterConfig, inp, wall: float, b
     by_source: dict[str, Counter] = defaultdict(Counter)
     for s, v in zip(samples, verdicts, strict=True):
         by_source[s.get("source") or "unknown"]["kept" if v["kept"] else "rejected"] += 1
-    code = code_report(samples, verdicts)
+    code = code_report(samples, verdicts, specs)
     return {
         **({"code": code} if code else {}),
-        "gold_health": gold_health(samples, verdicts),
+        "gold_health": gold_health(samples, verdicts, specs),
         "input": str(inp), "created_at": now(), "total": len(samples), "kept": sum(v["kept"] for v in verdicts),
         "bad_lines_skipped": len(bad), "bad_lines": bad[:20], "order": list(ORDER), "checks": checks,
         "details": {k: dict(c) for k, c in details.items()},
@@ -390,9 +394,9 @@ def build_report(samples, verdicts, secs, cfg: FilterConfig, inp, wall: float, b
     }
 
 
-def code_report(samples, verdicts) -> dict | None:
+def code_report(samples, verdicts, specs: dict | None = None) -> dict | None:
     """Code problems in the input: samples passed per kind, and every test's outcome counted."""
-    specs = code_specs(samples)
+    specs = code_specs(samples) if specs is None else specs
     if not specs:
         return None
     kinds: dict[str, Counter] = defaultdict(Counter)
@@ -417,7 +421,7 @@ def code_report(samples, verdicts) -> dict | None:
 _GOLD_READ = {"correct", "wrong", "no_answer"}
 
 
-def gold_health(samples, verdicts) -> dict:
+def gold_health(samples, verdicts, specs: dict | None = None) -> dict:
     """Per source: problems, golds that do not parse (with examples), golds not reached.
 
     Read off the `correct` verdicts the workers already computed, so it costs nothing: a problem's
@@ -426,7 +430,7 @@ def gold_health(samples, verdicts) -> dict:
     """
     state: dict[tuple[str, str], str] = {}
     golds: dict[tuple[str, str], str] = {}
-    code = code_specs(samples)
+    code = code_specs(samples) if specs is None else specs
     for s, v in zip(samples, verdicts, strict=True):
         if s["problem_id"] in code:  # tests, not a gold answer: the code report covers them
             continue

@@ -61,11 +61,12 @@ def unfinished(s: dict, p) -> dict:
         problems.append("unclosed_boxed")
         how["unclosed_boxed"] = "the text ends inside a \\boxed{ that never closes"
     final = p.final or ""
-    if unclosed_fence(final):
-        problems.append("unclosed_code_block")
-        how["unclosed_code_block"] = "the final part opens a ``` code block that never closes"
-    # Braces inside code blocks are the code's (a dict, a format string), not the answer's.
-    final = _FENCED.sub("", final)
+    if "```" in final or "~~~" in final:  # most final parts hold no code: skip both scans
+        if unclosed_fence(final):
+            problems.append("unclosed_code_block")
+            how["unclosed_code_block"] = "the final part opens a ``` code block that never closes"
+        # Braces inside code blocks are the code's (a dict, a format string), not the answer's.
+        final = _FENCED.sub("", final)
     # A plain trace's final part is the whole text, where a stray brace in the working says nothing.
     if final and p.shape != "plain" and "unclosed_boxed" not in problems and "unclosed_code_block" not in problems:
         if _open_braces(final) > 0:
