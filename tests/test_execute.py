@@ -54,7 +54,7 @@ def test_hostile_programs_are_contained_and_named(case, monkeypatch):
     if want:
         assert r["status"] == want, o
     if case == "writes outside its dir":
-        assert not target.exists() and "Read-only file system" in o["detail"], o
+        assert not target.exists() and ("Read-only file system" in o["detail"] or "No such file" in o["detail"]), o
     if case == "opens a socket":
         assert "Network is unreachable" in o["detail"] or "Errno" in o["detail"]
     if case == "reads the environment":

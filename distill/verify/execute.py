@@ -1,33 +1,54 @@
-"""Running model-written code: a real sandbox, hard limits, and a verdict per test.
+"""Running model-written code: a real sandbox, limits per run, and a judge out of the answer's reach.
 
-Untrusted code runs under bubblewrap (`bwrap`, Flatpak's sandbox, in Debian as `bubblewrap`) as an
-unprivileged user (`setpriv` to a fresh uid per run when started as root), never as this process's user:
+Untrusted code runs under bubblewrap (`bwrap`, Flatpak's sandbox, in Debian as `bubblewrap`):
 
-- no network, no shared PID/IPC/UTS namespace (`--unshare-all`); the whole process tree dies with
-  the sandbox (`--die-with-parent`, a PID namespace) and is killed as a group at the wall-clock limit;
-- a read-only root, a private writable working directory and `/tmp`; the host's environment
-  variables cleared (`--clearenv`), `--new-session` so it cannot reach this terminal;
-- resource limits (setrlimit, inherited through bwrap): CPU seconds, address space, processes
-  (counted for the unprivileged user, so a fork bomb stops at the limit), file size (a program that
-  prints gigabytes gets SIGXFSZ), open files; stdout and stderr kept up to `output_bytes`.
+- **Its own user namespace.** bwrap creates a user namespace for every run (as root, `setpriv` first
+  drops to a fresh unprivileged uid), and the process limit is set *inside* it, after it exists. The
+  kernel counts RLIMIT_NPROC per (user namespace, uid), so the count is the run's own processes: the
+  other threads of the same user on the host (a trainer's torch threads, a desktop session) do not
+  use it up. Setting the limit before bwrap starts (as distill once did) counts every task of the uid.
+- **Only what the program needs.** `/usr` (the interpreter, its standard library, the Python packages
+  installed system-wide) and the loader's cache, read-only; a private `/proc` and minimal `/dev`
+  (read-only); a private `/tmp` of `tmp_mb` (a size-capped tmpfs) holding the working directory and
+  an empty home. Nothing else of the host: not `/home`, `/root`, `/etc`, the project or its data.
+- **No network, own PID/IPC/UTS namespaces** (`--unshare-all`), `--die-with-parent`, `--new-session`,
+  a cleared environment, no further user namespaces (`--disable-userns`).
+- **Limits per run, not per process.** rlimits bound each process (address space, CPU, file size,
+  open files); a monitor here samples the run's whole process tree (resident memory, CPU seconds
+  including reaped children, process count) and kills the process group at the run's limit, so four
+  forked children cannot hold four times `memory_mb`. The `/tmp` cap counts in the run's budget:
+  `parallel_runs` sizes the pool by `memory_mb + tmp_mb`.
 
-Without bwrap (or setpriv), `run` refuses with how to install it; `allow_unsandboxed=True` (the
-`--unsafe-no-sandbox` flag) runs the same command without the sandbox, for users who already run
-distill inside a container of their own. The limits still apply then.
+**The judge never shares an interpreter with the answer.** For `function` and `asserts` problems
+two sandboxes start: the answer's, which runs the program and then serves calls, and the judge's,
+which runs the problem's tests. The tests see the function under test as a proxy: calling it sends
+the arguments over a pipe, the answer's process calls its function and sends back the result.
+Only plain data crosses (None, bool, int, float, complex, str, bytes, list, tuple, dict, set,
+frozenset, built from JSON here; the standard library's dict/list subclasses as their base type);
+any other object stays in the answer's process and reaches the judge as an opaque handle, which
+equals nothing but itself. Comparisons, per-test records and the end-of-run record are the judge's,
+written to a pipe only the judge holds. Whatever the answer does in its own process (rebinding
+globals or builtins, patching `AssertionError`, walking frames, printing anything, exiting early),
+it can only choose the values it returns, as an honest function could. Helpers that the problem's
+own prompt defines (HumanEval's `poly`, `encode_cyclic`) come from the prompt, not the answer.
 
-Harnesses (`harness`): a HumanEval-style function checked by `check(candidate)`, MBPP-style
-`assert` lines, or stdin/stdout pairs. A pass needs the process to exit 0 *and* to print a random
-marker that the harness writes only after every test ran, so `sys.exit(0)` or `os._exit(0)` before
-the tests is a fail (`exited_early`). Equality inside the tests is strict: every `==` in an assert is
-rewritten to a comparison that refuses values whose type defines its own `__eq__` (an object that
-says True to everything) unless the expected value has that same type.
+`stdio` problems run the program alone, as judges do: stdin is a regular file (a memfd, so
+`os.fstat(0).st_size` is the input's size), and the whole stdout (up to `file_mb`) is compared here.
+
+Without bwrap, `run` refuses with how to install it; `allow_unsandboxed=True` (the
+`--unsafe-no-sandbox` flag) runs the same processes without the sandbox, for users who already run
+distill inside a container of their own. The per-process rlimits (but the process count) and the
+tree monitor still apply then.
 """
 
 from __future__ import annotations
 
 import ast
+import copy
 import functools
+import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -43,18 +64,19 @@ class SandboxError(RuntimeError):
 
 @dataclass
 class Limits:
-    cpu_seconds: int = 5
+    cpu_seconds: int = 5  # CPU seconds of the run's whole process tree
     wall_seconds: float = 10.0
-    memory_mb: int = 1024  # address space
-    processes: int = 64
-    file_mb: int = 16  # largest file (and stdout) the program may write
+    memory_mb: int = 1024  # resident memory of the run's whole process tree (and each process's address space)
+    processes: int = 64  # processes and threads of the run
+    file_mb: int = 16  # largest file the program may write, and the most stdout compared
+    tmp_mb: int = 64  # the private /tmp (working directory, home), counted in the run's memory
     open_files: int = 64
-    output_bytes: int = 65536  # stdout/stderr kept for the verdict
+    output_bytes: int = 65536  # stdout/stderr kept in the verdict (not what is compared)
 
 
 @dataclass
 class Outcome:
-    status: str  # passed | failed | timeout | runtime_error | exited_early | output_limit | killed | sandbox_error
+    status: str  # passed | failed | timeout | runtime_error | exited_early | output_limit | memory_limit | killed | ...
     exit_code: int | None
     seconds: float
     stdout: str = ""
@@ -67,27 +89,45 @@ class Outcome:
 
 
 PYTHON_CANDIDATES = ("/usr/bin/python3", "/usr/local/bin/python3")
-SANDBOX_DIR = "/tmp/work"  # the private working directory, inside the sandbox's own /tmp
+SANDBOX_DIR = "/tmp/work"  # the working directory and home, inside the sandbox's own capped /tmp
+
+
+def _python() -> str:
+    for p in PYTHON_CANDIDATES:
+        if os.path.exists(p):
+            return p
+    return "python3"
+
+
+_USERNS_FIX = ("enable unprivileged user namespaces: `sysctl kernel.unprivileged_userns_clone=1` (Debian), "
+               "`sysctl user.max_user_namespaces=15000` where it is 0, or on Ubuntu 24.04+ "
+               "`sysctl kernel.apparmor_restrict_unprivileged_userns=0` (or an AppArmor profile for bwrap); "
+               "inside a container of your own, --unsafe-no-sandbox runs model-written code without the sandbox")
 
 
 @functools.lru_cache(maxsize=1)
 def sandbox_available() -> tuple[bool, str]:
-    """(usable, why not). Tries one real sandboxed run, because a bwrap binary can exist on a
-    machine whose kernel forbids the namespaces it needs."""
-    bwrap, setpriv = shutil.which("bwrap"), shutil.which("setpriv")
+    """(usable, why not). Runs a real program under the same limits as every run (a bwrap binary can
+    exist on a machine whose kernel forbids the namespaces it needs, and a limit set in the wrong
+    place fails only under load), and checks that it sees its own /tmp and not the host's home."""
+    bwrap = shutil.which("bwrap")
+    setpriv = shutil.which("setpriv") if os.geteuid() == 0 else "not needed"
     if not bwrap or not setpriv:
         missing = " and ".join(x for x, p in (("bwrap", bwrap), ("setpriv", setpriv)) if not p)
         return False, (f"{missing} not found. Install the sandbox: `apt-get install bubblewrap` (Debian/Ubuntu; "
                        "setpriv is in util-linux), `dnf install bubblewrap` (Fedora/RHEL). Inside a container of your "
                        "own, --unsafe-no-sandbox runs model-written code without it")
+    probe = ("import os, sys\nprint(os.getcwd(), len(os.sched_getaffinity(0)) > 0)\n"
+             "sys.stdout.write('home-visible' if os.path.exists(%r) else 'ok')\n" % os.path.expanduser("~"))
     try:
-        r = subprocess.run(_wrap(["/bin/true"], "/tmp", sandbox=True), capture_output=True, timeout=20)
-    except (OSError, subprocess.TimeoutExpired) as e:
+        o = _run_main(probe, "", Limits(cpu_seconds=5, wall_seconds=20), sandbox=True)
+    except OSError as e:
         return False, f"bwrap did not start ({e})"
-    if r.returncode != 0:
-        return False, (f"bwrap cannot create its namespaces here ({r.stderr.decode(errors='replace').strip()[:200]}); "
-                       "enable unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1) or run "
-                       "inside a container with --unsafe-no-sandbox")
+    if o.status != "passed" or not o.stdout.endswith("ok") or SANDBOX_DIR not in o.stdout:
+        err = (o.stderr.strip() or o.detail or o.stdout)[-300:]
+        if "home-visible" in o.stdout:
+            return False, "the sandbox shows the host's home directory; this bwrap does not isolate the filesystem"
+        return False, f"bwrap cannot run a program here ({o.status}: {err}); {_USERNS_FIX}"
     return True, ""
 
 
@@ -103,33 +143,14 @@ def available_mb() -> int | None:
     return None
 
 
-def parallel_runs(workers: int, memory_mb: int) -> int:
+def parallel_runs(workers: int, memory_mb: int, tmp_mb: int = Limits.tmp_mb) -> int:
     """How many sandboxed runs to have at once: `workers` (one per core by default), fewer when the
-    memory available now cannot hold that many runs at their address-space limit."""
+    memory available now cannot hold that many runs at their whole budget (the process tree's
+    `memory_mb` plus the `/tmp` it may fill)."""
     avail = available_mb()
     if avail is None:
         return workers
-    return max(1, min(workers, avail // max(1, memory_mb)))
-
-
-def _python() -> str:
-    for p in PYTHON_CANDIDATES:
-        if os.path.exists(p):
-            return p
-    return "python3"
-
-
-def _wrap(cmd: list[str], workdir: str, sandbox: bool) -> list[str]:
-    if not sandbox:
-        return cmd
-    # A fresh unprivileged uid per run: RLIMIT_NPROC counts the processes of a uid host-wide, so a
-    # shared uid would let parallel runs (or the remains of a fork bomb) use up each other's budget.
-    uid = 200000 + secrets.randbelow(1 << 20)
-    user = ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups"] if os.geteuid() == 0 else []
-    return [*user, "bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp",
-            "--bind", workdir, SANDBOX_DIR, "--chdir", SANDBOX_DIR, "--unshare-all", "--die-with-parent",
-            "--new-session", "--clearenv", "--setenv", "PATH", "/usr/local/bin:/usr/bin:/bin",
-            "--setenv", "HOME", SANDBOX_DIR, "--setenv", "LANG", "C.UTF-8", *_ONE_THREAD_ARGS, *cmd]
+    return max(1, min(workers, avail // max(1, memory_mb + tmp_mb)))
 
 
 # Numerical libraries start one thread per core by default; executions already run one per core.
@@ -137,147 +158,460 @@ _ONE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THR
 _ONE_THREAD_ARGS = [x for k, v in _ONE_THREAD.items() for x in ("--setenv", k, v)]
 
 
-def _limit(limits: Limits):
+def _fs_args() -> list[str]:
+    """What of the host the program sees: /usr read-only (with the merged-/usr links), the loader's files."""
+    args = ["--ro-bind", "/usr", "/usr"]
+    for top in ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):
+        if os.path.islink(top):
+            args += ["--symlink", os.readlink(top), top]
+        elif os.path.isdir(top):
+            args += ["--ro-bind", top, top]
+    for f in ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/localtime", "/etc/alternatives"):
+        args += ["--ro-bind-try", f, f]
+    return args
+
+
+def _sandbox_argv(limits: Limits) -> list[str]:
+    # As root, a fresh unprivileged uid per run: root inside would not be held to RLIMIT_NPROC.
+    uid = 200000 + secrets.randbelow(1 << 20)
+    user = ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups"] if os.geteuid() == 0 else []
+    return [*user, "bwrap", "--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent",
+            "--new-session", *_fs_args(), "--proc", "/proc", "--dev", "/dev", "--remount-ro", "/dev",
+            "--size", str(limits.tmp_mb << 20), "--tmpfs", "/tmp", "--dir", SANDBOX_DIR, "--chdir", SANDBOX_DIR,
+            "--remount-ro", "/", "--clearenv", "--setenv", "PATH", "/usr/local/bin:/usr/bin:/bin",
+            "--setenv", "HOME", SANDBOX_DIR, "--setenv", "LANG", "C.UTF-8", *_ONE_THREAD_ARGS]
+
+
+def _rlimits(limits: Limits, fds: tuple[int, ...]):
+    """Per-process limits, set before exec (inherited through bwrap). The process count is set inside
+    the sandbox by the bootstrap, once the run's user namespace exists (see the module docstring)."""
     import resource
 
     def apply():
         mb = 1 << 20
         resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_seconds, limits.cpu_seconds + 1))
         resource.setrlimit(resource.RLIMIT_AS, (limits.memory_mb * mb, limits.memory_mb * mb))
-        resource.setrlimit(resource.RLIMIT_NPROC, (limits.processes, limits.processes))
         resource.setrlimit(resource.RLIMIT_FSIZE, (limits.file_mb * mb, limits.file_mb * mb))
-        resource.setrlimit(resource.RLIMIT_NOFILE, (limits.open_files, limits.open_files))
+        # the pipes and files handed to the run may have high numbers in a busy process
+        nofile = max(limits.open_files, max(fds, default=0) + 1)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
     return apply
 
 
-# The program a harness run starts: it reads the harness (the answer, then the tests) from stdin, so
-# the marker and the tests never lie in a file the answer could read, and runs it as module
-# `solution`: an answer's `if __name__ == "__main__":` demo does not run under the tests.
-BOOTSTRAP = (
-    "import sys\n"
-    "__c = compile(sys.stdin.read(), 'solution.py', 'exec')\n"
-    "sys.stdin.close(); sys.stdin = open('/dev/null')\n"
-    "exec(__c, {'__name__': 'solution', '__builtins__': __builtins__})\n"
-)
+def _memfd(name: str, data: bytes) -> int:
+    """A regular file in memory holding `data`, read from the start: stdin as judges give it, and
+    the program and the tests handed over without a file on disk that anyone else could read."""
+    fd = os.memfd_create(name)
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+    os.lseek(fd, 0, os.SEEK_SET)
+    return fd
 
 
-def run(program: str, stdin: str = "", limits: Limits | None = None, allow_unsandboxed: bool = False,
-        marker: str | None = None) -> Outcome:
-    """Run a Python program in the sandbox.
+# -- the processes --------------------------------------------------------------------------------
 
-    With `marker` (a harness from `harness`), `program` goes in through stdin to `BOOTSTRAP`, and the
-    lines it prints after the marker are the per-test records (`extra['records']`, {test index:
-    (status, detail)}); without the final `<marker> done` line, an exit status of 0 is `exited_early`.
-    """
-    limits = limits or Limits()
-    sandbox = True
-    ok, why = sandbox_available()
-    if not ok:  # allow_unsandboxed: the sandbox when there is one, the bare process (limits only) when not
-        if not allow_unsandboxed:
-            raise SandboxError(f"refusing to run model-written code without a sandbox: {why}")
-        sandbox = False
-    if marker is not None:
-        program, stdin = BOOTSTRAP, program
-    with tempfile.TemporaryDirectory(prefix="distill-exec-") as work:
-        os.chmod(work, 0o777)  # the unprivileged sandbox user writes here
-        with open(os.path.join(work, "main.py"), "w") as f:
-            f.write(program)
-        # The captured output lives beside, not inside, the sandbox's working directory.
-        out_fd, out_path = tempfile.mkstemp(prefix="distill-out-")
-        err_fd, err_path = tempfile.mkstemp(prefix="distill-err-")
-        cmd = _wrap([_python(), "-I", "main.py" if sandbox else os.path.join(work, "main.py")], work, sandbox)
-        start = time.monotonic()
-        try:
-            with os.fdopen(out_fd, "wb") as out, os.fdopen(err_fd, "wb") as err:
-                p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=out, stderr=err, cwd=work,
-                                     start_new_session=True, preexec_fn=_limit(limits),
-                                     env={"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", **_ONE_THREAD})
-                timed_out = False
-                try:
-                    p.communicate(stdin.encode(), timeout=limits.wall_seconds)
-                except subprocess.TimeoutExpired:
-                    timed_out = True
-                    _kill_group(p)
-                except BrokenPipeError:  # the program exited without reading its input
-                    p.wait(timeout=limits.wall_seconds)
-            seconds = time.monotonic() - start
-            stdout, out_size = _read_capped(out_path, limits.output_bytes)
-            stderr, _ = _read_capped(err_path, limits.output_bytes)
-            records, done, running = _records(out_path, marker) if marker else ({}, False, None)
-        finally:
-            for path in (out_path, err_path):
-                try:
-                    os.unlink(path)
-                except OSError:
-                    pass
-    if marker:  # the records are the harness's, not the program's output
-        stdout = "\n".join(x for x in stdout.splitlines() if marker not in x)
-    code = p.returncode
-    o = Outcome("failed", None if timed_out else code, round(seconds, 3), stdout, stderr)
-    # A signal shows as a negative status without the sandbox, and as 128 + signal through bwrap.
-    sig_no = -code if code is not None and code < 0 else code - 128 if code is not None and 128 < code < 160 else None
-    last = _last_error(stderr)
-    if timed_out:
-        o.status, o.detail = "timeout", f"wall-clock limit of {limits.wall_seconds}s; the process group was killed"
-    elif sig_no is not None and sig_no in signal.Signals._value2member_map_:
-        sig = signal.Signals(sig_no).name
-        o.status = {"SIGXCPU": "timeout", "SIGXFSZ": "output_limit"}.get(sig, "killed")
-        o.detail = {"SIGXCPU": f"CPU limit of {limits.cpu_seconds}s", "SIGXFSZ": f"wrote more than {limits.file_mb} MB"
-                    }.get(sig, f"killed by {sig}")
-    elif code == 0 and marker is not None and not done:
-        o.status, o.detail = "exited_early", "exit status 0 before the tests ran to the end"
-    elif code == 0:
-        o.status = "passed"
-    else:
-        o.detail = last or f"exit status {code}"
-        o.status = _error_status(last)
-    if out_size > limits.output_bytes and o.status == "passed":
-        o.extra["stdout_truncated"] = out_size
-    o.extra["sandboxed"] = sandbox
-    if marker:
-        o.extra["records"] = records
-        o.extra["running"] = running
-    return o
+# The answer's process: the process limit (inside the run's user namespace), the program read from a
+# memfd that is then closed (no file of it to open), and either run as `__main__` (stdio) or as
+# module `solution` followed by serving the judge's calls. Everything here runs in the answer's
+# process, so the answer can change any of it: it can then send other plain data, nothing more.
+ANSWER_BOOT = r'''
+import os, sys
+if sys.argv[1] != "0":
+    import resource
+    resource.setrlimit(resource.RLIMIT_NPROC, (int(sys.argv[1]), int(sys.argv[1])))
+sys.set_int_max_str_digits(0)
+_fd, _src = int(sys.argv[2]), []
+while True:
+    _b = os.read(_fd, 1 << 20)
+    if not _b:
+        break
+    _src.append(_b)
+os.close(_fd)
+_code = compile(b"".join(_src), "solution.py", "exec")
+if sys.argv[3] == "main":
+    sys.argv = ["solution.py"]
+    exec(_code, {"__name__": "__main__", "__builtins__": __builtins__})
+    sys.exit(0)
+import json, math, types
+_rin = os.fdopen(int(sys.argv[4]), "r", encoding="utf-8")
+_rout = os.fdopen(int(sys.argv[5]), "w", encoding="utf-8")
+_g, _refs = {"__name__": "solution", "__builtins__": __builtins__}, {}
 
 
-def _records(path: str, marker: str) -> tuple[dict[int, tuple[str, str]], bool, int | None]:
-    """The harness's per-test lines in a stdout file (read whole: the program's own output before
-    them may exceed what is kept for the verdict), whether the harness reached its end, and the
-    test that had started and not ended (where the process stopped, if it stopped in a test)."""
-    records: dict[int, tuple[str, str]] = {}
-    done, running = False, None
-    tag = marker.encode()
+def _send(m):
+    _rout.write(json.dumps(m) + "\n")
+    _rout.flush()
+
+
+def _enc(x, d=0):
+    if d > 100:
+        raise ValueError("value nested more than 100 deep")
+    t = type(x)
+    if x is None or t in (bool, int, str):
+        return x
+    if t is float:
+        return x if math.isfinite(x) else {"$x": repr(x)}
+    if t.__module__ == "collections" and isinstance(x, (dict, list)):  # Counter, OrderedDict, defaultdict, UserList
+        t, x = (dict, dict(x)) if isinstance(x, dict) else (list, list(x))
+    if t is list:
+        return [_enc(v, d + 1) for v in x]
+    if t is tuple:
+        return {"$t": [_enc(v, d + 1) for v in x]}
+    if t is dict:
+        return {"$d": [[_enc(k, d + 1), _enc(v, d + 1)] for k, v in x.items()]}
+    if t in (set, frozenset):
+        return {"$s" if t is set else "$f": [_enc(v, d + 1) for v in x]}
+    if t is bytes:
+        return {"$b": x.hex()}
+    if t is complex:
+        return {"$c": [repr(x.real), repr(x.imag)]}
+    if isinstance(x, types.ModuleType):
+        return {"$m": x.__name__}
+    _refs[id(x)] = x
+    return {"$r": id(x)}
+
+
+def _dec(x):
+    if isinstance(x, list):
+        return [_dec(v) for v in x]
+    if not isinstance(x, dict):
+        return x
+    (k, v), = x.items()
+    if k == "$r":
+        return _refs[v]
+    if k == "$m":
+        import importlib
+        return importlib.import_module(v)
+    if k == "$x":
+        return float(v)
+    if k == "$c":
+        return complex(float(v[0]), float(v[1]))
+    if k == "$b":
+        return bytes.fromhex(v)
+    if k == "$d":
+        return {_dec(a): _dec(b) for a, b in v}
+    return {"$t": tuple, "$s": set, "$f": frozenset}[k](_dec(i) for i in v)
+
+
+try:
+    exec(_code, _g)
+except Exception as e:  # SystemExit and KeyboardInterrupt end the process: the judge sees it go
+    _send({"error": (type(e).__name__ + ": " + str(e))[:300]})
+    raise
+_send({"ready": True})
+for _line in _rin:
     try:
-        f = open(path, "rb")
-    except OSError:
-        return records, done
-    with f:
-        for raw in f:
-            at = raw.find(tag)
-            if at < 0:
+        _q = json.loads(_line)
+        _op = _q["op"]
+        if _op == "get":
+            if _q["name"] not in _g:
+                _send({"missing": True})
                 continue
-            parts = raw[at + len(tag):].decode("utf-8", "replace").strip().split(" ", 2)
-            if parts[0] == "done":
-                done = True
-            elif len(parts) >= 2 and parts[0].isdigit():
-                i, status = int(parts[0]), parts[1]
-                if status == "start":
-                    running = i
-                    continue
-                running = None
-                detail = parts[2] if len(parts) > 2 else ""
-                # a test inside a loop runs many times: one failure fails it
-                if records.get(i, ("passed",))[0] == "passed":
-                    records[i] = (status, detail[:300])
-    return records, done, running
+            _r = _g[_q["name"]]
+        else:
+            _o = _refs[_q["ref"]]
+            if _op == "call":
+                _r = _o(*_dec(_q["args"]), **{k: _dec(v) for k, v in _q["kwargs"].items()})
+            elif _op == "attr":
+                _r = getattr(_o, _q["name"])
+            elif _op == "list":
+                _r = list(_o)
+            elif _op == "len":
+                _r = len(_o)
+            elif _op == "bool":
+                _r = bool(_o)
+            else:
+                _r = _o[_dec(_q["key"])]
+        _send({"ok": _enc(_r)})
+    except Exception as e:
+        _send({"exc": [type(e).__name__, str(e)[:300]]})
+'''
+
+# The judge's process: the problem's tests, with the function under test (and any other name the
+# tests take from the answer) as proxies. It holds the comparisons and writes the records to a pipe
+# that only it has. A failing call's exception is raised here as the builtin exception of that
+# name (a ValueError stays a ValueError for tests that expect one), anything else as AnswerError.
+JUDGE_BOOT = r'''
+import builtins, json, math, os, re, sys
+if sys.argv[1] != "0":
+    import resource
+    resource.setrlimit(resource.RLIMIT_NPROC, (int(sys.argv[1]), int(sys.argv[1])))
+sys.set_int_max_str_digits(0)
+with os.fdopen(int(sys.argv[2]), "rb") as _f:
+    SPEC = json.loads(_f.read())
+_to = os.fdopen(int(sys.argv[3]), "w", encoding="utf-8")
+_from = os.fdopen(int(sys.argv[4]), "r", encoding="utf-8")
+_rec = os.fdopen(int(sys.argv[5]), "w", encoding="utf-8")
+_CAP = SPEC["cap"]
+
+
+def record(**m):
+    _rec.write(json.dumps(m) + "\n")
+    _rec.flush()
+
+
+class AnswerGone(BaseException):
+    """The answer's process ended or broke the protocol: no test after this one can run."""
+
+
+class AnswerError(Exception):
+    """An exception raised in the answer's process, of a type that is not a builtin exception."""
+
+
+def _reply():
+    line = _from.readline(_CAP)
+    if not line:
+        raise AnswerGone("the answer's process ended")
+    if not line.endswith("\n"):
+        raise AnswerGone(f"a reply longer than {_CAP} bytes")
+    try:
+        m = json.loads(line, parse_constant=lambda c: 1 / 0)
+    except Exception:
+        raise AnswerGone("a reply that is not the protocol's JSON") from None
+    if not isinstance(m, dict):
+        raise AnswerGone("a reply that is not an object")
+    return m
+
+
+class Remote:
+    """An object of the answer's process: calls, attributes and iteration go there; it equals only itself."""
+    __slots__ = ("_ref",)
+
+    def __init__(self, ref):
+        object.__setattr__(self, "_ref", ref)
+
+    def __call__(self, *a, **k):
+        return _rpc({"op": "call", "ref": self._ref, "args": _enc(list(a)), "kwargs": {str(n): _enc(v) for n, v in k.items()}})
+
+    def __getattr__(self, name):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return _rpc({"op": "attr", "ref": self._ref, "name": name})
+
+    def __iter__(self):
+        r = _rpc({"op": "list", "ref": self._ref})
+        if type(r) is not list:
+            raise TypeError("the answer's object did not iterate to a list")
+        return iter(r)
+
+    def __len__(self):
+        return _rpc({"op": "len", "ref": self._ref})
+
+    def __bool__(self):
+        return _rpc({"op": "bool", "ref": self._ref}) is True
+
+    def __getitem__(self, key):
+        return _rpc({"op": "item", "ref": self._ref, "key": _enc(key)})
+
+    def __repr__(self):
+        return f"<object of the answer #{self._ref}>"
+
+
+def _rpc(q, modules=False):
+    try:
+        _to.write(json.dumps(q) + "\n")
+        _to.flush()
+    except (OSError, ValueError):
+        raise AnswerGone("the answer's process ended") from None
+    m = _reply()
+    if "ok" in m:
+        try:
+            return _dec(m["ok"], modules)
+        except AnswerGone:
+            raise
+        except Exception as e:
+            raise AnswerGone(f"a value that is not plain data ({type(e).__name__}: {e})") from None
+    if "missing" in m and q["op"] == "get":
+        raise NameError(q["name"])
+    e = m.get("exc")
+    if not (isinstance(e, list) and len(e) == 2 and all(type(x) is str for x in e)):
+        raise AnswerGone("a reply that is not the protocol's")
+    cls = getattr(builtins, e[0], None)
+    if isinstance(cls, type) and issubclass(cls, Exception) and not issubclass(cls, Warning):
+        try:
+            err = cls(e[1])
+        except Exception:
+            err = None
+        if type(err) is cls:
+            raise err
+    raise AnswerError(f"{e[0]}: {e[1]}")
+
+
+_MOD = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
+
+
+def _dec(x, modules=False, d=0):
+    """Plain data from JSON, checked: the only values of the answer that reach the tests."""
+    if d > 101:
+        raise ValueError("nested too deep")
+    t = type(x)
+    if x is None or t in (bool, int, str):
+        return x
+    if t is float:
+        return x
+    if t is list:
+        return [_dec(v, False, d + 1) for v in x]
+    if t is not dict or len(x) != 1:
+        raise ValueError("an object that is not a tagged value")
+    (k, v), = x.items()
+    if k == "$r" and type(v) is int:
+        return Remote(v)
+    if k == "$x" and v in ("inf", "-inf", "nan"):
+        return float(v)
+    if k == "$c" and type(v) is list and len(v) == 2 and all(type(i) is str for i in v):
+        return complex(float(v[0]), float(v[1]))
+    if k == "$b" and type(v) is str:
+        return bytes.fromhex(v)
+    if k == "$m" and modules and type(v) is str and _MOD.fullmatch(v):
+        import importlib
+        return importlib.import_module(v)
+    if type(v) is not list:
+        raise ValueError(f"tag {k!r}")
+    if k == "$d":
+        out = {}
+        for pair in v:
+            if type(pair) is not list or len(pair) != 2:
+                raise ValueError("a dict item that is not a pair")
+            out[_dec(pair[0], False, d + 1)] = _dec(pair[1], False, d + 1)
+        return out
+    kind = {"$t": tuple, "$s": set, "$f": frozenset}.get(k)
+    if kind is None:
+        raise ValueError(f"tag {k!r}")
+    return kind(_dec(i, False, d + 1) for i in v)
+
+
+def _enc(x, d=0):
+    """The tests' arguments, sent to the answer: plain data, or the answer's own objects back."""
+    if d > 100:
+        raise ValueError("an argument nested more than 100 deep")
+    t = type(x)
+    if x is None or t in (bool, int, str):
+        return x
+    if t is float:
+        return x if math.isfinite(x) else {"$x": repr(x)}
+    if t is list:
+        return [_enc(v, d + 1) for v in x]
+    if t is tuple:
+        return {"$t": [_enc(v, d + 1) for v in x]}
+    if t is dict:
+        return {"$d": [[_enc(k, d + 1), _enc(v, d + 1)] for k, v in x.items()]}
+    if t in (set, frozenset):
+        return {"$s" if t is set else "$f": [_enc(v, d + 1) for v in x]}
+    if t is bytes:
+        return {"$b": x.hex()}
+    if t is complex:
+        return {"$c": [repr(x.real), repr(x.imag)]}
+    if t is Remote:
+        return {"$r": x._ref}
+    if t is type(math):
+        return {"$m": x.__name__}
+    raise TypeError(f"an argument of type {t.__name__} cannot be sent to the answer's process")
+
+
+def _rec_fn(i, status, e):
+    detail = "" if e is None else (type(e).__name__ + ": " + str(e))[:200].replace("\n", " ")
+    record(i=i, s=status, d=detail)
+
+
+try:
+    first = _reply()
+except AnswerGone as e:
+    record(gone=str(e))
+    sys.exit(0)
+if "ready" not in first:
+    record(setup_error=str(first.get("error", "the answer did not start"))[:300])
+    sys.exit(0)
+ns = {"__name__": "__distill_tests__", "__builtins__": builtins, "__distill_rec": _rec_fn}
+try:
+    exec(compile(SPEC["setup"], "test_imports.py", "exec"), ns)
+    if SPEC["context"]:
+        try:
+            exec(compile(SPEC["context"], "prompt.py", "exec"), ns)
+        except Exception:
+            pass
+    entry = SPEC["entry"]
+    for name in SPEC["names"]:
+        if name != entry and (name in ns or hasattr(builtins, name)):
+            continue
+        ns.pop(name, None)
+        try:
+            ns[name] = _rpc({"op": "get", "name": name}, modules=True)
+        except NameError:
+            pass
+    exec(compile(SPEC["tests"], "tests.py", "exec"), ns)
+except AnswerGone as e:
+    record(gone=str(e))
+    sys.exit(0)
+except BaseException as e:
+    record(error=(type(e).__name__ + ": " + str(e))[:300])
+    sys.exit(0)
+record(done=True)
+'''
+
+
+class _Tree:
+    """The run's process tree, sampled from /proc: resident memory, CPU seconds (reaped children
+    included, through their parents' cutime/cstime) and the number of tasks."""
+
+    _TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+    def __init__(self, pid: int):
+        self.pid = pid
+
+    def pids(self) -> list[int]:
+        out, todo = [], [self.pid]
+        while todo and len(out) < 4096:
+            p = todo.pop()
+            out.append(p)
+            try:
+                tids = os.listdir(f"/proc/{p}/task")
+            except OSError:
+                continue
+            for t in tids:
+                try:
+                    with open(f"/proc/{p}/task/{t}/children") as f:
+                        todo += [int(x) for x in f.read().split()]
+                except (OSError, ValueError):
+                    pass
+        return out
+
+    def sample(self) -> tuple[float, float, int]:
+        """(resident MB, CPU seconds, tasks)."""
+        rss = cpu = 0.0
+        tasks = 0
+        for p in self.pids():
+            try:
+                with open(f"/proc/{p}/stat") as f:
+                    s = f.read()
+            except OSError:
+                continue
+            v = s[s.rfind(")") + 2:].split()
+            cpu += sum(int(x) for x in v[11:15]) / self._TICK
+            tasks += int(v[17])  # num_threads
+            rss += int(v[21]) * self._PAGE
+        return rss / (1 << 20), cpu, tasks
+
+    def pss_mb(self) -> float | None:
+        """Proportional memory (pages shared between forked children counted once), or None when
+        /proc does not let this user read it."""
+        total = 0
+        for p in self.pids():
+            try:
+                with open(f"/proc/{p}/smaps_rollup") as f:
+                    total += next(int(x.split()[1]) for x in f if x.startswith("Pss:"))
+            except (OSError, StopIteration, ValueError):
+                return None
+        return total / 1024
 
 
 def _kill_group(p: subprocess.Popen) -> None:
     try:
         os.killpg(p.pid, signal.SIGKILL)
-    except ProcessLookupError:
+    except (ProcessLookupError, PermissionError):
         pass
     try:
         p.wait(timeout=5)
@@ -285,18 +619,113 @@ def _kill_group(p: subprocess.Popen) -> None:
         pass
 
 
-def _read_capped(path: str, cap: int) -> tuple[str, int]:
-    try:
-        size = os.path.getsize(path)
-        with open(path, "rb") as f:
-            data = f.read(cap)
-    except OSError:
-        return "", 0
-    return data.decode("utf-8", "replace"), size
+def _spawn(argv: list[str], limits: Limits, sandbox: bool, fds: tuple[int, ...], stdin, stdout, stderr,
+           cwd: str) -> subprocess.Popen:
+    cmd = [*(_sandbox_argv(limits) if sandbox else []), *argv]
+    return subprocess.Popen(cmd, stdin=stdin, stdout=stdout, stderr=stderr, cwd=cwd, pass_fds=fds,
+                            start_new_session=True, preexec_fn=_rlimits(limits, fds),
+                            env={"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", **_ONE_THREAD})
+
+
+def _watch(procs: list[subprocess.Popen], watched: subprocess.Popen, limits: Limits, deadline: float,
+           until: subprocess.Popen) -> str | None:
+    """Wait for `until` to exit, killing every process group at the wall clock or when `watched`'s
+    tree passes the run's memory, CPU or process limit. The reason, or None."""
+    tree, reason, pause = _Tree(watched.pid), None, 0.005
+    while until.poll() is None:
+        if time.monotonic() > deadline:
+            reason = "wall"
+        elif watched.poll() is None:
+            rss, cpu, tasks = tree.sample()
+            if cpu > limits.cpu_seconds + 0.5:
+                reason = "cpu"
+            elif tasks > limits.processes + 2:  # bwrap's own two processes
+                reason = "processes"
+            elif rss > limits.memory_mb and (tree.pss_mb() or rss) > limits.memory_mb:
+                reason = "memory"
+        if reason:
+            for p in procs:
+                _kill_group(p)
+            break
+        time.sleep(pause)
+        pause = min(0.05, pause * 1.5)
+    return reason
+
+
+def _read_capped(f, cap: int) -> tuple[str, int]:
+    f.seek(0, os.SEEK_END)
+    size = f.tell()
+    f.seek(0)
+    return f.read(cap).decode("utf-8", "replace"), size
+
+
+def _exit_status(code: int | None, reason: str | None, limits: Limits, stderr: str) -> tuple[str, str]:
+    """How a process ended, as a test status and its detail."""
+    if reason == "wall":
+        return "timeout", f"wall-clock limit of {limits.wall_seconds}s; the process group was killed"
+    if reason == "cpu":
+        return "timeout", f"CPU limit of {limits.cpu_seconds}s for the run's processes together"
+    if reason == "memory":
+        return "memory_limit", f"the run's processes together held more than {limits.memory_mb} MB"
+    if reason == "processes":
+        return "process_limit", f"more than {limits.processes} processes and threads"
+    # A signal shows as a negative status without the sandbox, and as 128 + signal through bwrap.
+    sig_no = -code if code is not None and code < 0 else code - 128 if code is not None and 128 < code < 160 else None
+    if sig_no is not None and sig_no in signal.Signals._value2member_map_:
+        sig = signal.Signals(sig_no).name
+        return ({"SIGXCPU": "timeout", "SIGXFSZ": "output_limit"}.get(sig, "killed"),
+                {"SIGXCPU": f"CPU limit of {limits.cpu_seconds}s", "SIGXFSZ": f"wrote more than {limits.file_mb} MB"
+                 }.get(sig, f"killed by {sig}"))
+    if code == 0:
+        return "passed", ""
+    last = _last_error(stderr)
+    return _error_status(last), last or f"exit status {code}"
+
+
+def _sandbox_or_refuse(allow_unsandboxed: bool) -> bool:
+    ok, why = sandbox_available()
+    if ok:
+        return True
+    if not allow_unsandboxed:  # the sandbox when there is one, the bare process (limits only) when not
+        raise SandboxError(f"refusing to run model-written code without a sandbox: {why}")
+    return False
+
+
+def run(program: str, stdin: str = "", limits: Limits | None = None, allow_unsandboxed: bool = False) -> Outcome:
+    """Run a Python program as `__main__` in the sandbox, stdin a regular file holding `stdin`.
+
+    `stdout` holds the whole output up to `file_mb` (for comparison; `check_program` keeps only
+    `output_bytes` of it in the verdict)."""
+    limits = limits or Limits()
+    return _run_main(program, stdin, limits, _sandbox_or_refuse(allow_unsandboxed))
+
+
+def _run_main(program: str, stdin: str, limits: Limits, sandbox: bool) -> Outcome:
+    prog = _memfd("solution.py", program.encode())
+    inp = _memfd("stdin", stdin.encode())
+    nproc = str(limits.processes) if sandbox else "0"
+    start = time.monotonic()
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, \
+            tempfile.TemporaryDirectory(prefix="distill-exec-") as work:
+        try:
+            p = _spawn([_python(), "-I", "-c", ANSWER_BOOT, nproc, str(prog), "main"], limits, sandbox, (prog,),
+                       inp, out, err, work)
+        finally:
+            os.close(prog)
+            os.close(inp)
+        reason = _watch([p], p, limits, start + limits.wall_seconds, p)
+        p.wait()
+        seconds = time.monotonic() - start
+        stdout, size = _read_capped(out, limits.file_mb << 20)
+        stderr, _ = _read_capped(err, limits.output_bytes)
+    status, detail = _exit_status(p.returncode, reason, limits, stderr)
+    return Outcome(status, None if reason == "wall" else p.returncode, round(seconds, 3), stdout, stderr, detail,
+                   {"sandboxed": sandbox, "stdout_bytes": size})
 
 
 _ERRORS = (("AssertionError", "failed"), ("MemoryError", "memory_limit"), ("File too large", "output_limit"),
-           ("Resource temporarily unavailable", "process_limit"), ("RecursionError", "runtime_error"))
+           ("Resource temporarily unavailable", "process_limit"), ("RecursionError", "runtime_error"),
+           ("No space left on device", "output_limit"))
 
 
 def _error_status(last: str) -> str:
@@ -312,10 +741,11 @@ def _last_error(stderr: str) -> str:
     return lines[-1][:300] if lines else ""
 
 
-# -- harnesses ------------------------------------------------------------------------------------
+# -- the tests, as the judge runs them ------------------------------------------------------------
 
-# Defined before the program runs, holding its own references to builtins, so a program that
-# rebinds `type` or `isinstance` does not change how the tests compare.
+# Defined in the judge's namespace before the tests, holding its own references to builtins. The
+# values it compares are the judge's own or plain data decoded from the answer's replies; an object
+# of the answer is a proxy that equals only itself.
 _STRICT_EQ = '''
 def __distill_strict_eq(a, b, _type=type, _isinstance=isinstance, _len=len, _zip=zip, _all=all,
                         _float=float, _int=int, _bool=bool, _complex=complex):
@@ -368,7 +798,7 @@ def strict_tests(code: str) -> str:
 
 
 # Each test becomes `try: <test> except ...: record`, so one failing test does not hide the others
-# and a per-test verdict comes out of one sandbox start.
+# and a per-test verdict comes out of one run.
 _TRY = ast.parse(
     "try:\n    pass\n"
     "except AssertionError as __distill_e:\n    __distill_rec(0, 'failed', __distill_e)\n"
@@ -379,10 +809,8 @@ _TRY = ast.parse(
 
 def _wrapped(body: list[ast.stmt], index: int) -> ast.Try:
     """`try: <start record>; <test> except ...: record`"""
-    import copy
-
     t = copy.deepcopy(_TRY)
-    # `start` names the test that was running if the process dies inside it (a hang, a crash)
+    # `start` names the test that was running if the run dies inside it (a hang, a crash)
     t.body = [ast.parse(f"__distill_rec({index}, 'start', None)").body[0], *body]
     for node in ast.walk(t):
         if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "__distill_rec":
@@ -402,19 +830,38 @@ class _EachAssert(ast.NodeTransformer):
         return ast.copy_location(_wrapped([node], self.count - 1), node)
 
 
-_RECORDER = '''
-def __distill_rec(i, status, e, _print=print, _type=type, _str=str, _m={marker!r}):
-    detail = "" if e is None else (_type(e).__name__ + ": " + _str(e))[:200].replace("\\n", " ")
-    _print("\\n" + _m, i, status, detail, flush=True)
-'''
+def _free_names(trees: list[ast.AST]) -> list[str]:
+    """Names the tests read and never bind themselves: what they take from the program under test."""
+    loads, bound = [], set()
+    for tree in trees:
+        for n in ast.walk(tree):
+            if isinstance(n, ast.Name):
+                (loads.append(n.id) if isinstance(n.ctx, ast.Load) else bound.add(n.id))
+            elif isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                bound.add(n.name)
+            elif isinstance(n, ast.arg):
+                bound.add(n.arg)
+            elif isinstance(n, (ast.Import, ast.ImportFrom)):
+                bound.update((a.asname or a.name).split(".")[0] for a in n.names)
+    return [x for x in dict.fromkeys(loads) if x not in bound and not x.startswith("__distill")]
 
 
-def harness(kind: str, program: str, tests, entry_point: str | None = None,
-            test_imports: list[str] | None = None) -> tuple[str, str, int]:
-    """(the program to run, its marker, the number of tests) for a function (`check(candidate)`) or
-    asserts problem. Every `==` in a test is strict, and each test reports its own outcome."""
-    marker = f"__distill_{secrets.token_hex(8)}"
-    pre = _STRICT_EQ + _RECORDER.format(marker=marker)
+def _context(problem: dict) -> str:
+    """The problem's own code the tests may call (HumanEval's prompt: `poly` for `find_zero`), when it parses."""
+    ctx = problem.get("context")
+    if ctx is None and problem.get("kind") == "function":
+        ctx = problem.get("problem") or problem.get("prompt") or ""
+    try:
+        ast.parse(ctx or "")
+    except SyntaxError:
+        return ""
+    return ctx or ""
+
+
+def judge_spec(kind: str, tests, entry_point: str | None = None, test_imports: list[str] | None = None,
+               context: str = "") -> tuple[dict, int]:
+    """(what the judge runs, the number of tests) for a `function` (`check(candidate)`) or `asserts`
+    problem. Every `==` in a test is strict, and each test reports its own outcome."""
     if kind == "function":
         tree = ast.parse(tests)
         each = _EachAssert()
@@ -422,28 +869,112 @@ def harness(kind: str, program: str, tests, entry_point: str | None = None,
             if isinstance(node, ast.FunctionDef) and node.name == "check":
                 each.visit(node)
         tree = _StrictEquality().visit(tree)  # asserts outside `check` (rare) are strict too
-        body = f"{program}\n\n{ast.unparse(ast.fix_missing_locations(tree))}\n\ncheck({entry_point})\n"
+        names = _free_names([tree])
+        body = f"{ast.unparse(ast.fix_missing_locations(tree))}\n\ncheck({entry_point})\n"
         n = each.count
     elif kind == "asserts":
-        stmts = []
-        for i, t in enumerate(tests):
-            stmts.append(_wrapped(_StrictEquality().visit(ast.parse(t)).body, i))
-        body = ("\n".join(test_imports or []) + f"\n{program}\n\n"
-                + ast.unparse(ast.fix_missing_locations(ast.Module(stmts, []))) + "\n")
+        trees = [ast.parse(t) for t in tests]
+        names = _free_names(trees)
+        stmts = [_wrapped(_StrictEquality().visit(t).body, i) for i, t in enumerate(trees)]
+        body = ast.unparse(ast.fix_missing_locations(ast.Module(stmts, []))) + "\n"
         n = len(tests)
     else:
         raise ValueError(f"harness kind {kind!r}: function or asserts (stdio runs the program per case)")
-    return f"{pre}\n{body}\nprint('\\n' + {marker!r}, 'done', flush=True)\n", marker, n
+    if entry_point and entry_point not in names:
+        names.append(entry_point)
+    return {"tests": _STRICT_EQ + body, "setup": "\n".join(test_imports or []) + "\n", "context": context,
+            "entry": entry_point, "names": names}, n
 
 
-def compare_stdout(got: str, expected: str, float_tol: float | None = None) -> bool:
+def run_tests(spec: dict, program: str, limits: Limits | None = None, allow_unsandboxed: bool = False) -> dict:
+    """Run the answer and the judge, each in its own sandbox, joined by two pipes.
+
+    Returns {'outcome': the answer's process (Outcome), 'records': {test: (status, detail)},
+    'running': the test that had started and not ended, 'end': done | gone | setup_error | error | None,
+    'end_detail'}."""
+    limits = limits or Limits()
+    sandbox = _sandbox_or_refuse(allow_unsandboxed)
+    nproc = str(limits.processes) if sandbox else "0"
+    spec = {**spec, "cap": max(1 << 20, limits.file_mb << 20)}
+    prog = _memfd("solution.py", program.encode())
+    jspec = _memfd("tests.json", json.dumps(spec).encode())
+    q_r, q_w = os.pipe()  # judge -> answer
+    a_r, a_w = os.pipe()  # answer -> judge
+    rec = _memfd("records", b"")  # the judge's records: only the judge holds a descriptor to write them
+    start = time.monotonic()
+    procs = []
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, tempfile.TemporaryFile() as jerr, \
+            tempfile.TemporaryDirectory(prefix="distill-exec-") as work:
+        try:
+            answer = _spawn([_python(), "-I", "-c", ANSWER_BOOT, nproc, str(prog), "serve", str(q_r), str(a_w)],
+                            limits, sandbox, (prog, q_r, a_w), subprocess.DEVNULL, out, err, work)
+            procs.append(answer)
+            judge = _spawn([_python(), "-I", "-S", "-c", JUDGE_BOOT, nproc, str(jspec), str(q_w), str(a_r), str(rec)],
+                           limits, sandbox, (jspec, q_w, a_r, rec), subprocess.DEVNULL, subprocess.DEVNULL, jerr, work)
+            procs.append(judge)
+        except BaseException:
+            for p in procs:
+                _kill_group(p)
+            raise
+        finally:
+            for fd in (prog, jspec, q_r, q_w, a_r, a_w):
+                os.close(fd)
+        try:
+            reason = _watch(procs, answer, limits, start + limits.wall_seconds, judge)
+            try:  # the answer ends by itself once the judge is gone; its own status says how it ended
+                answer.wait(timeout=1)
+            except subprocess.TimeoutExpired:
+                pass
+        finally:
+            for p in procs:
+                _kill_group(p)
+        seconds = time.monotonic() - start
+        stdout, size = _read_capped(out, limits.output_bytes)
+        stderr, _ = _read_capped(err, limits.output_bytes)
+        judge_err, _ = _read_capped(jerr, 4000)
+        lines = os.pread(rec, 64 << 20, 0).decode("utf-8", "replace").splitlines()
+        os.close(rec)
+    records: dict[int, tuple[str, str]] = {}
+    running, end, end_detail = None, None, ""
+    for line in lines:
+        m = json.loads(line)
+        if "i" in m:
+            i, status = m["i"], m["s"]
+            if status == "start":
+                running = i
+                continue
+            running = None
+            if records.get(i, ("passed",))[0] == "passed":  # a test inside a loop runs many times: one failure fails it
+                records[i] = (status, m["d"][:300])
+        else:
+            end = next(k for k in ("done", "gone", "setup_error", "error") if k in m)
+            end_detail = "" if end == "done" else str(m[end])
+    code = answer.returncode
+    status, detail = _exit_status(code, reason, limits, stderr)
+    if reason is None and code in (0, -signal.SIGKILL, 128 + signal.SIGKILL) and end == "done":
+        status, detail = "passed", ""  # serving until the judge was done, then ended by it
+    elif reason is None and end == "gone" and code == 0:
+        status, detail = "exited_early", "the answer's process exited before the tests ran to the end"
+    elif reason is None and end == "setup_error":
+        status, detail = _error_status(end_detail), end_detail
+    elif reason is None and end == "error":
+        status, detail = "runtime_error", end_detail
+    elif reason is None and end is None:
+        status, detail = "judge_error", f"the judge stopped without a verdict: {_last_error(judge_err)}"
+    o = Outcome(status, None if reason == "wall" else code, round(seconds, 3), stdout, stderr, detail,
+                {"sandboxed": sandbox, "stdout_bytes": size})
+    return {"outcome": o, "records": records, "running": running, "end": end, "end_detail": end_detail}
+
+
+def compare_stdout(got: str, expected: str, float_tol: float | None = None, ignore_case: bool = False) -> bool:
     """Whitespace-insensitive token comparison (Codeforces/APPS checkers); numbers within
-    `float_tol` (absolute or relative) when the problem says so."""
+    `float_tol` (absolute or relative) when the problem says so; letters in any case when the
+    problem accepts that (YES/yes)."""
     a, b = got.split(), expected.split()
     if len(a) != len(b):
         return False
     for x, y in zip(a, b, strict=True):
-        if x == y:
+        if x == y or (ignore_case and x.lower() == y.lower()):
             continue
         if float_tol is None:
             return False
@@ -451,7 +982,7 @@ def compare_stdout(got: str, expected: str, float_tol: float | None = None) -> b
             fx, fy = float(x), float(y)
         except ValueError:
             return False
-        if abs(fx - fy) > float_tol * max(1.0, abs(fy)):
+        if not abs(fx - fy) <= float_tol * max(1.0, abs(fy)):  # NaN is never within
             return False
     return True
 
@@ -459,7 +990,6 @@ def compare_stdout(got: str, expected: str, float_tol: float | None = None) -> b
 def _trim(o: Outcome, cap: int = 1000) -> dict:
     d = o.to_dict()
     d["stdout"], d["stderr"] = d["stdout"][-cap:], d["stderr"][-cap:]
-    d["extra"] = {k: v for k, v in d["extra"].items() if k not in ("records", "running")}
     return d
 
 
@@ -470,14 +1000,15 @@ def check_program(problem: dict, program: str, limits: Limits | None = None,
     Returns {'status', 'passed', 'total', 'tests': [{'test', 'status', 'detail'}], 'runs': [process
     outcomes], 'sandboxed'}. `problem['kind']`: `function` (HumanEval: `entry_point`, `tests`
     defining `check`), `asserts` (MBPP: `tests` a list of assert lines, optional `test_imports`) or
-    `stdio` (`tests` a list of {input, output}, optional `float_tol`). Function and asserts problems
-    run all their tests in one sandbox start, each test recorded on its own; stdio runs one process
-    per case (each needs its own stdin), stopping at the first failure unless `stop_at_first` is off
-    (a fractional reward wants them all).
+    `stdio` (`tests` a list of {input, output}, optional `float_tol`, `ignore_case`). Function and
+    asserts problems run all their tests in one answer process and one judge process, each test
+    recorded on its own; stdio runs one process per case (each needs its own stdin), stopping at
+    the first failure unless `stop_at_first` is off (a fractional reward wants them all).
 
     A pass needs every test passed. Test statuses: passed, failed, runtime_error, timeout,
-    memory_limit, output_limit, process_limit, killed, exited_early, compile_error, not_run.
+    memory_limit, output_limit, process_limit, killed, exited_early, compile_error, judge_error, not_run.
     """
+    limits = limits or Limits()
     kind = problem.get("kind")
     total = len(problem["tests"]) if kind in ("stdio", "asserts") else None
     try:
@@ -488,11 +1019,10 @@ def check_program(problem: dict, program: str, limits: Limits | None = None,
         return {"status": "compile_error", "passed": 0, "total": n, "sandboxed": None, "runs": [],
                 "tests": [{"test": i, "status": "compile_error", "detail": detail} for i in range(n)]}
     if kind in ("function", "asserts"):
-        code, marker, n = harness(kind, program, problem["tests"], problem.get("entry_point"),
-                                  problem.get("test_imports"))
-        o = run(code, limits=limits, allow_unsandboxed=allow_unsandboxed, marker=marker)
-        records = dict(o.extra.get("records", {}))
-        running = o.extra.get("running")
+        imports = problem.get("test_imports") or []
+        spec, n = judge_spec(kind, problem["tests"], problem.get("entry_point"), imports, _context(problem))
+        r = run_tests(spec, "\n".join(imports) + "\n" + program if imports else program, limits, allow_unsandboxed)
+        o, records, running = r["outcome"], dict(r["records"]), r["running"]
         if o.status != "passed" and running is not None:  # it stopped inside this test
             records[running] = (o.status, o.detail)
         tests, cut = [], running is not None
@@ -504,7 +1034,7 @@ def check_program(problem: dict, program: str, limits: Limits | None = None,
             elif not cut:  # the test that was running when the process stopped
                 status, detail, cut = o.status, o.detail, True
             else:
-                status, detail = "not_run", f"after the process stopped ({o.status})"
+                status, detail = "not_run", f"after the run stopped ({o.status})"
             tests.append({"test": i, "status": status, "detail": detail})
         failing = [t for t in tests if t["status"] != "passed"]
         status = o.status if o.status != "passed" else failing[0]["status"] if failing else "passed"
@@ -513,19 +1043,20 @@ def check_program(problem: dict, program: str, limits: Limits | None = None,
     if kind == "stdio":
         cases = problem["tests"]
         tests, runs = [], []
+        sandbox = _sandbox_or_refuse(allow_unsandboxed)
         for i, c in enumerate(cases):
             if tests and tests[-1]["status"] != "passed" and stop_at_first:
                 tests.append({"test": i, "status": "not_run", "detail": "an earlier case failed"})
                 continue
-            o = run(program, stdin=c["input"], limits=limits, allow_unsandboxed=allow_unsandboxed)
-            if o.status == "passed" and not compare_stdout(o.stdout, c["output"], problem.get("float_tol")):
+            o = _run_main(program, c["input"], limits, sandbox)
+            if o.status == "passed" and not compare_stdout(o.stdout, c["output"], problem.get("float_tol"),
+                                                           bool(problem.get("ignore_case"))):
                 o.status, o.detail = "failed", f"wrong output: expected {c['output'][:80]!r}, got {o.stdout[:80]!r}"
-            elif o.status == "passed" and o.extra.get("stdout_truncated"):
-                o.status, o.detail = "failed", "output longer than what is kept for comparison"
+            o.stdout = o.stdout[:limits.output_bytes]
             tests.append({"test": i, "status": o.status, "detail": o.detail})
             runs.append(_trim(o, 300))
         failing = [t for t in tests if t["status"] not in ("passed", "not_run")]
         return {"status": failing[0]["status"] if failing else "passed",
                 "passed": sum(t["status"] == "passed" for t in tests), "total": len(cases), "tests": tests,
-                "runs": runs, "sandboxed": runs[0]["extra"].get("sandboxed") if runs else None}
+                "runs": runs, "sandboxed": sandbox}
     raise ValueError(f"problem kind {kind!r}: function, asserts or stdio")
