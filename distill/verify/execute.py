@@ -182,22 +182,11 @@ def _sandbox_argv(limits: Limits) -> list[str]:
             "--setenv", "HOME", SANDBOX_DIR, "--setenv", "LANG", "C.UTF-8", *_ONE_THREAD_ARGS]
 
 
-def _rlimits(limits: Limits, fds: tuple[int, ...]):
-    """Per-process limits, set before exec (inherited through bwrap). The process count is set inside
-    the sandbox by the bootstrap, once the run's user namespace exists (see the module docstring)."""
-    import resource
-
-    def apply():
-        mb = 1 << 20
-        resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_seconds, limits.cpu_seconds + 1))
-        resource.setrlimit(resource.RLIMIT_AS, (limits.memory_mb * mb, limits.memory_mb * mb))
-        resource.setrlimit(resource.RLIMIT_FSIZE, (limits.file_mb * mb, limits.file_mb * mb))
-        # the pipes and files handed to the run may have high numbers in a busy process
-        nofile = max(limits.open_files, max(fds, default=0) + 1)
-        resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
-        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-
-    return apply
+def _limits_arg(limits: Limits, sandbox: bool) -> str:
+    """The limits the bootstraps set: process count (only inside the sandbox's user namespace: outside
+    it the kernel would count every task of this uid), CPU seconds, address space MB, file MB, open files."""
+    nproc = limits.processes if sandbox else -1
+    return f"{nproc},{limits.cpu_seconds},{limits.memory_mb},{limits.file_mb},{limits.open_files}"
 
 
 def _memfd(name: str, data: bytes) -> int:
@@ -213,16 +202,52 @@ def _memfd(name: str, data: bytes) -> int:
 
 # -- the processes --------------------------------------------------------------------------------
 
+# What both processes run first: every limit of the run, set here rather than before exec so that
+# the process count is the run's own (it is set inside the run's user namespace) and the host
+# spawns the sandbox without forking itself; and JSON through the interpreter's C codec, not the
+# `json` package, whose `re` import costs more than the interpreter's own start.
+_PROLOGUE = r"""
+import os, sys
+def _limits(nproc, cpu, mem, fsize, nofile):
+    import resource as r
+    for k, v in ((r.RLIMIT_CPU, (cpu, cpu + 1)), (r.RLIMIT_AS, (mem << 20, mem << 20)), (r.RLIMIT_CORE, (0, 0)),
+                 (r.RLIMIT_FSIZE, (fsize << 20, fsize << 20)), (r.RLIMIT_NOFILE, (nofile, nofile)),
+                 (r.RLIMIT_NPROC, (nproc, nproc))):
+        if v[0] >= 0:
+            r.setrlimit(k, v)
+_limits(*map(int, sys.argv[1].split(",")))
+del _limits
+sys.set_int_max_str_digits(0)
+try:
+    from _json import make_scanner as _mk_scan, make_encoder as _mk_enc, encode_basestring_ascii as _esc
+except ImportError:
+    import json as _json
+    _loads, _dumps = _json.loads, lambda o: _json.dumps(o, allow_nan=False)
+else:
+    class _Ctx:
+        strict, object_hook, object_pairs_hook, parse_float, parse_int = True, None, None, float, int
+        def __init__(self):
+            self.parse_constant = self.no_constant
+        @staticmethod
+        def no_constant(c):
+            raise ValueError(c)
+    def _not_json(o):
+        raise TypeError(type(o).__name__)
+    _scan, _enc_iter = _mk_scan(_Ctx()), _mk_enc(None, _not_json, _esc, None, ":", ",", False, False, False)
+    def _loads(s):
+        o, end = _scan(s, 0)
+        if end != len(s):
+            raise ValueError("extra data")
+        return o
+    def _dumps(o):
+        return "".join(_enc_iter(o, 0))
+"""
+
 # The answer's process: the process limit (inside the run's user namespace), the program read from a
 # memfd that is then closed (no file of it to open), and either run as `__main__` (stdio) or as
 # module `solution` followed by serving the judge's calls. Everything here runs in the answer's
 # process, so the answer can change any of it: it can then send other plain data, nothing more.
-ANSWER_BOOT = r'''
-import os, sys
-if sys.argv[1] != "0":
-    import resource
-    resource.setrlimit(resource.RLIMIT_NPROC, (int(sys.argv[1]), int(sys.argv[1])))
-sys.set_int_max_str_digits(0)
+ANSWER_BOOT = _PROLOGUE + r'''
 _fd, _src = int(sys.argv[2]), []
 while True:
     _b = os.read(_fd, 1 << 20)
@@ -235,14 +260,14 @@ if sys.argv[3] == "main":
     sys.argv = ["solution.py"]
     exec(_code, {"__name__": "__main__", "__builtins__": __builtins__})
     sys.exit(0)
-import json, math, types
+import math
 _rin = os.fdopen(int(sys.argv[4]), "r", encoding="utf-8")
 _rout = os.fdopen(int(sys.argv[5]), "w", encoding="utf-8")
 _g, _refs = {"__name__": "solution", "__builtins__": __builtins__}, {}
 
 
 def _send(m):
-    _rout.write(json.dumps(m) + "\n")
+    _rout.write(_dumps(m) + "\n")
     _rout.flush()
 
 
@@ -268,7 +293,7 @@ def _enc(x, d=0):
         return {"$b": x.hex()}
     if t is complex:
         return {"$c": [repr(x.real), repr(x.imag)]}
-    if isinstance(x, types.ModuleType):
+    if t is type(sys):
         return {"$m": x.__name__}
     _refs[id(x)] = x
     return {"$r": id(x)}
@@ -304,7 +329,7 @@ except Exception as e:  # SystemExit and KeyboardInterrupt end the process: the 
 _send({"ready": True})
 for _line in _rin:
     try:
-        _q = json.loads(_line)
+        _q = _loads(_line.rstrip("\n"))
         _op = _q["op"]
         if _op == "get":
             if _q["name"] not in _g:
@@ -326,6 +351,8 @@ for _line in _rin:
             else:
                 _r = _o[_dec(_q["key"])]
         _send({"ok": _enc(_r)})
+    except (SystemExit, KeyboardInterrupt):
+        raise
     except Exception as e:
         _send({"exc": [type(e).__name__, str(e)[:300]]})
 '''
@@ -334,14 +361,10 @@ for _line in _rin:
 # tests take from the answer) as proxies. It holds the comparisons and writes the records to a pipe
 # that only it has. A failing call's exception is raised here as the builtin exception of that
 # name (a ValueError stays a ValueError for tests that expect one), anything else as AnswerError.
-JUDGE_BOOT = r'''
-import builtins, json, math, os, re, sys
-if sys.argv[1] != "0":
-    import resource
-    resource.setrlimit(resource.RLIMIT_NPROC, (int(sys.argv[1]), int(sys.argv[1])))
-sys.set_int_max_str_digits(0)
+JUDGE_BOOT = _PROLOGUE + r'''
+import builtins, math
 with os.fdopen(int(sys.argv[2]), "rb") as _f:
-    SPEC = json.loads(_f.read())
+    SPEC = _loads(_f.read().decode("utf-8"))
 _to = os.fdopen(int(sys.argv[3]), "w", encoding="utf-8")
 _from = os.fdopen(int(sys.argv[4]), "r", encoding="utf-8")
 _rec = os.fdopen(int(sys.argv[5]), "w", encoding="utf-8")
@@ -349,7 +372,7 @@ _CAP = SPEC["cap"]
 
 
 def record(**m):
-    _rec.write(json.dumps(m) + "\n")
+    _rec.write(_dumps(m) + "\n")
     _rec.flush()
 
 
@@ -368,7 +391,7 @@ def _reply():
     if not line.endswith("\n"):
         raise AnswerGone(f"a reply longer than {_CAP} bytes")
     try:
-        m = json.loads(line, parse_constant=lambda c: 1 / 0)
+        m = _loads(line[:-1])
     except Exception:
         raise AnswerGone("a reply that is not the protocol's JSON") from None
     if not isinstance(m, dict):
@@ -412,7 +435,7 @@ class Remote:
 
 def _rpc(q, modules=False):
     try:
-        _to.write(json.dumps(q) + "\n")
+        _to.write(_dumps(q) + "\n")
         _to.flush()
     except (OSError, ValueError):
         raise AnswerGone("the answer's process ended") from None
@@ -440,9 +463,6 @@ def _rpc(q, modules=False):
     raise AnswerError(f"{e[0]}: {e[1]}")
 
 
-_MOD = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
-
-
 def _dec(x, modules=False, d=0):
     """Plain data from JSON, checked: the only values of the answer that reach the tests."""
     if d > 101:
@@ -465,7 +485,7 @@ def _dec(x, modules=False, d=0):
         return complex(float(v[0]), float(v[1]))
     if k == "$b" and type(v) is str:
         return bytes.fromhex(v)
-    if k == "$m" and modules and type(v) is str and _MOD.fullmatch(v):
+    if k == "$m" and modules and type(v) is str and all(x.isidentifier() for x in v.split(".")):
         import importlib
         return importlib.import_module(v)
     if type(v) is not list:
@@ -621,9 +641,10 @@ def _kill_group(p: subprocess.Popen) -> None:
 
 def _spawn(argv: list[str], limits: Limits, sandbox: bool, fds: tuple[int, ...], stdin, stdout, stderr,
            cwd: str) -> subprocess.Popen:
+    # No preexec_fn (the limits are the bootstrap's): subprocess can then vfork a large trainer process.
     cmd = [*(_sandbox_argv(limits) if sandbox else []), *argv]
     return subprocess.Popen(cmd, stdin=stdin, stdout=stdout, stderr=stderr, cwd=cwd, pass_fds=fds,
-                            start_new_session=True, preexec_fn=_rlimits(limits, fds),
+                            start_new_session=True,
                             env={"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", **_ONE_THREAD})
 
 
@@ -631,24 +652,37 @@ def _watch(procs: list[subprocess.Popen], watched: subprocess.Popen, limits: Lim
            until: subprocess.Popen) -> str | None:
     """Wait for `until` to exit, killing every process group at the wall clock or when `watched`'s
     tree passes the run's memory, CPU or process limit. The reason, or None."""
+    import select
+
     tree, reason, pause = _Tree(watched.pid), None, 0.005
-    while until.poll() is None:
-        if time.monotonic() > deadline:
-            reason = "wall"
-        elif watched.poll() is None:
-            rss, cpu, tasks = tree.sample()
-            if cpu > limits.cpu_seconds + 0.5:
-                reason = "cpu"
-            elif tasks > limits.processes + 2:  # bwrap's own two processes
-                reason = "processes"
-            elif rss > limits.memory_mb and (tree.pss_mb() or rss) > limits.memory_mb:
-                reason = "memory"
-        if reason:
-            for p in procs:
-                _kill_group(p)
-            break
-        time.sleep(pause)
-        pause = min(0.05, pause * 1.5)
+    try:  # wakes the moment `until` exits, where sleeping would add up to a poll interval to every run
+        pidfd = os.pidfd_open(until.pid)
+    except (AttributeError, OSError):
+        pidfd = None
+    try:
+        while until.poll() is None:
+            if time.monotonic() > deadline:
+                reason = "wall"
+            elif watched.poll() is None:
+                rss, cpu, tasks = tree.sample()
+                if cpu > limits.cpu_seconds + 0.5:
+                    reason = "cpu"
+                elif tasks > limits.processes + 2:  # bwrap's own two processes
+                    reason = "processes"
+                elif rss > limits.memory_mb and (tree.pss_mb() or rss) > limits.memory_mb:
+                    reason = "memory"
+            if reason:
+                for p in procs:
+                    _kill_group(p)
+                break
+            if pidfd is None:
+                time.sleep(pause)
+            else:
+                select.select([pidfd], [], [], pause)
+            pause = min(0.05, pause * 1.5)
+    finally:
+        if pidfd is not None:
+            os.close(pidfd)
     return reason
 
 
@@ -703,12 +737,12 @@ def run(program: str, stdin: str = "", limits: Limits | None = None, allow_unsan
 def _run_main(program: str, stdin: str, limits: Limits, sandbox: bool) -> Outcome:
     prog = _memfd("solution.py", program.encode())
     inp = _memfd("stdin", stdin.encode())
-    nproc = str(limits.processes) if sandbox else "0"
+    lim = _limits_arg(limits, sandbox)
     start = time.monotonic()
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, \
             tempfile.TemporaryDirectory(prefix="distill-exec-") as work:
         try:
-            p = _spawn([_python(), "-I", "-c", ANSWER_BOOT, nproc, str(prog), "main"], limits, sandbox, (prog,),
+            p = _spawn([_python(), "-I", "-c", ANSWER_BOOT, lim, str(prog), "main"], limits, sandbox, (prog,),
                        inp, out, err, work)
         finally:
             os.close(prog)
@@ -894,7 +928,7 @@ def run_tests(spec: dict, program: str, limits: Limits | None = None, allow_unsa
     'end_detail'}."""
     limits = limits or Limits()
     sandbox = _sandbox_or_refuse(allow_unsandboxed)
-    nproc = str(limits.processes) if sandbox else "0"
+    lim = _limits_arg(limits, sandbox)
     spec = {**spec, "cap": max(1 << 20, limits.file_mb << 20)}
     prog = _memfd("solution.py", program.encode())
     jspec = _memfd("tests.json", json.dumps(spec).encode())
@@ -906,10 +940,10 @@ def run_tests(spec: dict, program: str, limits: Limits | None = None, allow_unsa
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, tempfile.TemporaryFile() as jerr, \
             tempfile.TemporaryDirectory(prefix="distill-exec-") as work:
         try:
-            answer = _spawn([_python(), "-I", "-c", ANSWER_BOOT, nproc, str(prog), "serve", str(q_r), str(a_w)],
+            answer = _spawn([_python(), "-I", "-c", ANSWER_BOOT, lim, str(prog), "serve", str(q_r), str(a_w)],
                             limits, sandbox, (prog, q_r, a_w), subprocess.DEVNULL, out, err, work)
             procs.append(answer)
-            judge = _spawn([_python(), "-I", "-S", "-c", JUDGE_BOOT, nproc, str(jspec), str(q_w), str(a_r), str(rec)],
+            judge = _spawn([_python(), "-I", "-S", "-c", JUDGE_BOOT, lim, str(jspec), str(q_w), str(a_r), str(rec)],
                            limits, sandbox, (jspec, q_w, a_r, rec), subprocess.DEVNULL, subprocess.DEVNULL, jerr, work)
             procs.append(judge)
         except BaseException:
@@ -1020,7 +1054,12 @@ def check_program(problem: dict, program: str, limits: Limits | None = None,
                 "tests": [{"test": i, "status": "compile_error", "detail": detail} for i in range(n)]}
     if kind in ("function", "asserts"):
         imports = problem.get("test_imports") or []
-        spec, n = judge_spec(kind, problem["tests"], problem.get("entry_point"), imports, _context(problem))
+        entry = problem.get("entry_point")
+        if kind == "asserts" and not entry:
+            from distill.verify.code import called_name
+
+            entry = called_name(problem["tests"])
+        spec, n = judge_spec(kind, problem["tests"], entry, imports, _context(problem))
         r = run_tests(spec, "\n".join(imports) + "\n" + program if imports else program, limits, allow_unsandboxed)
         o, records, running = r["outcome"], dict(r["records"]), r["running"]
         if o.status != "passed" and running is not None:  # it stopped inside this test
