@@ -174,12 +174,13 @@ class FormatCheck(_Check):
 class ExecConfig(_Strict):
     """Running model-written code (code problems, docs/code.md): bubblewrap sandbox plus these limits per run."""
 
-    cpu_seconds: int = Field(default=10, gt=0)  # a problem's own `time_limit` replaces it
+    cpu_seconds: int = Field(default=10, gt=0)  # the run's processes together; a problem's `time_limit` replaces it
     wall_seconds: float = Field(default=20.0, gt=0)  # the whole process group is killed at this
-    memory_mb: int = Field(default=2048, gt=0)  # address space
-    processes: int = Field(default=64, gt=0)
-    file_mb: int = Field(default=16, gt=0)  # largest file and stdout the program may write
-    output_bytes: int = Field(default=65536, gt=0)  # stdout/stderr kept for the verdict and the comparison
+    memory_mb: int = Field(default=2048, gt=0)  # resident memory of the run's processes together
+    processes: int = Field(default=64, gt=0)  # processes and threads of the run
+    file_mb: int = Field(default=16, gt=0)  # largest file the program may write, and the most stdout compared
+    tmp_mb: int = Field(default=64, gt=0)  # the run's private /tmp (working directory, home), in its memory budget
+    output_bytes: int = Field(default=65536, gt=0)  # stdout/stderr kept in the verdict (not what is compared)
     # Run model-written code WITHOUT the sandbox (limits still apply): only inside a container of your
     # own, where bubblewrap cannot start. Same as the --unsafe-no-sandbox flag.
     unsafe_no_sandbox: bool = False

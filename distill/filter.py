@@ -212,7 +212,7 @@ def judge(samples: list[dict], cfg: FilterConfig, progress: bool = True,
         from distill.verify.execute import parallel_runs
         from distill.verify.pool import default_workers
 
-        workers = parallel_runs(default_workers(), cfg.correct.code.memory_mb)
+        workers = parallel_runs(default_workers(), cfg.correct.code.memory_mb, cfg.correct.code.tmp_mb)
     with VerifyPool(workers, cfg.correct.timeout) as pool, \
             progress_bar("filter", progress) as bar:
         task = bar.add_task("filter", total=len(samples), rate="")

@@ -169,7 +169,7 @@ class CodeReward:
             from distill.verify.execute import parallel_runs
             from distill.verify.pool import VerifyPool
 
-            workers = parallel_runs(self.workers, int(self.cfg.get("memory_mb", 2048)))
+            workers = parallel_runs(self.workers, int(self.cfg.get("memory_mb", 2048)), int(self.cfg.get("tmp_mb", 64)))
             self._pool = VerifyPool(workers, 60.0, max_in_flight=4 * workers)
         if self._pool is None:
             scores = iter([_run_code(x) for x in items])

@@ -101,8 +101,12 @@ def code_spec(rec: dict | None) -> dict | None:
     for src in ((meta if isinstance(meta, dict) else {}), rec):
         spec = _spec(src)
         if spec is not None:
-            if spec["kind"] == "function" and not spec.get("prelude"):
-                spec["prelude"] = prelude(str(rec.get("problem") or src.get("problem") or src.get("prompt") or ""))
+            if spec["kind"] == "function":
+                text = str(rec.get("problem") or src.get("problem") or src.get("prompt") or "")
+                if not spec.get("prelude"):
+                    spec["prelude"] = prelude(text)
+                # The prompt's own helpers (HumanEval's `poly`, `encode_cyclic`) are the judge's, not the answer's.
+                spec.setdefault("context", text if _is_python(text) else "")
             return spec
     return None
 
@@ -155,6 +159,8 @@ def _spec(rec: dict) -> dict | None:
             if not math.isfinite(tol) or tol < 0:
                 raise CodeSpecError(f"float_tol {tol!r} must be a number >= 0")
         spec["float_tol"] = tol
+        # Answers accepted in any letter case (YES/yes): the problem says so under one of these names.
+        spec["ignore_case"] = any(bool(rec.get(k)) for k in ("ignore_case", "case_insensitive"))
     limit = rec.get("time_limit")
     if isinstance(limit, dict):  # CodeContests: {seconds, nanos}
         limit = float(limit.get("seconds") or 0) + float(limit.get("nanos") or 0) / 1e9 or None
@@ -164,6 +170,14 @@ def _spec(rec: dict) -> dict | None:
         except (TypeError, ValueError):
             raise CodeSpecError(f"time_limit {limit!r} is not a number of seconds") from None
     return spec
+
+
+def _is_python(text: str) -> bool:
+    try:
+        ast.parse(text)
+    except (SyntaxError, ValueError):
+        return False
+    return bool(text.strip())
 
 
 def _parses(code: str, what: str) -> None:

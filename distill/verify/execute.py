@@ -759,7 +759,7 @@ def _run_main(program: str, stdin: str, limits: Limits, sandbox: bool) -> Outcom
 
 _ERRORS = (("AssertionError", "failed"), ("MemoryError", "memory_limit"), ("File too large", "output_limit"),
            ("Resource temporarily unavailable", "process_limit"), ("RecursionError", "runtime_error"),
-           ("No space left on device", "output_limit"))
+           ("No space left on device", "output_limit"), ("can't start new thread", "process_limit"))
 
 
 def _error_status(last: str) -> str:
@@ -1089,7 +1089,7 @@ def check_program(problem: dict, program: str, limits: Limits | None = None,
                 continue
             o = _run_main(program, c["input"], limits, sandbox)
             if o.status == "passed" and not compare_stdout(o.stdout, c["output"], problem.get("float_tol"),
-                                                           bool(problem.get("ignore_case"))):
+                                                           bool(problem.get("ignore_case") or problem.get("case_insensitive"))):
                 o.status, o.detail = "failed", f"wrong output: expected {c['output'][:80]!r}, got {o.stdout[:80]!r}"
             o.stdout = o.stdout[:limits.output_bytes]
             tests.append({"test": i, "status": o.status, "detail": o.detail})
