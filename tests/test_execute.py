@@ -141,3 +141,50 @@ def test_parallel_runs_are_bounded_by_cores_and_by_memory(monkeypatch):
     assert execute.parallel_runs(2, 2048) == 2
     monkeypatch.setattr(execute, "available_mb", lambda: 100)
     assert execute.parallel_runs(8, 2048) == 1  # always at least one
+
+
+@needs_sandbox
+def test_stdio_as_judges_run_it_stdin_a_file_whole_output_compared_any_case_when_allowed():
+    n = 200_000  # about 1.3 MB of output, far past what a verdict keeps
+    prob = {"kind": "stdio", "tests": [{"input": f"{n}\n", "output": "\n".join(str(i) for i in range(n)) + "\n"}]}
+    r = check_program(prob, "import sys\nn = int(input())\nsys.stdout.write('\\n'.join(map(str, range(n))) + '\\n')\n")
+    assert r["status"] == "passed", r["tests"]
+    assert len(r["runs"][0]["stdout"]) <= 300  # the verdict keeps a little, the comparison saw it all
+    # one wrong token at the very end of the megabyte is still a wrong answer
+    r = check_program(prob, "n = int(input())\nprint('\\n'.join(map(str, range(n - 1))))\nprint(0)\n")
+    assert r["status"] == "failed"
+    # competitive programmers' fast input: the whole of stdin by its size, as from a judge's file
+    fast = {"kind": "stdio", "tests": [{"input": "3\n1 2 3\n", "output": "6\n"}, {"input": "2\n5 5\n", "output": "10"}]}
+    prog = ("import os\ndata = os.read(0, os.fstat(0).st_size).split()\n"
+            "n = int(data[0])\nprint(sum(map(int, data[1:1 + n])))\n")
+    assert check_program(fast, prog)["status"] == "passed"
+    assert check_program(fast, "import sys\nd = sys.stdin.buffer.read().split()\nprint(sum(map(int, d[1:])))\n"
+                         )["status"] == "passed"
+    # YES/NO in any letter case only where the problem accepts it
+    yes = {"kind": "stdio", "tests": [{"input": "1\n", "output": "YES\n"}]}
+    assert check_program(yes, "print('yes')\n")["status"] == "failed"
+    assert check_program({**yes, "ignore_case": True}, "print('yes')\n")["status"] == "passed"
+    assert check_program({**yes, "ignore_case": True}, "print('no')\n")["status"] == "failed"
+    from distill.verify.code import code_spec
+
+    spec = code_spec({"tests": yes["tests"], "kind": "stdio", "case_insensitive": True})
+    assert spec["ignore_case"] is True and check_program(spec, "print('Yes')\n")["status"] == "passed"
+
+
+@needs_sandbox
+def test_the_probe_and_runs_hold_with_many_threads_of_this_user_alive():
+    import threading
+
+    stop = threading.Event()
+    idle = [threading.Thread(target=stop.wait, daemon=True) for _ in range(120)]
+    for t in idle:
+        t.start()
+    try:
+        execute.sandbox_available.cache_clear()
+        ok, why = execute.sandbox_available()
+        assert ok, why
+        r = check_program({"kind": "asserts", "tests": ["assert f() == 1"]}, "import os\nif os.fork() == 0:\n"
+                          "    os._exit(0)\nos.wait()\ndef f():\n    return 1\n")
+        assert r["status"] == "passed", r
+    finally:
+        stop.set()
