@@ -70,7 +70,7 @@ def main() -> None:
     sb, bare = start_cost(a.repeat)
     print("| what | median seconds |")
     print("|---|---|")
-    print(f"| empty program, sandboxed (bwrap + setpriv + limits) | {sb:.4f} |")
+    print(f"| empty program, sandboxed (bwrap, setpriv as root, limits) | {sb:.4f} |")
     print(f"| empty program, no sandbox (limits only) | {bare:.4f} |")
     print(f"| sandbox start cost | {sb - bare:.4f} |\n")
     print("| workers | executions | seconds | executions/s | passed |")
