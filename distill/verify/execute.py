@@ -48,7 +48,6 @@ import copy
 import functools
 import json
 import os
-import re
 import secrets
 import shutil
 import signal
@@ -117,8 +116,11 @@ def sandbox_available() -> tuple[bool, str]:
         return False, (f"{missing} not found. Install the sandbox: `apt-get install bubblewrap` (Debian/Ubuntu; "
                        "setpriv is in util-linux), `dnf install bubblewrap` (Fedora/RHEL). Inside a container of your "
                        "own, --unsafe-no-sandbox runs model-written code without it")
+    home = os.path.expanduser("~")
+    if home in ("", "/") or home.startswith(("/usr", "/tmp")):  # a service account's home: nothing to hide
+        home = "/nonexistent-home"
     probe = ("import os, sys\nprint(os.getcwd(), len(os.sched_getaffinity(0)) > 0)\n"
-             "sys.stdout.write('home-visible' if os.path.exists(%r) else 'ok')\n" % os.path.expanduser("~"))
+             f"sys.stdout.write('home-visible' if os.path.exists({home!r}) else 'ok')\n")
     try:
         o = _run_main(probe, "", Limits(cpu_seconds=5, wall_seconds=20), sandbox=True)
     except OSError as e:
