@@ -25,6 +25,13 @@ $(VENV)/.vllm: $(VENV)/.installed
 	$(PY) -m pip uninstall -y torchvision torchaudio torchcodec triton
 	touch $@
 
+# DeepSpeed for the two-process ZeRO launches (tests/test_launch.py): built without its CUDA ops (its CPU
+# communication op compiles when first used), against the torch already installed.
+DEEPSPEED ?= deepspeed==0.19.8
+$(VENV)/.deepspeed: $(VENV)/.installed
+	DS_BUILD_OPS=0 $(PY) -m pip install --no-build-isolation "$(DEEPSPEED)"
+	touch $@
+
 quickstart: install
 	$(VENV)/bin/distill generate --recipe recipes/quickstart.yaml --out runs/quick/samples
 	$(VENV)/bin/distill filter --recipe recipes/quickstart.yaml --in runs/quick/samples --out runs/quick/filtered
@@ -43,7 +50,7 @@ sandbox:
 		echo "bubblewrap is not installed and could not be: install it (apt-get install bubblewrap) for the sandbox tests"
 
 # The whole suite, slow end-to-end and real-engine tests included (what CI runs).
-test: $(VENV)/.vllm sandbox
+test: $(VENV)/.vllm $(VENV)/.deepspeed sandbox
 	$(PY) -m pytest -m "slow or not slow"
 
 test-fast: install

@@ -295,6 +295,10 @@ class TrainConfig(_Strict):
     # activation memory, which auto checkpointing turns into fewer recomputed layers.
     liger: Literal["auto"] | bool = False
     use_kernels: bool = False  # Hugging Face Hub kernels through transformers (needs hub access); GPU only
+    # DDP's search for parameters that got no gradient: an extra autograd traversal every step. Off: every
+    # trained parameter of a dense student (or its LoRA adapter) gets one; on for MoE students whose
+    # experts may see no token in a step.
+    ddp_find_unused_parameters: bool = False
     seed: int = 42
     logging_steps: int = Field(default=5, gt=0)
     save_strategy: SaveStrategy = "epoch"
@@ -395,11 +399,8 @@ class GrpoConfig(_Strict):
 
     @model_validator(mode="after")
     def _batch(self) -> GrpoConfig:
-        gen = self.per_device_batch_size * self.gradient_accumulation_steps
-        if gen % self.num_generations:
-            raise ValueError(
-                f"per_device_batch_size x gradient_accumulation_steps ({gen}) must be a multiple of "
-                f"num_generations ({self.num_generations}): each step generates whole groups")
+        # Whole groups per generation batch depends on the world size too: checked at launch
+        # (distill.train.grpo.check_batch), where the number of processes is known.
         if self.use_vllm and self.vllm_mode == "server" and not self.vllm_server_base_url:
             raise ValueError("vllm_mode server needs vllm_server_base_url (e.g. http://vllm-node:8000)")
         return self

@@ -60,6 +60,7 @@ def test_the_three_kinds_and_the_public_sets_own_field_names():
     s = code_spec(he)
     assert s["kind"] == "function" and s["entry_point"] == "has_close_elements"
     assert s["prelude"] == "from typing import List\n"  # the prompt's imports run before the answer
+    assert s["context"] == he["problem"]  # the prompt's helpers are the judge's
     # HumanEval as the hub has it: `test`, `prompt`, no kind
     hub = {"task_id": "HumanEval/0", "prompt": he["problem"], "test": he["tests"], "entry_point": he["entry_point"]}
     assert code_spec(hub)["kind"] == "function"
@@ -68,7 +69,7 @@ def test_the_three_kinds_and_the_public_sets_own_field_names():
     # APPS: input_output is a JSON string of inputs and outputs
     apps = code_spec({"input_output": json.dumps({"inputs": ["1 2\n"], "outputs": ["3\n"]})})
     assert apps == {"kind": "stdio", "language": "python", "tests": [{"input": "1 2\n", "output": "3\n"}],
-                    "float_tol": None}
+                    "float_tol": None, "ignore_case": False}
     lines = code_spec({"kind": "stdio", "tests": [{"input": ["2", "1 2"], "output": ["3"]}], "float_tol": 1e-6,
                        "time_limit": 2})
     assert lines["tests"][0] == {"input": "2\n1 2\n", "output": "3\n"} and lines["time_limit"] == 2.0

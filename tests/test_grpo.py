@@ -127,11 +127,21 @@ def test_rewards_pickle_without_their_pool():
     g.close()
 
 
-def test_grpo_config_rejects_partial_groups_and_defaults_to_the_reports_loss():
+def test_grpo_batch_check_counts_processes_and_defaults_to_the_reports_loss():
+    from distill.config import RecipeError
+    from distill.train.grpo import check_batch
+
     cfg = GrpoConfig()
     assert (cfg.loss_type, cfg.beta, cfg.scale_rewards) == ("grpo", 0.001, "group")
-    with pytest.raises(ValueError, match="multiple of num_generations"):
-        GrpoConfig(per_device_batch_size=6, num_generations=4)
+    # per-device 4, accumulation 1, G 16: whole groups on 8 GPUs (32 a batch), not on one
+    wide = GrpoConfig(per_device_batch_size=4, gradient_accumulation_steps=1, num_generations=16)
+    check_batch(wide, 8)
+    with pytest.raises(RecipeError, match=r"4 x 1 process\(es\) x gradient_accumulation_steps 1 = 4 .*"
+                                          r"num_generations 16"):
+        check_batch(wide, 1)
+    with pytest.raises(RecipeError, match="multiple of num_generations 4"):
+        check_batch(GrpoConfig(per_device_batch_size=6, num_generations=4), 1)
+    check_batch(GrpoConfig(per_device_batch_size=6, num_generations=4), 2)  # 12 completions: 3 groups
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "recipes" / "grpo").glob("*.yaml")), ids=lambda p: p.name)
@@ -219,3 +229,59 @@ def test_cli_grpo_bad_reward_is_one_clear_message(tmp_path):
                          capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert "unknown reward" in out.stdout + out.stderr and not (tmp_path / "g").exists()
+
+
+@pytest.fixture(scope="module")
+def base_style_policy(tmp_path_factory):
+    """A base checkpoint's shape of EOS: the model and tokenizer end text with <|endoftext|>, while the
+    chat template closes an assistant turn with <|im_end|> (Qwen2.5-Math base)."""
+    import torch
+    from transformers import AutoTokenizer, GenerationConfig, LlamaConfig, LlamaForCausalLM
+
+    from distill.models import resolve_model
+
+    tok = AutoTokenizer.from_pretrained(resolve_model("embedded").path)
+    tok.eos_token = "<|endoftext|>"
+    tok.pad_token = "<|endoftext|>"
+    eos = tok.convert_tokens_to_ids("<|endoftext|>")
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                      bos_token_id=tok.bos_token_id, eos_token_id=eos, pad_token_id=eos)
+    torch.manual_seed(0)
+    d = tmp_path_factory.mktemp("base_policy")
+    m = LlamaForCausalLM(cfg)
+    m.generation_config = GenerationConfig(bos_token_id=tok.bos_token_id, eos_token_id=eos, pad_token_id=eos)
+    m.save_pretrained(d)
+    tok.save_pretrained(d)
+    return d
+
+
+def test_rollouts_from_a_base_checkpoint_stop_at_the_templates_end_of_turn(base_style_policy, tmp_path):
+    from distill.train.grpo import build_dataset, build_trainer
+    from distill.train.sft import TrainConfig, load_tokenizer
+
+    r = _recipe(base_style_policy, **{"grpo.max_completion_length": 16, "grpo.beta": 0.0, "grpo.loss_type": "dapo"})
+    tok = load_tokenizer(str(base_style_policy), TrainConfig())
+    eot, eos = tok.convert_tokens_to_ids("<|im_end|>"), tok.convert_tokens_to_ids("<|endoftext|>")
+    assert tok.eos_token_id == eos != eot
+    ds, _ = build_dataset(r, tok)
+    trainer = build_trainer(r, str(base_style_policy), ds, tok, tmp_path / "g")
+    assert trainer.eos_token_ids[:2] in ([eot, eos], [eos, eot]) and eot in trainer.generation_config.eos_token_id
+    # Make the end of turn the likeliest token, as a chat-trained policy's would be after its answer:
+    # the rollout must end there (1 token), not run on to max_completion_length into invented turns.
+    trainer.generation_config.sequence_bias = [[[eot], 30.0]]
+    trainer.train()
+    step = next(x for x in trainer.state.log_history if "completions/mean_length" in x)
+    assert step["completions/mean_length"] == 1.0 and step["completions/clipped_ratio"] == 0.0, step
+
+
+def test_the_server_script_uses_the_nodes_gpus_for_tensor_parallelism(tmp_path):
+    from distill.train.grpo import server_tensor_parallel
+    from tests.conftest import tiny_llama
+
+    four_heads = tiny_llama(tmp_path / "m", heads=4, kv_heads=2)
+    assert server_tensor_parallel(str(four_heads), 8) == 4  # 8 does not divide 4 heads
+    assert server_tensor_parallel(str(four_heads), 2) == 2
+    assert server_tensor_parallel("embedded", 8) == 1  # SmolLM2-135M: 9 heads
+    script = (ROOT / "recipes" / "grpo" / "slurm-vllm-server.sbatch").read_text()
+    assert "VLLM_TP=${VLLM_TP:-$(python" in script and "server_tensor_parallel" in script

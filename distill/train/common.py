@@ -13,6 +13,7 @@ and the choice goes into the run's summary, so a slow run says why.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -250,15 +251,25 @@ def last_checkpoint(out: Path) -> str | None:
 def save_student(trainer, tokenizer, eot_id: int | None, out: Path, merge: bool) -> None:
     """Weights + tokenizer (with the chat template used) + a generation config that stops on the end of turn.
 
+    Every rank calls this: the Trainer's save path gathers ZeRO-3 and FSDP shards, and writes on the
+    main process only. With `merge`, the adapter is saved that way to <out>/adapter, then merged on
+    the main process into a fresh copy of the base in the training dtype (`merge_adapter`): merging
+    the training model in place would see each rank's empty ZeRO-3 shards, and would re-quantize
+    a QLoRA base into packed 4-bit weights.
+
     The training-only attention (`varlen`) is not written to the config: the student reloads with
     transformers' default attention and can generate."""
     from transformers import GenerationConfig
 
     if merge:
-        trainer.model.save_pretrained(out / "adapter")
-        model = trainer.model.merge_and_unload()
+        trainer.save_model(str(out / "adapter"))
+        trainer.accelerator.wait_for_everyone()
+        model = None
         if trainer.is_world_process_zero():
+            init = getattr(trainer, "distill_init_kwargs", None) or trainer.args.model_init_kwargs
+            model = merge_adapter(out / "adapter", init, trainer.model)
             model.save_pretrained(out)
+        trainer.accelerator.wait_for_everyone()
     else:
         trainer.save_model(str(out))
         model = trainer.model
@@ -286,6 +297,74 @@ def save_student(trainer, tokenizer, eot_id: int | None, out: Path, merge: bool)
             changed = True
     if changed:
         cfg_path.write_text(json.dumps(c, indent=2))
+
+
+def merge_adapter(adapter: Path, init_kwargs: dict | None, trained=None):
+    """A LoRA adapter merged into a fresh, unquantized copy of its base, on this process's CPU.
+
+    The base is loaded as training loaded it (`init_kwargs`: revision, config overrides such as a
+    longer context), minus the quantization, the training-only attention and the hub kernels; a QLoRA
+    base comes back in bfloat16, its compute dtype. `trained` (the training model) names the base when
+    the adapter's config does not, and is merged in place only when no path to a base is known (a
+    model built in memory), which is exact on one process without sharding."""
+    import torch
+    from peft import PeftConfig, PeftModel
+    from transformers import AutoModelForCausalLM
+
+    base = PeftConfig.from_pretrained(str(adapter)).base_model_name_or_path
+    if not base and trained is not None:
+        base = getattr(getattr(trained, "config", None), "name_or_path", None)
+    if not base or init_kwargs is None:
+        if trained is None:
+            raise TrainDataError(f"{adapter}: the adapter does not name its base model; merge it by hand with PEFT")
+        return trained.merge_and_unload()
+    kw = {k: v for k, v in init_kwargs.items()
+          if k not in ("quantization_config", "attn_implementation", "use_kernels", "device_map")}
+    quantized = init_kwargs.get("quantization_config") is not None
+    dtype = "bfloat16" if quantized else kw.get("dtype") or "float32"
+    kw["dtype"] = getattr(torch, dtype) if isinstance(dtype, str) and dtype != "auto" else dtype
+    with _no_zero3_init():
+        model = AutoModelForCausalLM.from_pretrained(base, **kw)
+    return PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+
+
+@contextlib.contextmanager
+def _no_zero3_init():
+    """Load whole weights on this process alone: under a ZeRO-3 launch, transformers would otherwise
+    partition the model as it loads (deepspeed.zero.Init), a collective the other ranks never join."""
+    try:
+        from transformers.integrations import deepspeed as hf_ds
+    except ImportError:
+        yield
+        return
+    ref = hf_ds._hf_deepspeed_config_weak_ref
+    hf_ds.unset_hf_deepspeed_config()
+    try:
+        yield
+    finally:
+        hf_ds._hf_deepspeed_config_weak_ref = ref
+
+
+def layout(trainer) -> dict:
+    """The launch layout that ran, for train_summary.json: an FSDP or ZeRO config launched where it
+    cannot apply (accelerate turns FSDP on CPU into DDP) shows here as what it became."""
+    acc = trainer.accelerator
+    state = acc.state
+    d = {"world_size": acc.num_processes, "distributed_type": str(state.distributed_type).split(".")[-1],
+         "mixed_precision": str(acc.mixed_precision)}
+    ds = getattr(state, "deepspeed_plugin", None)
+    if ds is not None:
+        d["zero_stage"] = ds.zero_stage
+    fsdp = getattr(state, "fsdp_plugin", None)
+    if fsdp is not None:
+        d["fsdp_version"] = getattr(fsdp, "fsdp_version", None)
+    pc = getattr(acc, "parallelism_config", None)
+    if pc is not None:
+        d["sequence_parallel"] = getattr(pc, "sp_size", 1)
+    d["ddp_find_unused_parameters"] = trainer.args.ddp_find_unused_parameters
+    d["global_batch"] = (trainer.args.per_device_train_batch_size * trainer.args.gradient_accumulation_steps
+                         * acc.num_processes)
+    return d
 
 
 def versions() -> dict:

@@ -126,9 +126,53 @@ def grpo_config(recipe: Recipe, out: Path):
     )
 
 
+def check_batch(cfg, world: int) -> None:
+    """TRL's rule, with the world size in it: every generation batch (per-device batch x processes x
+    accumulation steps) holds whole groups of `num_generations` completions."""
+    gen = cfg.per_device_batch_size * world * cfg.gradient_accumulation_steps
+    if gen % cfg.num_generations:
+        fits = [n for n in range(2, gen + 1) if gen % n == 0]
+        raise RecipeError(
+            f"grpo: per_device_batch_size {cfg.per_device_batch_size} x {world} process(es) x "
+            f"gradient_accumulation_steps {cfg.gradient_accumulation_steps} = {gen} completions a generation batch, "
+            f"not a multiple of num_generations {cfg.num_generations}: each batch must hold whole groups. "
+            f"With this layout num_generations can be one of {fits[:12]}, or change the batch or accumulation.")
+
+
+def server_tensor_parallel(model: str, gpus: int, revision: str | None = None) -> int:
+    """The tensor-parallel size for a vLLM server on a node of `gpus` GPUs: the largest that divides both
+    the GPU count and the attention heads (vLLM shards heads; KV heads are replicated when fewer).
+    recipes/grpo/slurm-vllm-server.sbatch uses it when VLLM_TP is not set."""
+    from transformers import AutoConfig
+
+    from distill.models import EMBEDDED_ALIASES, resolve_model
+
+    path = resolve_model(model).path if model in EMBEDDED_ALIASES else model  # a hub id: its config alone
+    cfg = AutoConfig.from_pretrained(path, revision=revision)
+    heads = getattr(cfg.get_text_config(), "num_attention_heads", None) or 1
+    return max(t for t in range(1, max(1, gpus) + 1) if gpus % t == 0 and heads % t == 0)
+
+
+def stop_ids(tokenizer, model_eos) -> list[int]:
+    """Every token that ends a rollout: the template's end of turn first (a base checkpoint's own EOS,
+    e.g. Qwen2.5-Math's <|endoftext|>, is not the <|im_end|> the chat template closes a turn with), then
+    the tokenizer's and the model's EOS."""
+    from distill.train.examples import end_of_turn
+
+    eot, _ = end_of_turn(tokenizer)
+    model_eos = [model_eos] if isinstance(model_eos, int) else list(model_eos or [])
+    ids = [eot, tokenizer.eos_token_id, *model_eos]
+    return [i for i in dict.fromkeys(ids) if i is not None]
+
+
 def build_trainer(recipe: Recipe, model, ds, tokenizer, out: Path, callbacks=None):
-    """model: a path, or a model instance already built."""
+    """model: a path, or a model instance already built.
+
+    A path is loaded here, with TRL's own loader and the same arguments TRL would use, so that the
+    end-of-turn token joins the model's EOS before TRL reads it: TRL stops HF rollouts at the model's
+    generation_config EOS and masks what follows it, and gives vLLM the same as stop tokens."""
     from trl import GRPOTrainer
+    from trl.trainer.utils import create_model_from_path
 
     from distill.train.common import checkpoint_callback, choose_speed, lora_config
     from distill.train.rewards import build_rewards
@@ -137,14 +181,28 @@ def build_trainer(recipe: Recipe, model, ds, tokenizer, out: Path, callbacks=Non
     funcs, _ = build_rewards(cfg)
     args = grpo_config(recipe, out)
     speed = choose_speed(cfg, packing=False, training_only=False)
-    if not isinstance(model, str):  # a model built in memory (benchmarks)
-        args.model_init_kwargs = None
+    init_kwargs = None
+    if isinstance(model, str):
+        init_kwargs = dict(args.model_init_kwargs or {})
+        kw = dict(init_kwargs)
+        if args.distributed_state.distributed_type in ("MULTI_GPU", "DEEPSPEED"):
+            kw["device_map"] = None  # as TRL does: "auto" fails under distributed training
+        kw.setdefault("trust_remote_code", args.trust_remote_code)
+        model = create_model_from_path(model, **kw)
+    else:  # a model built in memory (benchmarks)
         model.set_attn_implementation(speed.attn_implementation)
+    args.model_init_kwargs = None
+    stops = stop_ids(tokenizer, model.generation_config.eos_token_id)
+    model.generation_config.eos_token_id = stops
+    if cfg.use_vllm:  # vLLM reads the checkpoint's own generation_config.json, not this object
+        args.generation_kwargs = {**(args.generation_kwargs or {}), "stop_token_ids": stops}
     peft_config = lora_config(cfg.lora) if cfg.lora.enabled else None
     if 0 < speed.checkpointing < 1:
         callbacks = [*(callbacks or []), checkpoint_callback(speed.checkpointing)]
-    return GRPOTrainer(model=model, reward_funcs=funcs, args=args, train_dataset=ds, processing_class=tokenizer,
-                       peft_config=peft_config, callbacks=callbacks)
+    trainer = GRPOTrainer(model=model, reward_funcs=funcs, args=args, train_dataset=ds, processing_class=tokenizer,
+                          peft_config=peft_config, callbacks=callbacks)
+    trainer.distill_init_kwargs = init_kwargs  # how to load the base again for an offline LoRA merge
+    return trainer
 
 
 def train_grpo(recipe: Recipe, out: str | Path | None = None, resume: bool = True, callbacks=None) -> GrpoSummary:
@@ -154,6 +212,7 @@ def train_grpo(recipe: Recipe, out: str | Path | None = None, resume: bool = Tru
         check_reporters,
         is_main,
         last_checkpoint,
+        layout,
         load_tokenizer,
         save_student,
         versions,
@@ -167,6 +226,7 @@ def train_grpo(recipe: Recipe, out: str | Path | None = None, resume: bool = Tru
         raise RecipeError("no output directory: pass --out DIR or set grpo.output_dir")
     out = Path(out)
     build_rewards(cfg)  # unknown reward names fail before the model loads
+    check_batch(cfg, _world())
     check_reporters(cfg.report_to)
     model = resolve_model(cfg.model, cfg.revision)
     tok = load_tokenizer(model.path, cfg.revision, cfg.trust_remote_code, cfg.chat_template)
@@ -209,7 +269,7 @@ def train_grpo(recipe: Recipe, out: str | Path | None = None, resume: bool = Tru
     save_student(trainer, tok, eot, out, merge=cfg.lora.enabled and cfg.lora.merge)
     if is_main():
         (out / "grpo_summary.json").write_text(json.dumps(
-            {"summary": {k: v for k, v in s.__dict__.items() if k != "log"}, "log": s.log,
+            {"summary": {k: v for k, v in s.__dict__.items() if k != "log"}, "log": s.log, "layout": layout(trainer),
              "recipe": recipe_dict(recipe), "model": model.path, "versions": versions()}, indent=1, default=str))
         plot_rewards(s.log, list(cfg.rewards), out / "rewards.png")
     return s

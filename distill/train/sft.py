@@ -28,6 +28,7 @@ from distill.train.common import (
     common_args,
     is_main,
     last_checkpoint,
+    layout,
     load_tokenizer,
     lora_config,
     save_student,
@@ -62,6 +63,7 @@ class TrainSummary:
     dry_run: bool = False
     preflight_ok: bool = True
     speed: dict | None = None  # attention, kernels and checkpointing chosen (distill/train/common.py)
+    layout: dict | None = None  # the launch that ran: world size, DDP/DeepSpeed/FSDP, ZeRO stage, global batch
     log: list[dict] = field(default_factory=list)
 
     def table(self):
@@ -129,6 +131,7 @@ def sft_config(cfg: TrainConfig, out: Path, speed: Speed | None = None):
     args = common_args(cfg, speed)
     if cfg.use_kernels:
         args["model_init_kwargs"]["use_kernels"] = True
+    args["ddp_find_unused_parameters"] = cfg.ddp_find_unused_parameters
     if speed.liger:
         # Liger's RMSNorm/SwiGLU/RoPE kernels; TRL 1.16 keeps its own fused LM head for the loss.
         args["use_liger_kernel"] = True
@@ -243,6 +246,7 @@ def train(recipe: Recipe, data: str | Path | None = None, out: str | Path | None
     summary.final_loss = losses[-1]["loss"] if losses else result.training_loss
     summary.mean_token_accuracy = next((x["mean_token_accuracy"] for x in reversed(losses) if "mean_token_accuracy" in x), None)
     summary.resumed_from = ckpt
+    summary.layout = layout(trainer)
     summary.log = trainer.state.log_history
     if trainer.is_world_process_zero():
         (out / "train_summary.json").write_text(json.dumps(
