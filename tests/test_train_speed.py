@@ -299,3 +299,31 @@ def test_gpu_benchmark_runs_at_toy_size_on_cpu():
     table = [line for line in out.stdout.splitlines() if line.startswith("| toy") or line.startswith("| grpo")]
     assert len(table) == 3 and "varlen" in table[0] and "50%" in table[1] and "steps/s" in table[2]
     assert "|diff|" in out.stdout
+
+
+def test_varlen_only_where_it_computes_the_models_own_attention():
+    from transformers import Gemma2Config, Gemma2ForCausalLM, GptOssConfig, LlamaConfig
+
+    from distill.train.examples import PreflightError
+    from distill.train.sft import exact_attention
+
+    small = dict(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                 num_key_value_heads=1, head_dim=16)
+    gemma = Gemma2Config(**small)
+    assert "soft-capping" in attention.inexact_for(gemma)
+    assert "sinks" in attention.inexact_for(GptOssConfig(**small, num_local_experts=2))
+    assert attention.inexact_for(LlamaConfig(**small)) is None
+    torch.manual_seed(0)
+    model = Gemma2ForCausalLM(gemma)
+    auto = choose_speed(TrainConfig(), packing=True, training_only=True, device="cpu")
+    assert auto.attn_implementation == "varlen"
+    chosen = exact_attention(auto, TrainConfig(), model)  # auto: SDPA, saying why
+    assert chosen.attn_implementation == "sdpa" and "soft-capping" in chosen.attention_reason
+    asked = choose_speed(TrainConfig(attn_implementation="varlen"), packing=True, training_only=True, device="cpu")
+    with pytest.raises(PreflightError, match="does not implement attention logit soft-capping"):
+        exact_attention(asked, TrainConfig(attn_implementation="varlen"), model)
+    # and if varlen is forced on such a model anyway, its forward refuses instead of computing other logits
+    register()
+    model.set_attn_implementation("varlen")
+    with pytest.raises(NotImplementedError, match="soft-capping or sinks"):
+        model(torch.tensor([[1, 2, 3, 4]]), position_ids=torch.tensor([[0, 1, 0, 1]]))

@@ -90,8 +90,22 @@ def choose(requested: str | None, device: str, packing: bool, training_only: boo
                            else "no flash-attn package; padded rows are unpadded")
 
 
+def inexact_for(config) -> str | None:
+    """What this model's attention does that `varlen` does not implement (it would train on wrong
+    logits without a word), or None when varlen is exact for it."""
+    c = config.get_text_config() if hasattr(config, "get_text_config") else config
+    kind = getattr(c, "model_type", "") or ""
+    if getattr(c, "attn_logit_softcapping", None):
+        return f"attention logit soft-capping ({kind})"
+    if kind.startswith("gpt_oss") or getattr(c, "attention_sinks", None):
+        return f"attention sinks ({kind})"
+    if getattr(c, "is_causal", True) is False:
+        return f"non-causal attention ({kind})"
+    return None
+
+
 def varlen_kernel(device: str) -> str:
-    if device == "cuda" and _torch_varlen() is not None:
+    if device == "cuda" and _torch_varlen() is not None:  # fp16/bf16 on Ampere+; else per-document SDPA
         return "torch varlen_attn (flash)"
     return "sdpa per document (is_causal, no mask)"
 
@@ -134,6 +148,11 @@ def varlen_attention_forward(module, query, key, value, attention_mask, dropout:
     if key.shape[2] != length:
         raise NotImplementedError("attn_implementation varlen is a training path and has no KV cache: load the "
                                   "model with attn_implementation='sdpa' (the default) to generate")
+    # what the other implementations do and this one does not: refuse rather than compute other logits
+    if kwargs.get("softcap") is not None or getattr(module, "sinks", None) is not None \
+            or getattr(module, "is_causal", True) is False:
+        raise NotImplementedError("attn_implementation varlen implements causal attention without soft-capping "
+                                  "or sinks; this model uses one of them: set attn_implementation: sdpa")
     if attention_mask is not None and attention_mask.dim() != 2:
         raise ValueError("attn_implementation varlen takes a 2D padding mask or none; got a "
                          f"{attention_mask.dim()}D mask")
@@ -146,7 +165,7 @@ def varlen_attention_forward(module, query, key, value, attention_mask, dropout:
     if keep is not None:
         q, k, v = q[keep], k[keep], v[keep]
     window = sliding_window if (sliding_window and sliding_window < longest) else None
-    fused = _torch_varlen() if query.is_cuda else None
+    fused = _torch_varlen() if _flash_capable(query) else None
     if fused is not None and window is None and dropout == 0.0:
         fn, causal, gqa = fused
         extra = {"scale": scaling} if "scale" in inspect.signature(fn).parameters else {}
@@ -162,6 +181,15 @@ def varlen_attention_forward(module, query, key, value, attention_mask, dropout:
         full[keep] = out
         out = full
     return out.reshape(b, length, h, d), None
+
+
+def _flash_capable(query) -> bool:
+    """torch's varlen flash kernel takes fp16/bf16 on Ampere or newer; float32 recipes and older GPUs
+    take the per-document SDPA path, which is exact for them."""
+    import torch
+
+    return (query.is_cuda and query.dtype in (torch.float16, torch.bfloat16)
+            and torch.cuda.get_device_capability(query.device)[0] >= 8)
 
 
 def _sdpa_per_document(q, k, v, cu: list[int], scale, dropout: float, window: int | None):

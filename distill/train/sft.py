@@ -176,6 +176,31 @@ def _model_init_extras(cfg: TrainConfig, path: str) -> dict:
     return extras
 
 
+def exact_attention(speed: Speed, cfg: TrainConfig, model) -> Speed:
+    """`varlen` only where it computes what the model's own attention does: soft-capping (Gemma-2),
+    sinks (gpt-oss) and non-causal attention go to SDPA (auto), or are refused (asked by name)."""
+    from dataclasses import replace
+
+    from distill.train.attention import VARLEN, inexact_for
+
+    if speed.attn_implementation != VARLEN:
+        return speed
+    if isinstance(model, str):
+        from transformers import AutoConfig
+
+        config = AutoConfig.from_pretrained(model, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code)
+    else:
+        config = model.config
+    why = inexact_for(config)
+    if why is None:
+        return speed
+    if cfg.attn_implementation == VARLEN:
+        raise PreflightError(f"attn_implementation: varlen does not implement {why}: its logits would be wrong. "
+                             "Set attn_implementation: auto (or sdpa, or flash_attention_2 where installed)")
+    return replace(speed, attn_implementation="sdpa", attention_kernel="sdpa",
+                   attention_reason=f"varlen does not implement {why}")
+
+
 def build_trainer(recipe: Recipe, model, ds, tokenizer, out: Path, speed: Speed | None = None):
     """TRL's SFTTrainer for the recipe, on an already tokenized dataset (see prepare).
 
@@ -185,6 +210,7 @@ def build_trainer(recipe: Recipe, model, ds, tokenizer, out: Path, speed: Speed 
 
     cfg = recipe.train
     speed = speed or choose_speed(cfg, cfg.packing, training_only=True)
+    speed = exact_attention(speed, cfg, model)
     args = sft_config(cfg, out, speed)
     if isinstance(model, str):
         args.model_init_kwargs.update(_model_init_extras(cfg, model))
@@ -225,6 +251,7 @@ def train(recipe: Recipe, data: str | Path | None = None, out: str | Path | None
 
     out = Path(out)
     trainer = build_trainer(recipe, model.path, ds, tok, out, speed)
+    speed = trainer.distill_speed  # what the model's attention allows (exact_attention)
     summary.speed = speed_dict(speed)
     ckpt = last_checkpoint(out) if resume else None
     if is_main():
