@@ -367,6 +367,23 @@ def layout(trainer) -> dict:
     return d
 
 
+def check_layout(trainer) -> None:
+    """Stop before training when the launch asked for a sharded layout that is not what runs: accelerate
+    turns an FSDP config on CPU into plain DDP without a word, which would train unsharded and save as DDP."""
+    import os
+
+    kind = str(trainer.accelerator.state.distributed_type).split(".")[-1]
+    asked = ("FSDP" if os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true" else
+             "DEEPSPEED" if os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true" else None)
+    if asked and kind != asked:
+        what = f"FSDP (version {os.environ.get('FSDP_VERSION', '1')})" if asked == "FSDP" else "DeepSpeed"
+        raise TrainDataError(
+            f"the launch config asks for {what}, and accelerate runs this launch as {kind} with "
+            f"{trainer.accelerator.num_processes} process(es): accelerate uses {what} only on GPUs"
+            + (" (DeepSpeed on CPU needs DS_ACCELERATOR=cpu)" if asked == "DEEPSPEED" else "")
+            + ". On CPU, launch DDP instead: torchrun --nproc_per_node N -m distill ...; on GPUs the same config shards")
+
+
 def versions() -> dict:
     from importlib.metadata import PackageNotFoundError, version
 

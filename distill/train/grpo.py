@@ -209,6 +209,7 @@ def train_grpo(recipe: Recipe, out: str | Path | None = None, resume: bool = Tru
     """Run GRPO from the recipe; save the policy like a distill student (weights, template, EOS) plus grpo_summary.json."""
     from distill.models import resolve_model
     from distill.train.common import (
+        check_layout,
         check_reporters,
         is_main,
         last_checkpoint,
@@ -232,6 +233,7 @@ def train_grpo(recipe: Recipe, out: str | Path | None = None, resume: bool = Tru
     tok = load_tokenizer(model.path, cfg.revision, cfg.trust_remote_code, cfg.chat_template)
     ds, n = build_dataset(recipe, tok)
     trainer = build_trainer(recipe, model.path, ds, tok, out, callbacks)
+    check_layout(trainer)
     ckpt = last_checkpoint(out) if resume else None
     if ckpt and is_main():
         console.print(f"resuming from {ckpt}")

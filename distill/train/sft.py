@@ -22,6 +22,7 @@ from distill.config import Recipe, TrainConfig, recipe_dict
 from distill.console import console
 from distill.train.common import (
     Speed,
+    check_layout,
     check_reporters,
     checkpoint_callback,
     choose_speed,
@@ -251,6 +252,7 @@ def train(recipe: Recipe, data: str | Path | None = None, out: str | Path | None
 
     out = Path(out)
     trainer = build_trainer(recipe, model.path, ds, tok, out, speed)
+    check_layout(trainer)
     speed = trainer.distill_speed  # what the model's attention allows (exact_attention)
     summary.speed = speed_dict(speed)
     ckpt = last_checkpoint(out) if resume else None
