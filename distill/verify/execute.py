@@ -973,7 +973,10 @@ def run_tests(spec: dict, program: str, limits: Limits | None = None, allow_unsa
     records: dict[int, tuple[str, str]] = {}
     running, end, end_detail = None, None, ""
     for line in lines:
-        m = json.loads(line)
+        try:
+            m = json.loads(line)
+        except ValueError:  # the judge was killed while writing its last record
+            continue
         if "i" in m:
             i, status = m["i"], m["s"]
             if status == "start":
