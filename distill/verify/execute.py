@@ -243,6 +243,32 @@ else:
         return o
     def _dumps(o):
         return "".join(_enc_iter(o, 0))
+import math
+def _encode(x, other, d=0):
+    # plain data as tagged JSON (tuples, sets, bytes, complex, non-finite floats, modules by name);
+    # other(x, d) says what any other value becomes on each side
+    if d > 100:
+        raise ValueError("a value nested more than 100 deep")
+    t = type(x)
+    if x is None or t in (bool, int, str):
+        return x
+    if t is float:
+        return x if math.isfinite(x) else {"$x": repr(x)}
+    if t is list:
+        return [_encode(v, other, d + 1) for v in x]
+    if t is tuple:
+        return {"$t": [_encode(v, other, d + 1) for v in x]}
+    if t is dict:
+        return {"$d": [[_encode(k, other, d + 1), _encode(v, other, d + 1)] for k, v in x.items()]}
+    if t in (set, frozenset):
+        return {"$s" if t is set else "$f": [_encode(v, other, d + 1) for v in x]}
+    if t is bytes:
+        return {"$b": x.hex()}
+    if t is complex:
+        return {"$c": [repr(x.real), repr(x.imag)]}
+    if t is type(sys):
+        return {"$m": x.__name__}
+    return other(x, d)
 """
 
 # The answer's process: the process limit (inside the run's user namespace), the program read from a
@@ -262,7 +288,6 @@ if sys.argv[3] == "main":
     sys.argv = ["solution.py"]
     exec(_code, {"__name__": "__main__", "__builtins__": __builtins__})
     sys.exit(0)
-import math
 _rin = os.fdopen(int(sys.argv[4]), "r", encoding="utf-8")
 _rout = os.fdopen(int(sys.argv[5]), "w", encoding="utf-8")
 _g, _refs = {"__name__": "solution", "__builtins__": __builtins__}, {}
@@ -273,32 +298,15 @@ def _send(m):
     _rout.flush()
 
 
-def _enc(x, d=0):
-    if d > 100:
-        raise ValueError("value nested more than 100 deep")
-    t = type(x)
-    if x is None or t in (bool, int, str):
-        return x
-    if t is float:
-        return x if math.isfinite(x) else {"$x": repr(x)}
-    if t.__module__ == "collections" and isinstance(x, (dict, list)):  # Counter, OrderedDict, defaultdict, UserList
-        t, x = (dict, dict(x)) if isinstance(x, dict) else (list, list(x))
-    if t is list:
-        return [_enc(v, d + 1) for v in x]
-    if t is tuple:
-        return {"$t": [_enc(v, d + 1) for v in x]}
-    if t is dict:
-        return {"$d": [[_enc(k, d + 1), _enc(v, d + 1)] for k, v in x.items()]}
-    if t in (set, frozenset):
-        return {"$s" if t is set else "$f": [_enc(v, d + 1) for v in x]}
-    if t is bytes:
-        return {"$b": x.hex()}
-    if t is complex:
-        return {"$c": [repr(x.real), repr(x.imag)]}
-    if t is type(sys):
-        return {"$m": x.__name__}
+def _other(x, d):
+    if type(x).__module__ == "collections" and isinstance(x, (dict, list)):  # Counter, OrderedDict, defaultdict
+        return _encode(dict(x) if isinstance(x, dict) else list(x), _other, d)
     _refs[id(x)] = x
     return {"$r": id(x)}
+
+
+def _enc(x):
+    return _encode(x, _other)
 
 
 def _dec(x):
@@ -364,7 +372,7 @@ for _line in _rin:
 # that only it has. A failing call's exception is raised here as the builtin exception of that
 # name (a ValueError stays a ValueError for tests that expect one), anything else as AnswerError.
 JUDGE_BOOT = _PROLOGUE + r'''
-import builtins, math
+import builtins
 with os.fdopen(int(sys.argv[2]), "rb") as _f:
     SPEC = _loads(_f.read().decode("utf-8"))
 _to = os.fdopen(int(sys.argv[3]), "w", encoding="utf-8")
@@ -505,32 +513,15 @@ def _dec(x, modules=False, d=0):
     return kind(_dec(i, False, d + 1) for i in v)
 
 
-def _enc(x, d=0):
-    """The tests' arguments, sent to the answer: plain data, or the answer's own objects back."""
-    if d > 100:
-        raise ValueError("an argument nested more than 100 deep")
-    t = type(x)
-    if x is None or t in (bool, int, str):
-        return x
-    if t is float:
-        return x if math.isfinite(x) else {"$x": repr(x)}
-    if t is list:
-        return [_enc(v, d + 1) for v in x]
-    if t is tuple:
-        return {"$t": [_enc(v, d + 1) for v in x]}
-    if t is dict:
-        return {"$d": [[_enc(k, d + 1), _enc(v, d + 1)] for k, v in x.items()]}
-    if t in (set, frozenset):
-        return {"$s" if t is set else "$f": [_enc(v, d + 1) for v in x]}
-    if t is bytes:
-        return {"$b": x.hex()}
-    if t is complex:
-        return {"$c": [repr(x.real), repr(x.imag)]}
-    if t is Remote:
+def _argument(x, d):
+    if type(x) is Remote:
         return {"$r": x._ref}
-    if t is type(math):
-        return {"$m": x.__name__}
-    raise TypeError(f"an argument of type {t.__name__} cannot be sent to the answer's process")
+    raise TypeError(f"an argument of type {type(x).__name__} cannot be sent to the answer's process")
+
+
+def _enc(x):
+    """The tests' arguments, sent to the answer: plain data, or the answer's own objects back."""
+    return _encode(x, _argument)
 
 
 def _rec_fn(i, status, e):
