@@ -13,6 +13,11 @@ bytes with FlashAttention/varlen, which keep no L x L matrix). The loss: TRL 1.1
 tiles of 4,096 tokens x 32,768 vocabulary entries (a bf16 product and an fp32 accumulator, 6 bytes
 an entry) without the whole L x vocab logits; the hidden states it scores (rows x L x h, bf16) and
 their gradient are counted with the tile. Add 15% for the CUDA context, NCCL buffers and fragmentation.
+Sequence parallelism over S GPUs (train.sequence_parallel, DeepSpeed Ulysses): each GPU keeps the
+activations and scores the loss of L/S tokens of the row; its attention, after the all-to-all, runs
+over all L tokens for heads/S heads, the same bytes as L/S tokens with all heads. ZeRO-3 still shards
+the model state over all N GPUs (DeepSpeed treats the sequence-parallel ranks as data-parallel ones
+for sharding). Not counted: the all-to-all buffers (a few q/k/v slices of one layer).
 Computed, not measured: the measured single-GPU figures are in docs/benchmarks.md.
 """
 
@@ -69,6 +74,9 @@ LAYOUTS = {
     "llama3.1-8b.yaml": (8, "zero3"),
     "llama3.3-70b-instruct.yaml": (32, "zero3"),
     "llama3.3-70b-instruct-lora.yaml": (8, "zero3"),
+    "qwen2.5-14b-32k-sp.yaml": (8, "zero3"),
+    "qwen2.5-32b-32k-sp.yaml": (16, "zero3"),
+    "llama3.3-70b-instruct-32k-sp.yaml": (32, "zero3"),
 }
 
 
@@ -116,11 +124,13 @@ def rows() -> list[list[str]]:
             model_state = state_bytes(p, n, sharding)
             grads_opt = f"{(model_state - 2 * p / (n if sharding == 'zero3' else 1)) / GB:.1f}"
         weights_gb = 2 * p / (n if sharding == "zero3" else 1) / GB
-        act = activation_bytes(s, t.max_length, t.per_device_batch_size)
-        loss = loss_bytes(s, t.max_length, t.per_device_batch_size)
+        sp = t.sequence_parallel
+        act = activation_bytes(s, t.max_length // sp, t.per_device_batch_size)
+        loss = loss_bytes(s, t.max_length // sp, t.per_device_batch_size)
         total = (model_state + act + loss) * 1.15
         out.append([path.name, f"{p / 1e9:.2f}B", f"{n} x 80 GB, {sharding}{' + LoRA' if t.lora.enabled else ''}",
-                    f"{weights_gb:.1f}", grads_opt, f"{act / GB:.1f} ({t.per_device_batch_size} x {t.max_length})",
+                    f"{weights_gb:.1f}", grads_opt, f"{act / GB:.1f} ({t.per_device_batch_size} x {t.max_length}"
+                    + (f" / SP {sp})" if sp > 1 else ")"),
                     f"{loss / GB:.1f}",
                     f"{total / GB:.0f}", "yes" if total <= 80 * GB else "NO"])
     return out

@@ -299,6 +299,11 @@ class TrainConfig(_Strict):
     # trained parameter of a dense student (or its LoRA adapter) gets one; on for MoE students whose
     # experts may see no token in a step.
     ddp_find_unused_parameters: bool = False
+    # Ulysses sequence parallelism (DeepSpeed ALST, set up through accelerate): each packed row is split
+    # over N ranks, which exchange attention heads, so a 32k trace costs each GPU the activations of 32k/N
+    # tokens. Needs a DeepSpeed launch (recipes/accelerate/zero3.yaml), heads and KV heads that N divides
+    # (or KV heads that divide N), and world size a multiple of N; data parallelism is world size / N.
+    sequence_parallel: int = Field(default=1, ge=1)
     seed: int = 42
     logging_steps: int = Field(default=5, gt=0)
     save_strategy: SaveStrategy = "epoch"

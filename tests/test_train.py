@@ -376,9 +376,13 @@ def test_every_r1_student_has_a_recipe():
 
 @pytest.mark.parametrize("path", SFT_RECIPES, ids=lambda p: p.name)
 def test_sft_recipe_is_valid(path, tok):
+    import re
+
     r = load_recipe(path)
     t = r.train
-    assert t.dtype == "bfloat16" and t.gradient_checkpointing in (True, "auto") and t.packing
+    sp = t.sequence_parallel
+    assert t.dtype == "bfloat16" and t.gradient_checkpointing in (True, "auto")
+    assert t.packing == (sp == 1)  # sequence parallelism runs one trace a row (its preflight refuses packing)
     # the fast path as shipped: no dense L x L mask for packed rows (flash-attn or torch's varlen kernel)
     assert t.attn_implementation == "auto"
     assert r.prompt.template == "r1" and r.prompt.force_think
@@ -390,12 +394,92 @@ def test_sft_recipe_is_valid(path, tok):
     text = path.read_text()
     assert "accelerate" in text and "Effective batch" in text
     # the comment's effective batch is what the numbers give on the layout it names
-    import re
+    if sp == 1:  # counted in packed rows (each holds several whole traces), as open-r1 counts its batches
+        m = re.search(r"Effective batch (\d+) packed rows = (\d+) rows per GPU x (\d+) accumulation x (\d+) GPUs", text)
+        assert m and int(m[1]) == int(m[2]) * int(m[3]) * int(m[4])
+        assert int(m[2]) == t.per_device_batch_size and int(m[3]) == t.gradient_accumulation_steps
+        return
+    m = re.search(r"Effective batch (\d+) traces = 1 trace per group x (\d+) accumulation x (\d+) groups of (\d+) GPUs",
+                  text)
+    assert m and int(m[1]) == int(m[2]) * int(m[3]) and int(m[4]) == sp and t.per_device_batch_size == 1
+    assert int(m[2]) == t.gradient_accumulation_steps and t.max_length == 32768
+    gpus = int(re.search(r"--num_processes (\d+)", text)[1])
+    assert gpus == int(m[3]) * sp and "zero3.yaml" in text
+    # the published shape passes the sequence-parallel preflight on the launch the comment names
+    from transformers import LlamaConfig
 
-    # counted in packed rows (each holds several whole traces), as open-r1 counts its batches
-    m = re.search(r"Effective batch (\d+) packed rows = (\d+) rows per GPU x (\d+) accumulation x (\d+) GPUs", text)
-    assert m and int(m[1]) == int(m[2]) * int(m[3]) * int(m[4])
-    assert int(m[2]) == t.per_device_batch_size and int(m[3]) == t.gradient_accumulation_steps
+    from benchmarks.sft_memory import SHAPES
+    from distill.train.common import choose_speed
+    from distill.train.sft import sequence_parallel_speed
+
+    shape = SHAPES[t.model]
+    config = LlamaConfig(num_attention_heads=shape.heads, num_key_value_heads=shape.kv_heads, hidden_size=shape.hidden)
+    env = {"WORLD_SIZE": str(gpus), "ACCELERATE_USE_DEEPSPEED": "true"}
+    with _environ(env):
+        speed = sequence_parallel_speed(choose_speed(t, t.packing, True, "cuda"), t, _Model(config))
+    assert speed.attn_implementation in ("sdpa", "flash_attention_2") and f"over {sp} ranks" in speed.attention_reason
+
+
+class _Model:
+    def __init__(self, config):
+        self.config = config
+
+
+def _environ(env: dict):
+    from unittest import mock
+
+    return mock.patch.dict("os.environ", env)
+
+
+def _sp_failures(tmp_path, env: dict, **sets) -> str:
+    from transformers import LlamaConfig
+
+    from distill.train.common import choose_speed
+    from distill.train.examples import PreflightError
+    from distill.train.sft import sequence_parallel_speed
+
+    heads, kv = sets.pop("heads", 8), sets.pop("kv", 2)
+    t = _recipe(tmp_path, **sets).train
+    with _environ(env), pytest.raises(PreflightError) as e:
+        sequence_parallel_speed(choose_speed(t, t.packing, True, "cpu"), t,
+                                _Model(LlamaConfig(num_attention_heads=heads, num_key_value_heads=kv,
+                                                   hidden_size=heads * 16)))
+    return str(e.value)
+
+
+def test_sequence_parallel_preflight_names_every_failure_and_its_fix(tmp_path):
+    ds = {"WORLD_SIZE": "6", "ACCELERATE_USE_DEEPSPEED": "true"}
+    text = _sp_failures(tmp_path, ds, heads=12, kv=6, **{"train.sequence_parallel": 4, "train.max_length": 130,
+                                                         "train.packing": True})
+    assert "6 processes cannot be split into sequence-parallel groups of 4" in text
+    assert "12 attention heads" not in text  # 12 heads split over 4 ranks is fine
+    assert "6 key/value heads" in text and "train.max_length 130 is not a multiple" in text
+    assert "train.packing: true" in text and "set train.packing: false" in text.lower()
+    text = _sp_failures(tmp_path, {"WORLD_SIZE": "2"}, heads=6, **{"train.sequence_parallel": 4, "train.packing": False})
+    assert "runs on DeepSpeed" in text and "zero3.yaml" in text and "6 attention heads" in text
+    assert "among the divisors of 6" in text
+    # KV heads fewer than the ranks are replicated, more must divide: 2 KV heads over 4 ranks is fine
+    from transformers import LlamaConfig
+
+    from distill.train.common import choose_speed
+    from distill.train.sft import sequence_parallel_speed
+
+    t = _recipe(tmp_path, **{"train.sequence_parallel": 4, "train.packing": False}).train
+    with _environ({"WORLD_SIZE": "8", "ACCELERATE_USE_DEEPSPEED": "true"}):
+        speed = sequence_parallel_speed(choose_speed(t, False, True, "cpu"), t,
+                                        _Model(LlamaConfig(num_attention_heads=8, num_key_value_heads=2)))
+    assert speed.attn_implementation == "sdpa" and "2 of 8 heads" in speed.attention_reason
+    # explicit attention that the Ulysses wrapper does not run
+    assert "wraps flash_attention_2 or sdpa" in _sp_failures(
+        tmp_path, {}, **{"train.sequence_parallel": 2, "train.packing": False, "train.attn_implementation": "eager"})
+
+
+def test_ring_context_parallelism_with_packing_is_refused(tmp_path):
+    text = _sp_failures(tmp_path, {"PARALLELISM_CONFIG_CP_SIZE": "2"}, **{"train.packing": True})
+    assert "ring context parallelism" in text and "train.sequence_parallel" in text
+    text = _sp_failures(tmp_path, {"PARALLELISM_CONFIG_SP_SIZE": "4"}, **{"train.sequence_parallel": 2,
+                                                                         "train.packing": False})
+    assert "sp_size 4" in text and "train.sequence_parallel 2" in text
 
 
 def test_openr1_distill_7b_hyperparameters():

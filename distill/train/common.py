@@ -359,11 +359,13 @@ def layout(trainer) -> dict:
     if fsdp is not None:
         d["fsdp_version"] = getattr(fsdp, "fsdp_version", None)
     pc = getattr(acc, "parallelism_config", None)
-    if pc is not None:
-        d["sequence_parallel"] = getattr(pc, "sp_size", 1)
+    sp = int(getattr(pc, "sp_size", 1) or 1) if pc is not None else 1
+    d["sequence_parallel"] = sp
+    d["data_parallel"] = acc.num_processes // sp
     d["ddp_find_unused_parameters"] = trainer.args.ddp_find_unused_parameters
+    # rows an optimizer step sees: the ranks of a sequence-parallel group share each row
     d["global_batch"] = (trainer.args.per_device_train_batch_size * trainer.args.gradient_accumulation_steps
-                         * acc.num_processes)
+                         * acc.num_processes // sp)
     return d
 
 

@@ -133,6 +133,9 @@ def sft_config(cfg: TrainConfig, out: Path, speed: Speed | None = None):
     if cfg.use_kernels:
         args["model_init_kwargs"]["use_kernels"] = True
     args["ddp_find_unused_parameters"] = cfg.ddp_find_unused_parameters
+    if cfg.sequence_parallel > 1:
+        args.update(sequence_parallel_args(cfg.sequence_parallel, speed.attn_implementation, cfg.max_length,
+                                           speed.device))
     if speed.liger:
         # Liger's RMSNorm/SwiGLU/RoPE kernels; TRL 1.16 keeps its own fused LM head for the loss.
         args["use_liger_kernel"] = True
@@ -147,6 +150,94 @@ def sft_config(cfg: TrainConfig, out: Path, speed: Speed | None = None):
         dataset_num_proc=cfg.dataset_num_proc,
         **args,
     )
+
+
+def sequence_parallel_args(n: int, attn: str, max_length: int, device: str) -> dict:
+    """Trainer arguments for Ulysses sequence parallelism over n ranks (DeepSpeed ALST through accelerate).
+
+    The engine is DeepSpeed's: accelerate registers its attention wrapper with transformers and shards
+    every batch along the sequence; TRL's collator then passes per-document position_ids, which the
+    wrapper gathers so that packed documents stay apart. Rows are padded to a multiple of n; on CPU (gloo)
+    to max_length, since DeepSpeed gathers each rank's batch before sharding it and gloo's all-gather
+    takes only equal sizes."""
+    from accelerate.parallelism_config import ParallelismConfig
+    from accelerate.utils import DeepSpeedSequenceParallelConfig
+
+    handler = DeepSpeedSequenceParallelConfig(sp_seq_length_is_variable=True, sp_attn_implementation=attn)
+    return {"parallelism_config": ParallelismConfig(sp_backend="deepspeed", sp_size=n, sp_handler=handler),
+            "pad_to_multiple_of": max_length if device == "cpu" else n}
+
+
+def sequence_parallel_speed(speed: Speed, cfg: TrainConfig, model) -> Speed:
+    """Check a sequence-parallel run before any weights load, and choose the attention DeepSpeed's
+    Ulysses wrapper runs inside (flash_attention_2 or sdpa: the only ones accelerate accepts).
+
+    Raises PreflightError with every failure and its fix. The launch itself (DeepSpeed, a world size
+    that N divides) is checked when launched; a one-process --dry-run checks the rest."""
+    import os
+    from dataclasses import replace
+
+    from distill.train.attention import flash_attn_installed
+
+    n = cfg.sequence_parallel
+    env_sp = os.environ.get("PARALLELISM_CONFIG_SP_SIZE")
+    env_cp = int(os.environ.get("PARALLELISM_CONFIG_CP_SIZE", "1") or 1)
+    fails = []
+    if env_cp > 1 and cfg.packing:
+        fails.append(f"the launch config asks for ring context parallelism (cp_size {env_cp}), which keeps no "
+                     "boundary between packed documents (TRL refuses packing with it): use train.sequence_parallel "
+                     "instead, or set train.packing: false")
+    if env_sp and int(env_sp) != n:
+        fails.append(f"the launch config sets parallelism_config sp_size {env_sp} and the recipe "
+                     f"train.sequence_parallel {n}: set one of them (the recipe's is enough)")
+    if n == 1:
+        if fails:
+            raise PreflightError("sequence parallelism:\n  " + "\n  ".join(fails))
+        return speed
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    launched = world > 1
+    if launched and os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() != "true":
+        fails.append(f"train.sequence_parallel {n} runs on DeepSpeed (Ulysses/ALST): launch with "
+                     "accelerate launch --config_file recipes/accelerate/zero3.yaml (or zero2.yaml)")
+    if launched and world % n:
+        fails.append(f"{world} processes cannot be split into sequence-parallel groups of {n}: "
+                     f"use a multiple of {n} processes, or train.sequence_parallel a divisor of {world}")
+    if isinstance(model, str):
+        from transformers import AutoConfig
+
+        config = AutoConfig.from_pretrained(model, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code)
+    else:
+        config = model.config
+    c = config.get_text_config()
+    heads, kv = c.num_attention_heads, getattr(c, "num_key_value_heads", None) or c.num_attention_heads
+    if heads % n:
+        fails.append(f"the model has {heads} attention heads, which {n} ranks cannot share (each rank computes "
+                     f"heads/{n} of them): choose train.sequence_parallel among the divisors of {heads}")
+    if kv % n and n % kv:
+        fails.append(f"the model has {kv} key/value heads: train.sequence_parallel must divide them or be "
+                     f"a multiple of them (then they are replicated), and {n} is neither")
+    if cfg.max_length % n:
+        fails.append(f"train.max_length {cfg.max_length} is not a multiple of train.sequence_parallel {n}: "
+                     f"each row is split into {n} equal slices; use {cfg.max_length // n * n or n}")
+    if cfg.packing:
+        fails.append("train.packing: true with sequence parallelism: DeepSpeed 0.19's Ulysses data loader cannot "
+                     "shard the packed rows' document boundaries (cu_seq_lens) and its attention wrapper drops "
+                     "the mask, so packed traces would attend to each other. Set train.packing: false (one "
+                     "trace a row, padded to a multiple of N: the long traces sequence parallelism is for "
+                     "fill their rows anyway)")
+    asked = cfg.attn_implementation or "auto"
+    if asked not in ("auto", "sdpa", "flash_attention_2", "varlen"):
+        fails.append(f"attn_implementation {asked} with sequence parallelism: DeepSpeed's Ulysses wraps "
+                     "flash_attention_2 or sdpa; set attn_implementation: auto")
+    if fails:
+        raise PreflightError(f"train.sequence_parallel {n}:\n  " + "\n  ".join(fails))
+    if asked == "flash_attention_2" or (asked == "auto" and speed.device == "cuda" and flash_attn_installed()):
+        core = "flash_attention_2"
+    else:
+        core = "sdpa"  # exact for one trace a row: causal, right padding carries no loss
+    return replace(speed, attn_implementation=core, attention_kernel=f"{core} inside DeepSpeed Ulysses",
+                   attention_reason=f"sequence parallelism over {n} ranks: each computes {heads // n} of "
+                                    f"{heads} heads over the whole row")
 
 
 def _model_init_extras(cfg: TrainConfig, path: str) -> dict:
@@ -212,6 +303,7 @@ def build_trainer(recipe: Recipe, model, ds, tokenizer, out: Path, speed: Speed 
     cfg = recipe.train
     speed = speed or choose_speed(cfg, cfg.packing, training_only=True)
     speed = exact_attention(speed, cfg, model)
+    speed = sequence_parallel_speed(speed, cfg, model)
     args = sft_config(cfg, out, speed)
     if isinstance(model, str):
         args.model_init_kwargs.update(_model_init_extras(cfg, model))
@@ -244,6 +336,7 @@ def train(recipe: Recipe, data: str | Path | None = None, out: str | Path | None
     speed = choose_speed(cfg, cfg.packing, training_only=True)  # an impossible choice fails before any loading
     model = resolve_model(cfg.model, cfg.revision)
     tok = load_tokenizer(model.path, cfg.revision, cfg.trust_remote_code, cfg.chat_template)
+    sequence_parallel_speed(speed, cfg, model.path)  # before the data and the weights: a launch that cannot work
     ds, pf, counts = prepare(recipe, data, tok, show_preflight=is_main())
     summary = TrainSummary(str(out), counts["examples"], counts["dropped"], counts["tokens"], counts["trained"],
                            dry_run=dry_run)
