@@ -1,9 +1,13 @@
 """Two processes, as users launch on several GPUs, made to run on CPU (gloo; DeepSpeed with
 DS_ACCELERATOR=cpu): DDP (torchrun), and `accelerate launch` with the shipped ZeRO-2 and ZeRO-3
-configs. What would break: the run ends; the layout that ran is the one asked for; the saved student
-is whole, trained, loads with plain transformers and generates; a LoRA merge equals an offline merge
-of its saved adapter (under ZeRO-3 the training model's own shards are empty on every rank) and the
-adapter was gathered whole. An FSDP config, which accelerate runs on CPU as plain DDP, is refused.
+configs, for SFT (full and LoRA merged), GRPO, a killed run's resume, and Ulysses sequence
+parallelism. What would break: the run ends; the layout that ran is the one asked for; the saved
+student is whole, trained, loads with plain transformers and generates; its weights equal those of
+one process trained on the same global batch over the same whole epoch (so each example was seen
+once: two ranks that both saw every example, or half of them, train other weights); a LoRA merge
+equals an offline merge of its saved adapter (under ZeRO-3 the training model's own shards are empty
+on every rank); no rank but the main one writes a file that is not its own shard. An FSDP config,
+which accelerate runs on CPU as plain DDP, is refused.
 """
 
 from __future__ import annotations
@@ -11,8 +15,11 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -43,24 +50,144 @@ def setup(tmp_path_factory):
     return tiny_llama(d / "student"), _data(d).parent
 
 
-def _launch(config: Path | None, student: Path, data: Path, out: Path, *sets: str) -> subprocess.CompletedProcess:
-    args = ["train.model=" + str(student), "prompt.template=plain", "train.max_length=128",
-            "train.per_device_batch_size=2", "train.max_steps=2", "train.save_strategy=no", "train.warmup=0",
-            "train.learning_rate=1e-2", *sets]
+# Every launch trains a whole epoch of 24 examples, unpacked, 2 rows a process: 6 optimizer steps of 4.
+COMMON = ["prompt.template=plain", "train.max_length=128", "train.packing=false", "train.epochs=1",
+          "train.per_device_batch_size=2", "train.save_strategy=no", "train.warmup=0", "train.learning_rate=1e-2",
+          "train.logging_steps=1"]
+
+# Writes every process makes under the run's directory, seen from inside it (an audit hook on open(), plus
+# safetensors' and torch.save's native writers), so a file saved by both ranks is caught.
+AUDIT = """
+import os, sys
+_out, _log = os.environ.get("DISTILL_AUDIT_OUT"), os.environ.get("DISTILL_AUDIT_LOG")
+if _out and _log:
+    _rank = os.environ.get("RANK", "launcher")
+    _f = open(f"{_log}.{os.getpid()}", "a", buffering=1)
+    _patched = set()
+
+    def _note(path):
+        try:
+            p = os.path.abspath(os.fsdecode(path))
+        except TypeError:
+            return
+        if p.startswith(_out):
+            _f.write(f"{_rank}\\t{p}\\n")
+
+    def _patch():
+        st, ser = sys.modules.get("safetensors.torch"), sys.modules.get("torch.serialization")
+        # only modules done importing (the hook also fires while they are half-initialized)
+        if st is not None and "st" not in _patched and hasattr(st, "save_file"):
+            _patched.add("st")
+            real = st.serialize_file
+            st.serialize_file = lambda t, filename, *a, **k: (_note(filename), real(t, filename, *a, **k))[1]
+        if ser is not None and "ser" not in _patched and hasattr(ser, "save"):
+            _patched.add("ser")
+            real_w = ser._open_zipfile_writer
+            ser._open_zipfile_writer = lambda f, *a, **k: (_note(f) if isinstance(f, (str, os.PathLike)) else None,
+                                                           real_w(f, *a, **k))[1]
+
+    def _hook(event, args):
+        if event == "open" and args[2] is not None and args[2] & (os.O_WRONLY | os.O_RDWR) \\
+                and isinstance(args[0], (str, bytes, os.PathLike)):
+            _note(args[0])
+        elif event in ("os.rename", "os.replace"):
+            _note(args[1])
+        if event in ("open", "import") and len(_patched) < 2:
+            _patch()
+
+    sys.addaudithook(_hook)
+"""
+
+
+def _free_port() -> str:
     import socket
 
     with socket.socket() as s:  # a free port (port 0 leaves torchrun's static rendezvous waiting)
         s.bind(("127.0.0.1", 0))
-        port = str(s.getsockname()[1])
-    if config is None:  # DDP: accelerate runs a MULTI_CPU config on one machine as one process, torchrun does not
-        launcher = ["-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", port]
+        return str(s.getsockname()[1])
+
+
+def _command(config: Path | None, stage: list[str], sets: list[str], nproc: int = 2) -> list[str]:
+    if nproc == 1:
+        launcher = []
+    elif config is None:  # DDP: accelerate runs a MULTI_CPU config on one machine as one process, torchrun does not
+        launcher = ["-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_port", _free_port()]
     else:
-        launcher = ["-m", "accelerate.commands.launch", "--config_file", str(config), "--main_process_port", port]
-    cmd = [sys.executable, *launcher, "-m", "distill", "train", "--data", str(data), "--out", str(out)]
-    for s in args:
+        launcher = ["-m", "accelerate.commands.launch", "--config_file", str(config), "--main_process_port",
+                    _free_port()]
+    cmd = [sys.executable, *launcher, "-m", "distill", *stage]
+    for s in sets:
         cmd += ["--set", s]
-    env = {**os.environ, "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1"}
-    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    return cmd
+
+
+def _env(out: Path) -> dict:
+    audit = out.parent / "audit"
+    audit.mkdir(exist_ok=True)
+    (audit / "sitecustomize.py").write_text(AUDIT)
+    path = os.pathsep.join([str(audit), os.environ.get("PYTHONPATH", "")])
+    return {**os.environ, "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1", "PYTHONPATH": path,
+            "DISTILL_AUDIT_OUT": str(out.resolve()), "DISTILL_AUDIT_LOG": str(audit / "writes")}
+
+
+def _launch(config: Path | None, student: Path, data: Path, out: Path, *sets: str,
+            nproc: int = 2) -> subprocess.CompletedProcess:
+    cmd = _command(config, ["train", "--data", str(data), "--out", str(out)],
+                   ["train.model=" + str(student), *COMMON, *sets], nproc)
+    return subprocess.run(cmd, cwd=ROOT, env=_env(out), capture_output=True, text=True, timeout=600)
+
+
+def _writes(out: Path) -> dict[str, set[str]]:
+    """{rank: files written under out} from the audit logs of the last launch into out."""
+    seen: dict[str, set[str]] = {}
+    for log in (out.parent / "audit").glob("writes.*"):
+        for line in log.read_text().splitlines():
+            rank, path = line.split("\t", 1)
+            seen.setdefault(rank, set()).add(os.path.relpath(path, out))
+    return seen
+
+
+def _written_once_by_the_main_process(out: Path) -> None:
+    seen = _writes(out)
+    assert "model.safetensors" in seen.get("0", set()) or "adapter_model.safetensors" in seen.get("0", set()), seen
+    for rank, files in seen.items():
+        if rank == "0":
+            continue
+        # a rank's own shards and RNG state are its to write; nothing else is
+        theirs = {f for f in files if re.search(rf"(rank_{rank}_|rng_state_{rank}\.pth$)", os.path.basename(f))}
+        assert files == theirs, f"rank {rank} wrote {sorted(files - theirs)}"
+
+
+def _rel(a: dict, b: dict, base: dict) -> float:
+    """||a - b|| / ||b - base||: how far two trainings from the same base end apart, against how far they moved."""
+    import torch
+
+    num = torch.sqrt(sum(((a[k].float() - b[k].float()) ** 2).sum() for k in base))
+    den = torch.sqrt(sum(((b[k].float() - base[k].float()) ** 2).sum() for k in base))
+    return float(num / den)
+
+
+_REFERENCE: dict[str, dict] = {}
+_REFERENCE_SETS = {"full": ["train.gradient_accumulation_steps=2"],  # 2 rows x 2 accumulation = 4, as 2 x 2 ranks
+                   "lora": ["train.gradient_accumulation_steps=2"],
+                   "half": []}  # 2 rows a step
+
+
+def _reference(setup, tmp_dir: Path, kind: str) -> dict:
+    """The weights of one process trained on the same global batch over the same epoch (computed once)."""
+    from safetensors.torch import load_file
+
+    if kind not in _REFERENCE:
+        student, data = setup
+        out = tmp_dir / f"reference-{kind}"
+        r = _launch(None, student, data, out, *_REFERENCE_SETS[kind], *(_LORA if kind == "lora" else []), nproc=1)
+        assert r.returncode == 0, r.stderr[-3000:]
+        _REFERENCE[kind] = load_file(str(out / "model.safetensors"))
+    return _REFERENCE[kind]
+
+
+# dropout off: its masks come from each process's RNG, which differs between one process and two
+_LORA = ["train.lora.enabled=true", "train.lora.merge=true", "train.lora.r=4", "train.lora.dropout=0"]
 
 
 def _offline_merge(student: Path, adapter: Path) -> dict:
@@ -74,33 +201,46 @@ def _offline_merge(student: Path, adapter: Path) -> dict:
 
 
 LAYOUTS = {"ddp.yaml": ("MULTI_CPU", None), "zero2.yaml": ("DEEPSPEED", 2), "zero3.yaml": ("DEEPSPEED", 3)}
+# How far a two-process run may end from the one-process reference, relative to how far training moved the
+# weights. DDP all-reduces the same two micro-batch gradients that accumulation adds: measured 0. DeepSpeed
+# averages in its own order and, under ZeRO-3, gathers each layer's weights for every micro-batch; a run that
+# saw other examples (each rank the whole set, or half of it) ends ~0.5 away.
+TOLERANCE = {"ddp.yaml": 1e-6, "zero2.yaml": 1e-4, "zero3.yaml": 1e-4}
 
 
-@pytest.mark.parametrize("config, lora", [("ddp.yaml", True), ("zero2.yaml", True), ("zero3.yaml", True),
-                                          ("zero3.yaml", False)], ids=["ddp-lora", "zero2-lora", "zero3-lora",
-                                                                       "zero3-full"])
-def test_two_processes_train_and_save_a_student(config, lora, setup, tmp_path):
+def _needs_deepspeed(config: str) -> None:
     if config.startswith("zero") and importlib.util.find_spec("deepspeed") is None:
         if os.environ.get("CI") == "true":
             pytest.fail("deepspeed is not installed: `make test` installs it for the ZeRO launches")
         pytest.skip("deepspeed not installed")
+
+
+@pytest.mark.parametrize("config, lora", [("ddp.yaml", False), ("ddp.yaml", True), ("zero2.yaml", False),
+                                          ("zero2.yaml", True), ("zero3.yaml", False), ("zero3.yaml", True)],
+                         ids=["ddp-full", "ddp-lora", "zero2-full", "zero2-lora", "zero3-full", "zero3-lora"])
+def test_two_processes_train_and_save_a_student(config, lora, setup, tmp_path, tmp_path_factory):
+    _needs_deepspeed(config)
     import torch
     from safetensors.torch import load_file
 
     student, data = setup
     out = tmp_path / "out"
     cfg = None if config == "ddp.yaml" else _cpu_config(config, tmp_path)
-    sets = ["train.lora.enabled=true", "train.lora.merge=true", "train.lora.r=4"] if lora else []
-    r = _launch(cfg, student, data, out, *sets)
+    r = _launch(cfg, student, data, out, *(_LORA if lora else []))
     assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-4000:])
-    lay = json.loads((out / "train_summary.json").read_text())["summary"]["layout"]
+    summary = json.loads((out / "train_summary.json").read_text())["summary"]
+    lay = summary["layout"]
     kind, stage = LAYOUTS[config]
     assert lay["world_size"] == 2 and lay["distributed_type"] == kind and lay.get("zero_stage") == stage, lay
-    assert lay["global_batch"] == 4 and lay["ddp_find_unused_parameters"] is False
+    assert lay["global_batch"] == 4 and lay["ddp_find_unused_parameters"] is False and lay["sequence_parallel"] == 1
+    assert summary["steps"] == 6 and summary["epochs"] == 1.0  # 24 examples / 4 a step
     merged, base = load_file(str(out / "model.safetensors")), load_file(str(student / "model.safetensors"))
     assert set(merged) == set(base) and all(merged[k].shape == base[k].shape for k in base), "a partial student"
     assert any(not torch.equal(merged[k], base[k]) for k in base), "the saved student is the untrained one"
     _loads_and_generates(out)
+    _written_once_by_the_main_process(out)
+    ref = _reference(setup, tmp_path_factory.getbasetemp(), "lora" if lora else "full")
+    assert _rel(merged, ref, base) <= TOLERANCE[config], f"{_rel(merged, ref, base):.2e} from one process"
     if not lora:
         return
     adapter = load_file(str(out / "adapter" / "adapter_model.safetensors"))
@@ -111,6 +251,113 @@ def test_two_processes_train_and_save_a_student(config, lora, setup, tmp_path):
     for k, v in merged.items():
         assert torch.allclose(v, offline[k], atol=1e-6), k
     assert "quantization_config" not in json.loads((out / "config.json").read_text())
+
+
+def test_one_process_on_half_the_global_batch_is_told_apart(setup, tmp_path_factory):
+    """The tolerance above means something: the same epoch in batches of 2 ends far from batches of 4."""
+    from safetensors.torch import load_file
+
+    student, _ = setup
+    base = load_file(str(student / "model.safetensors"))
+    tmp = tmp_path_factory.getbasetemp()
+    assert _rel(_reference(setup, tmp, "half"), _reference(setup, tmp, "full"), base) > 0.05
+
+
+def test_a_killed_two_process_run_resumes_from_its_last_whole_checkpoint(setup, tmp_path, tmp_path_factory):
+    """SIGKILL to both ranks once a checkpoint is whole; the same command again ends where an unbroken run ends."""
+    from safetensors.torch import load_file
+
+    student, data = setup
+    out = tmp_path / "out"
+    sets = ["train.model=" + str(student), *COMMON, "train.save_strategy=steps", "train.save_steps=1",
+            "train.save_total_limit=10"]
+    cmd = _command(None, ["train", "--data", str(data), "--out", str(out)], sets)
+    p = subprocess.Popen(cmd, cwd=ROOT, env=_env(out), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                         text=True, start_new_session=True)
+    deadline = time.monotonic() + 300
+    while not (out / "checkpoint-2" / "trainer_state.json").exists():
+        assert p.poll() is None, p.stderr.read()[-3000:]
+        assert time.monotonic() < deadline, "no checkpoint in 300 s"
+        time.sleep(0.005)
+    os.killpg(p.pid, signal.SIGKILL)
+    p.wait()
+    p.stderr.close()
+    assert not (out / "model.safetensors").exists(), "the run ended before it was killed"
+    steps = sorted(int(c.name.split("-")[1]) for c in out.glob("checkpoint-*"))
+    assert steps and max(steps) < 6
+    # a checkpoint the kill left half-written (no trainer_state.json, which is written last) is skipped
+    torn = out / f"checkpoint-{max(steps) + 1}"
+    torn.mkdir(exist_ok=True)
+    r = subprocess.run(cmd, cwd=ROOT, env=_env(out), capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert f"skipping {torn}" in r.stderr
+    summary = json.loads((out / "train_summary.json").read_text())["summary"]
+    resumed = summary["resumed_from"]
+    assert resumed and 2 <= int(resumed.rsplit("-", 1)[1]) <= max(steps) and summary["steps"] == 6
+    base = load_file(str(student / "model.safetensors"))
+    final = load_file(str(out / "model.safetensors"))
+    assert _rel(final, _reference(setup, tmp_path_factory.getbasetemp(), "full"), base) <= 1e-5
+
+
+def test_sequence_parallel_two_ranks_train_one_row_together(setup, tmp_path, tmp_path_factory):
+    """Ulysses over 2 processes (ZeRO-3): each rank holds half of every row, and half of the heads after the
+    all-to-all; one data-parallel group, so each step is one rank's 2 rows, trained by both ranks together:
+    the same batches as one process with 2 rows a step, and the weights must match it.
+
+    Without accumulation on purpose: transformers' sequence-parallel loss is each micro-batch's token mean,
+    and accumulation then averages micro-batches equally, where one process weighs the step's tokens
+    equally (measured 7e-4 apart with 2 x 2 accumulation; docs/training.md says so)."""
+    _needs_deepspeed("zero3.yaml")
+    from safetensors.torch import load_file
+
+    student, data = setup
+    out = tmp_path / "out"
+    r = _launch(_cpu_config("zero3.yaml", tmp_path), student, data, out, "train.sequence_parallel=2")
+    assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-4000:])
+    summary = json.loads((out / "train_summary.json").read_text())["summary"]
+    lay = summary["layout"]
+    assert lay["sequence_parallel"] == 2 and lay["data_parallel"] == 1 and lay["global_batch"] == 2, lay
+    assert summary["speed"]["attn_implementation"] == "sdpa" and "over 2 ranks" in summary["speed"]["attention_reason"]
+    assert summary["steps"] == 12
+    base = load_file(str(student / "model.safetensors"))
+    final = load_file(str(out / "model.safetensors"))
+    assert _rel(final, _reference(setup, tmp_path_factory.getbasetemp(), "half"), base) <= 1e-4
+    _loads_and_generates(out)
+    _written_once_by_the_main_process(out)
+
+
+@pytest.mark.parametrize("config", ["ddp.yaml", "zero2.yaml", "zero3.yaml"], ids=["ddp", "zero2", "zero3"])
+def test_grpo_on_two_processes(config, setup, tmp_path):
+    """GRPO with the global batch split over two ranks (2 problems x 4 completions, 4 a rank), KL to the
+    frozen reference on: it ends, records its layout, and saves a policy that loads and generates. Its
+    weights are not compared with one process: each rank samples its own completions."""
+    _needs_deepspeed(config)
+    import torch
+    from safetensors.torch import load_file
+
+    student, _ = setup
+    out = tmp_path / "out"
+    sets = ["grpo.model=" + str(student), "problems.task=arithmetic", "problems.count=4", "prompt.template=plain",
+            "grpo.num_generations=4", "grpo.per_device_batch_size=4", "grpo.max_completion_length=8",
+            "grpo.max_steps=2", "grpo.learning_rate=1e-2", "grpo.save_strategy=no", "grpo.reward_workers=1",
+            "grpo.beta=0.01", "grpo.logging_steps=1",
+            # the random policy never answers right; the language share varies, so advantages are not all 0
+            "grpo.rewards={accuracy: 1.0, format: 1.0, language: 1.0}"]
+    cfg = None if config == "ddp.yaml" else _cpu_config(config, tmp_path)
+    r = subprocess.run(_command(cfg, ["grpo", "--out", str(out)], sets), cwd=ROOT, env=_env(out),
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-4000:])
+    d = json.loads((out / "grpo_summary.json").read_text())
+    kind, stage = LAYOUTS[config]
+    lay = d["layout"]
+    assert lay["world_size"] == 2 and lay["distributed_type"] == kind and lay.get("zero_stage") == stage, lay
+    assert d["summary"]["steps"] == 2 and d["summary"]["completions"] == 16
+    assert all("kl" in x for x in d["log"] if "reward" in x)
+    base = load_file(str(student / "model.safetensors"))
+    policy = load_file(str(out / "model.safetensors"))
+    assert set(policy) == set(base) and any(not torch.equal(policy[k], base[k]) for k in base)
+    _loads_and_generates(out)
+    _written_once_by_the_main_process(out)
 
 
 def _loads_and_generates(out: Path) -> None:

@@ -325,6 +325,53 @@ def test_lora_adapter_saved_and_merged(tmp_path, tiny_student):
     assert json.loads((out / "config.json").read_text()).get("quantization_config") is None
 
 
+def test_a_qlora_adapter_merges_into_bfloat16_weights_of_the_base(tmp_path, tiny_student):
+    """What a QLoRA run's merge does after training (bitsandbytes and a GPU are not needed for this part):
+    the base is loaded again without its quantization, in bfloat16, and the adapter merged into that."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from distill.train.common import merge_adapter
+
+    m = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_student),
+                       LoraConfig(r=4, target_modules=["q_proj"], init_lora_weights=False))
+    m.save_pretrained(tmp_path / "adapter")
+    init = {"dtype": "bfloat16", "quantization_config": {"load_in_4bit": True}, "attn_implementation": "varlen"}
+    merged = merge_adapter(tmp_path / "adapter", init)
+    assert {p.dtype for p in merged.parameters()} == {torch.bfloat16}
+    assert getattr(merged.config, "quantization_config", None) is None
+    offline = m.merge_and_unload().state_dict()  # merged in float32
+    q = "model.layers.0.self_attn.q_proj.weight"
+    assert not torch.allclose(merged.state_dict()[q].float(), _weights(tiny_student)[q], atol=1e-3), "not merged"
+    for k, v in merged.state_dict().items():  # equal up to bfloat16 rounding, twice (the base, then the sum)
+        err = (v.float() - offline[k]).abs().max().item()
+        assert err <= 2 ** -6 * offline[k].abs().max().item(), (k, err)
+
+
+def test_a_saved_copy_of_tied_embeddings_is_dropped(tmp_path, tiny_student):
+    """ZeRO-1/2 saves write lm_head beside the tied embeddings it equals; the copy goes, the student still loads."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+    from transformers import AutoModelForCausalLM
+
+    from distill.train.common import drop_tied_copy
+
+    out = tmp_path / "s"
+    shutil.copytree(tiny_student, out)
+    w = _weights(out)
+    save_file({**w, "lm_head.weight": w["model.embed_tokens.weight"].clone()}, str(out / "model.safetensors"),
+              metadata={"format": "pt"})
+    assert drop_tied_copy(out) and set(load_file(str(out / "model.safetensors"))) == set(w)
+    m = AutoModelForCausalLM.from_pretrained(out)
+    assert torch.equal(m.lm_head.weight, w["model.embed_tokens.weight"])
+    # an output layer that differs is a real one: kept
+    save_file({**w, "lm_head.weight": torch.zeros_like(w["model.embed_tokens.weight"])}, str(out / "model.safetensors"))
+    assert not drop_tied_copy(out) and "lm_head.weight" in load_file(str(out / "model.safetensors"))
+
+
 def test_resume_from_last_checkpoint(tmp_path, tiny_student):
     from distill.train.sft import train
 

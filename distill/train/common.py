@@ -239,9 +239,26 @@ def check_reporters(names: list[str]) -> None:
 
 
 def last_checkpoint(out: Path) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
+    """The newest complete checkpoint in `out`, or None.
 
-    return get_last_checkpoint(str(out)) if out.is_dir() else None
+    The Trainer writes a checkpoint's trainer_state.json last (after the weights, the optimizer and
+    every rank's RNG state), so a directory without it is one a killed run left half-written: it is
+    skipped with a word, and the run resumes from the one before. (transformers' get_last_checkpoint
+    takes the highest number whatever its state.)"""
+    import re
+
+    if not out.is_dir():
+        return None
+    found = sorted(((int(m[1]), p) for p in out.iterdir() if p.is_dir() and (m := re.fullmatch(r"checkpoint-(\d+)", p.name))),
+                   reverse=True)
+    for _, path in found:
+        if (path / "trainer_state.json").is_file():
+            return str(path)
+        if is_main():
+            from distill.console import console
+
+            console.print(f"[yellow]skipping {path}: it has no trainer_state.json (a run killed while saving it)")
+    return None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -275,6 +292,8 @@ def save_student(trainer, tokenizer, eot_id: int | None, out: Path, merge: bool)
         model = trainer.model
     if not trainer.is_world_process_zero():
         return
+    if not merge:
+        drop_tied_copy(out)
     tokenizer.save_pretrained(out)
     base = getattr(model, "generation_config", None) or GenerationConfig()
     gen = GenerationConfig.from_dict(base.to_dict())
@@ -297,6 +316,55 @@ def save_student(trainer, tokenizer, eot_id: int | None, out: Path, merge: bool)
             changed = True
     if changed:
         cfg_path.write_text(json.dumps(c, indent=2))
+
+
+def drop_tied_copy(out: Path) -> bool:
+    """Remove a saved output layer that is a copy of the tied input embeddings.
+
+    Under DeepSpeed ZeRO-1/2, accelerate hands the Trainer a state dict of cloned tensors, so
+    transformers no longer sees that lm_head and embed_tokens are one tensor and writes both: a tied
+    1.5B student gains a 0.5 GB copy. It is dropped when the config ties them and the two are equal
+    (only the file that holds it is rewritten); loaders tie it again."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    try:
+        config = json.loads((out / "config.json").read_text())
+    except (OSError, ValueError):
+        return False
+    text = config.get("text_config") or config
+    if not (text.get("tie_word_embeddings", config.get("tie_word_embeddings"))):
+        return False
+    index = out / "model.safetensors.index.json"
+    weight_map = json.loads(index.read_text())["weight_map"] if index.is_file() else None
+    if weight_map is None:
+        if not (out / "model.safetensors").is_file():
+            return False
+        with safe_open(str(out / "model.safetensors"), "pt") as f:
+            weight_map = dict.fromkeys(f.keys(), "model.safetensors")
+    head = next((k for k in weight_map if k.endswith("lm_head.weight")), None)
+    embed = next((k for k in weight_map if k.endswith("embed_tokens.weight")), None)
+    if head is None or embed is None:
+        return False
+    with safe_open(str(out / weight_map[head]), "pt") as f:
+        head_t = f.get_tensor(head)
+    with safe_open(str(out / weight_map[embed]), "pt") as f:
+        import torch
+
+        if not torch.equal(head_t, f.get_tensor(embed)):
+            return False
+    path = out / weight_map[head]
+    with safe_open(str(path), "pt") as f:
+        tensors = {k: f.get_tensor(k) for k in f.keys() if k != head}
+        meta = f.metadata()
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata=meta)
+    os.replace(tmp, path)
+    if index.is_file():
+        d = json.loads(index.read_text())
+        d["weight_map"].pop(head, None)
+        index.write_text(json.dumps(d, indent=2))
+    return True
 
 
 def merge_adapter(adapter: Path, init_kwargs: dict | None, trained=None):
