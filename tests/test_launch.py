@@ -215,9 +215,10 @@ def _needs_deepspeed(config: str) -> None:
         pytest.skip("deepspeed not installed")
 
 
-@pytest.mark.parametrize("config, lora", [("ddp.yaml", False), ("ddp.yaml", True), ("zero2.yaml", False),
-                                          ("zero2.yaml", True), ("zero3.yaml", False), ("zero3.yaml", True)],
-                         ids=["ddp-full", "ddp-lora", "zero2-full", "zero2-lora", "zero3-full", "zero3-lora"])
+# DDP full fine-tuning: test_a_killed_two_process_run_resumes_from_its_last_whole_checkpoint (the same checks)
+@pytest.mark.parametrize("config, lora", [("ddp.yaml", True), ("zero2.yaml", False), ("zero2.yaml", True),
+                                          ("zero3.yaml", False), ("zero3.yaml", True)],
+                         ids=["ddp-lora", "zero2-full", "zero2-lora", "zero3-full", "zero3-lora"])
 def test_two_processes_train_and_save_a_student(config, lora, setup, tmp_path, tmp_path_factory):
     _needs_deepspeed(config)
     import torch
@@ -264,7 +265,8 @@ def test_one_process_on_half_the_global_batch_is_told_apart(setup, tmp_path_fact
 
 
 def test_a_killed_two_process_run_resumes_from_its_last_whole_checkpoint(setup, tmp_path, tmp_path_factory):
-    """SIGKILL to both ranks once a checkpoint is whole; the same command again ends where an unbroken run ends."""
+    """DDP full fine-tuning, killed (SIGKILL to both ranks) once a checkpoint is whole: the same command again
+    ends where one process on the same global batch ends, and saves like the other layouts."""
     from safetensors.torch import load_file
 
     student, data = setup
@@ -294,9 +296,15 @@ def test_a_killed_two_process_run_resumes_from_its_last_whole_checkpoint(setup, 
     summary = json.loads((out / "train_summary.json").read_text())["summary"]
     resumed = summary["resumed_from"]
     assert resumed and 2 <= int(resumed.rsplit("-", 1)[1]) <= max(steps) and summary["steps"] == 6
+    assert "global batch 4 traces = 2 a device x 1 accumulation x 2 data-parallel" in r.stderr
+    lay = summary["layout"]
+    assert lay["world_size"] == 2 and lay["distributed_type"] == "MULTI_CPU" and lay["global_batch"] == 4, lay
     base = load_file(str(student / "model.safetensors"))
     final = load_file(str(out / "model.safetensors"))
-    assert _rel(final, _reference(setup, tmp_path_factory.getbasetemp(), "full"), base) <= 1e-5
+    assert set(final) == set(base)
+    assert _rel(final, _reference(setup, tmp_path_factory.getbasetemp(), "full"), base) <= TOLERANCE["ddp.yaml"]
+    _loads_and_generates(out)
+    _written_once_by_the_main_process(out)
 
 
 def test_sequence_parallel_two_ranks_train_one_row_together(setup, tmp_path, tmp_path_factory):

@@ -437,6 +437,17 @@ def layout(trainer) -> dict:
     return d
 
 
+def describe_layout(d: dict, per_device: int, accumulation: int, unit: str = "rows") -> str:
+    """One line of the layout and its batch arithmetic, printed when training starts."""
+    kind = d["distributed_type"] + (f" ZeRO-{d['zero_stage']}" if d.get("zero_stage") else "") + (
+        f" FSDP{d['fsdp_version']}" if d.get("fsdp_version") else "")
+    sp = d.get("sequence_parallel", 1)
+    dp = d.get("data_parallel", d["world_size"])
+    split = f", sequence parallel {sp} (each row over {sp} ranks)" if sp > 1 else ""
+    return (f"{d['world_size']} process(es), {kind}{split}; global batch {d['global_batch']} {unit} = "
+            f"{per_device} a device x {accumulation} accumulation x {dp} data-parallel")
+
+
 def check_layout(trainer) -> None:
     """Stop before training when the launch asked for a sharded layout that is not what runs: accelerate
     turns an FSDP config on CPU into plain DDP without a word, which would train unsharded and save as DDP."""

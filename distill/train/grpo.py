@@ -211,6 +211,7 @@ def train_grpo(recipe: Recipe, out: str | Path | None = None, resume: bool = Tru
     from distill.train.common import (
         check_layout,
         check_reporters,
+        describe_layout,
         is_main,
         last_checkpoint,
         layout,
@@ -235,6 +236,8 @@ def train_grpo(recipe: Recipe, out: str | Path | None = None, resume: bool = Tru
     trainer = build_trainer(recipe, model.path, ds, tok, out, callbacks)
     check_layout(trainer)
     ckpt = last_checkpoint(out) if resume else None
+    if is_main():
+        console.print(f"layout: {describe_layout(layout(trainer), cfg.per_device_batch_size, cfg.gradient_accumulation_steps, 'completions')}")
     if ckpt and is_main():
         console.print(f"resuming from {ckpt}")
     t0 = time.perf_counter()

@@ -27,6 +27,7 @@ from distill.train.common import (
     checkpoint_callback,
     choose_speed,
     common_args,
+    describe_layout,
     is_main,
     last_checkpoint,
     layout,
@@ -350,6 +351,7 @@ def train(recipe: Recipe, data: str | Path | None = None, out: str | Path | None
     summary.speed = speed_dict(speed)
     ckpt = last_checkpoint(out) if resume else None
     if is_main():
+        console.print(f"layout: {describe_layout(layout(trainer), cfg.per_device_batch_size, cfg.gradient_accumulation_steps, 'packed rows' if cfg.packing else 'traces')}")
         console.print(f"speed: {speed.describe()}")
         if ckpt:
             console.print(f"resuming from {ckpt}")
