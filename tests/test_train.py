@@ -554,6 +554,33 @@ def test_accelerate_configs_load(path):
             assert raw["deepspeed_config"]["zero3_save_16bit_model"] is True  # the student saves as full weights
 
 
+def test_the_fsdp2_config_shards_decoder_layers_and_saves_whole_weights(monkeypatch, tiny_student):
+    """FSDP does not run on CPU (accelerate runs it as DDP there, and distill refuses that launch:
+    tests/test_launch.py), so its configuration is checked as accelerate reads it: launch arguments ->
+    environment -> FSDP plugin -> the wrap policy on a real student."""
+    import functools
+
+    from accelerate.commands.launch import _validate_launch_command, launch_command_parser
+    from accelerate.utils import FullyShardedDataParallelPlugin
+    from accelerate.utils.launch import prepare_multi_gpu_env
+    from transformers import AutoModelForCausalLM
+
+    args = launch_command_parser().parse_args(["--config_file", str(ROOT / "recipes/accelerate/fsdp2.yaml"), "x.py"])
+    env = prepare_multi_gpu_env(_validate_launch_command(args)[0])
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    assert env["ACCELERATE_USE_FSDP"] == "true"
+    plugin = FullyShardedDataParallelPlugin()
+    assert plugin.fsdp_version == 2 and plugin.reshard_after_forward is True
+    assert str(plugin.state_dict_type).endswith("FULL_STATE_DICT")  # save_model gathers a whole student
+    assert plugin.cpu_ram_efficient_loading and not plugin.activation_checkpointing  # the recipe's key does that
+    model = AutoModelForCausalLM.from_pretrained(tiny_student)
+    plugin.set_auto_wrap_policy(model)
+    policy = plugin.auto_wrap_policy
+    assert isinstance(policy, functools.partial)
+    assert {c.__name__ for c in policy.keywords["transformer_layer_cls"]} == {"LlamaDecoderLayer"}
+
+
 def test_slurm_example_passes_rank_and_rendezvous():
     text = (ROOT / "recipes/accelerate/slurm.sbatch").read_text()
     for flag in ("--machine_rank \\$SLURM_PROCID", "--main_process_ip", "--num_machines", "--rdzv_backend c10d",
