@@ -313,6 +313,14 @@ def test_varlen_only_where_it_computes_the_models_own_attention():
     assert "soft-capping" in attention.inexact_for(gemma)
     assert "sinks" in attention.inexact_for(GptOssConfig(**small, num_local_experts=2))
     assert attention.inexact_for(LlamaConfig(**small)) is None
+    # a sliding window that bites (shorter than the rows, and in use) is inexact; Qwen2.5's unused one is not
+    from transformers import MistralConfig, Qwen2Config
+
+    assert "sliding attention window of 4096" in attention.inexact_for(MistralConfig(**small, sliding_window=4096), 8192)
+    assert attention.inexact_for(MistralConfig(**small, sliding_window=4096), 4096) is None
+    assert attention.inexact_for(Qwen2Config(**small, sliding_window=4096), 32768) is None  # use_sliding_window false
+    assert "sliding" in attention.inexact_for(Qwen2Config(**small, use_sliding_window=True, sliding_window=4096,
+                                                          max_window_layers=0), 32768)
     torch.manual_seed(0)
     model = Gemma2ForCausalLM(gemma)
     auto = choose_speed(TrainConfig(), packing=True, training_only=True, device="cpu")

@@ -90,9 +90,13 @@ def choose(requested: str | None, device: str, packing: bool, training_only: boo
                            else "no flash-attn package; padded rows are unpadded")
 
 
-def inexact_for(config) -> str | None:
+def inexact_for(config, max_length: int | None = None) -> str | None:
     """What this model's attention does that `varlen` does not implement (it would train on wrong
-    logits without a word), or None when varlen is exact for it."""
+    logits without a word), or None when varlen is exact for it.
+
+    A sliding window counts only where it bites: layers marked sliding_attention, or a window in use
+    (Qwen2's use_sliding_window false turns it off) that is shorter than the rows (max_length): a
+    document never longer than the window attends as with full causal attention."""
     c = config.get_text_config() if hasattr(config, "get_text_config") else config
     kind = getattr(c, "model_type", "") or ""
     if getattr(c, "attn_logit_softcapping", None):
@@ -101,6 +105,11 @@ def inexact_for(config) -> str | None:
         return f"attention sinks ({kind})"
     if getattr(c, "is_causal", True) is False:
         return f"non-causal attention ({kind})"
+    window = getattr(c, "sliding_window", None)
+    if window and getattr(c, "use_sliding_window", True) is not False:
+        sliding_layers = "sliding_attention" in (getattr(c, "layer_types", None) or [])
+        if (sliding_layers or getattr(c, "layer_types", None) is None) and (max_length is None or window < max_length):
+            return f"a sliding attention window of {window} tokens ({kind})"
     return None
 
 

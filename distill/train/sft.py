@@ -284,7 +284,7 @@ def exact_attention(speed: Speed, cfg: TrainConfig, model) -> Speed:
         config = AutoConfig.from_pretrained(model, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code)
     else:
         config = model.config
-    why = inexact_for(config)
+    why = inexact_for(config, cfg.max_length)
     if why is None:
         return speed
     if cfg.attn_implementation == VARLEN:
