@@ -233,3 +233,56 @@ def test_added_readings(gold, pred, want):
 
 def test_gold_that_math_verify_reads_only_delimited_is_not_unparseable():
     assert status("1 - \\frac{1}{\\mathrm{e}}", "\\boxed{1-e^{-1}}") == "correct"
+
+
+# -- multiple choice (distill/verify/choice.py) ------------------------------------------------------
+
+GPQA_META = {"options": ["1", "2", "3", "4.2 eV"]}  # A B C D
+
+
+@pytest.mark.parametrize("gold, final, meta, status, pred", [
+    # the false passes of a letter read from anywhere: each must fail
+    ("D", "(A) 1 (B) 2 (C) 3 (D) 4. So the value is \\boxed{2}", None, "wrong", None),  # a box with a value, no options
+    ("D", "(A) 1 (B) 2 (C) 3 (D) 4.2 eV. So the value is \\boxed{2}", GPQA_META, "wrong", "B"),  # the value is option B
+    ("A", "A careful check of each option leaves option C.", None, "no_answer", None),  # an article is not a choice
+    ("A", "The answer is A careful reading away.", None, "no_answer", None),
+    # every spelling of a chosen letter
+    ("C", "\\boxed{\\mathbf{C}}", None, "correct", "C"),
+    ("C", "\\boxed{c}", None, "correct", "C"),
+    ("C", "\\boxed{C. 4.2 eV}", None, "correct", "C"),
+    ("C", "\\boxed{(C) 4.2 eV}", None, "correct", "C"),
+    ("C", "\\boxed{\\text{(C)}}", None, "correct", "C"),
+    ("C", "\\boxed{\\textbf{Option C}}", None, "correct", "C"),
+    ("D", "so it is \\boxed{4.2 \\text{ eV}}", GPQA_META, "correct", "D"),  # an option's value, mapped to its letter
+    ("D", "\\boxed{4.2 eV}", GPQA_META, "correct", "D"),
+    ("C", "Working...\n\nAnswer: C", None, "correct", "C"),
+    ("C", "Working...\n\n**Answer:** (C)", None, "correct", "C"),
+    ("C", "Therefore, the final answer is C.", None, "correct", "C"),
+    ("B", "Answer: C (4.2 eV)", None, "wrong", "C"),
+    # letters past E, with as many options as the problem has
+    ("G", "\\boxed{G}", {"options": list("1234567890")}, "correct", "G"),
+    ("H", "\\boxed{G}", None, "wrong", "G"),
+    ("C", "\\boxed{E}", {"options": ["1", "2", "3", "4"]}, "wrong", "E"),  # no option E: a wrong answer
+    # the last box is the answer; hedging is not rewarded
+    ("C", "\\boxed{C} or maybe \\boxed{B}", None, "wrong", "B"),
+    ("(B)", "\\boxed{b}", None, "correct", "B"),
+])
+def test_multiple_choice_letter_is_read_only_where_it_is_stated(gold, final, meta, status, pred):
+    r = check_answer(gold, final, meta)
+    assert (r["status"], r["pred"]) == (status, pred), r
+
+
+def test_the_filter_and_the_grpo_reward_read_choices_the_same_way():
+    """One reading: the filter's `correct` check and GRPO's accuracy reward both go through check_answer."""
+    from distill.train.rewards import AccuracyReward
+    from distill.verify.checks import check_correct
+
+    cases = [("D", "\\boxed{2}", 0.0), ("C", "\\boxed{\\mathbf{C}}", 1.0), ("A", "A careful check: option C.", 0.0),
+             ("D", "\\boxed{4.2 eV}", 1.0)]
+    texts = [f"<think>x</think>\n\n{f}" for _, f, _ in cases]
+    got = AccuracyReward(workers=0)([""] * len(cases), texts, answer=[g for g, _, _ in cases],
+                                    meta=[json.dumps(GPQA_META)] * len(cases), prompt_template=["r1"] * len(cases))
+    assert got == [r for _, _, r in cases]
+    for (gold, _, want), text in zip(cases, texts, strict=True):
+        s = {"completion": text, "answer": gold, "meta": GPQA_META, "prompt_template": "r1", "finish_reason": "stop"}
+        assert (check_correct(s, parse(text, "r1"), {"timeout": 5, "code": {}})["pass"] is True) == bool(want), text

@@ -34,11 +34,9 @@ from fractions import Fraction
 from functools import lru_cache
 from typing import Any
 
+from distill.verify.choice import check_choice, choice_gold
 from distill.verify.format import find_boxed
 
-# Multiple-choice golds: one capital letter A-E, optionally in parentheses or \text{}. A lowercase
-# letter is a value (e, a variable), never a choice.
-_MC = re.compile(r"^\(?([A-E])\)?$")
 # The answer sits at the end of the final part; a longer tail is not an answer but a runaway, and
 # math-verify's regexes and sympy would spend seconds on it.
 MAX_FINAL_CHARS = 4000
@@ -66,11 +64,6 @@ def _timeouts(seconds: int) -> tuple[dict[str, Any], dict[str, Any]]:
 
 def _untext(text: str) -> str:
     return re.sub(r"\\(?:text|textbf|mathrm|mbox)\{(.*?)\}", r"\1", text.strip()).strip().strip("$").strip()
-
-
-def _mc_letter(text: str) -> str | None:
-    m = _MC.match(_untext(text))
-    return m.group(1) if m else None
 
 
 # -- alternative readings of one answer text --------------------------------------------------------
@@ -178,8 +171,6 @@ def check_answer(gold: str, final: str | None, meta: dict | None = None, timeout
     `timeout` bounds math-verify's parsing and comparison each (main thread only); keep it below the
     pool's hard limit so that a slow expression ends as 'wrong'/'no_answer' without killing a worker.
     """
-    from math_verify import StringExtractionConfig, parse
-
     meta = meta or {}
     if final is None or not final.strip():
         return {"status": "no_answer", "gold": gold, "pred": None}
@@ -193,21 +184,9 @@ def check_answer(gold: str, final: str | None, meta: dict | None = None, timeout
                  for c in cands if re.search(r"\d", c))
         return {"status": "correct" if ok else "wrong", "gold": gold, "pred": cands[-1].strip() if cands else None}
 
-    kw, _ = _timeouts(max(1, int(timeout)))
-    letter = _mc_letter(gold)
-    if letter:  # multiple choice: compare letters
-        cfg = [StringExtractionConfig(strings=tuple("ABCDE"), lowercase=False)]
-        boxed = find_boxed(final)
-        pred = _mc_letter(boxed[-1]) if boxed else None
-        if pred is None and not boxed:
-            got = parse(final, cfg, **kw)
-            pred = str(got[-1]).upper() if got else None
-        if pred is None:  # "(C)" inside a sentence, which math-verify's anchors do not cover
-            letters = re.findall(r"\(([A-E])\)", final)
-            pred = letters[-1] if letters else None
-        if pred is None:
-            return {"status": "no_answer", "gold": gold, "pred": None}
-        return {"status": "correct" if pred == letter else "wrong", "gold": gold, "pred": pred}
+    letter = choice_gold(gold, meta)
+    if letter:  # multiple choice (distill/verify/choice.py): the letter from a box or an explicit statement only
+        return check_choice(letter, final, meta, gold, timeout=min(2, max(1, int(timeout))))
 
     boxed = find_boxed(final)
     t = max(1, int(timeout))
