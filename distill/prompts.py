@@ -58,6 +58,11 @@ def code_problem_text(problem: str, spec: dict) -> str:
         return f"Complete the following Python function `{spec['entry_point']}`:\n\n```python\n{problem.rstrip()}\n```"
     if spec["kind"] == "asserts":
         return f"{problem.rstrip()}\nYour code should pass this test:\n\n```python\n{spec['tests'][0]}\n```"
+    if spec["kind"] == "call":  # LiveCodeBench's functional problems: the starter code is the interface
+        starter = spec.get("starter_code") or (f"class {spec['class_name']}:\n    def {spec['fn_name']}(self, ...):"
+                                               if spec.get("class_name") else f"def {spec['fn_name']}(...):")
+        return (f"{problem.rstrip()}\n\nYou will use the following starter code to write the solution to the problem "
+                f"and enclose your code within delimiters.\n```python\n{starter.rstrip()}\n```")
     return f"{problem.rstrip()}\n\n{STDIO_NOTE}"
 
 

@@ -81,7 +81,9 @@ def test_the_three_kinds_and_the_public_sets_own_field_names():
     ({"kind": "function", "tests": "def check(c):\n    assert c(1)\n"}, "entry_point"),
     ({"kind": "asserts", "tests": ["assert f(1) == "]}, "do not parse"),
     ({"kind": "stdio", "tests": []}, "non-empty"),
-    ({"input_output": json.dumps({"inputs": [[1]], "outputs": [[2]], "fn_name": "f"})}, "call-based"),
+    ({"input_output": json.dumps({"inputs": [[1]], "outputs": [[2, 3]], "fn_name": "f; import os"})}, "fn_name"),
+    ({"kind": "call", "fn_name": "f", "tests": [{"input": "[1,", "output": "2"}]}, "not JSON"),
+    ({"kind": "call", "fn_name": "f", "tests": [{"output": "2"}]}, "`args`"),
     ({"kind": "asserts", "tests": ["assert f() == 1"], "language": "cpp"}, "only Python"),
 ])
 def test_a_code_problem_that_cannot_run_is_named(rec, msg):
@@ -366,3 +368,48 @@ def test_a_foreign_humaneval_export_with_its_own_field_names_is_verified(tmp_pat
     inp.write_text("".join(json.dumps(r) + "\n" for r in rows))
     rep = filter_samples(inp, tmp_path / "out", FilterConfig(workers=1), progress=False)
     assert rep["kept"] == 1 and rep["code"]["by_kind"] == {"function": {"samples": 2, "passed": 1}}
+
+
+# -- call-based problems (LiveCodeBench functional, APPS fn_name) -------------------------------------
+
+LCB_FUNCTIONAL = {
+    "problem": "Given nums and target, return the indices of the two numbers that add up to target.",
+    "kind": "call", "fn_name": "twoSum",
+    "starter_code": "class Solution:\n    def twoSum(self, nums: List[int], target: int) -> List[int]:\n        ",
+    "tests": [{"input": "[2,7,11,15]\n9", "output": "[0, 1]", "testtype": "functional"},
+              {"input": "[3,2,4]\n6", "output": "[1, 2]", "testtype": "functional"},
+              {"input": "[3,3]\n6", "output": "[0, 1]", "testtype": "functional"}]}
+TWO_SUM = ("```python\nclass Solution:\n    def twoSum(self, nums: List[int], target: int) -> List[int]:\n"
+           "        seen = {}\n        for i, x in enumerate(nums):\n            if target - x in seen:\n"
+           "                return (seen[target - x], i)\n            seen[x] = i\n```")
+
+
+def test_a_call_problem_is_normalised_and_survives_a_samples_meta():
+    spec = code_spec(LCB_FUNCTIONAL)
+    assert spec["kind"] == "call" and spec["class_name"] == "Solution" and spec["entry_point"] == "Solution"
+    assert spec["tests"][0] == {"args": [[2, 7, 11, 15], 9], "output": [0, 1]} and spec["unwrap_single"] is False
+    assert "from typing import *" in spec["prelude"]  # LiveCodeBench's grader imports these before the answer
+    assert code_spec({"meta": {k: v for k, v in spec.items() if k != "prelude"}}) == spec
+    apps = code_spec({"input_output": json.dumps({"fn_name": "add", "inputs": [[1, 2]], "outputs": [[3]]})})
+    assert apps["kind"] == "call" and apps["class_name"] is None and apps["unwrap_single"] is True
+    text = build_prompt(LCB_FUNCTIONAL["problem"], PromptConfig(template="r1"), spec).messages[-1]["content"]
+    assert "class Solution:" in text and "def twoSum" in text
+
+
+@needs_sandbox
+def test_a_functional_livecodebench_problem_passes_its_reference_and_fails_wrong_answers():
+    from distill.verify.code import verify_code
+
+    spec = code_spec(LCB_FUNCTIONAL)
+    r = verify_code(spec, TWO_SUM, {})
+    assert r["status"] == "passed" and r["passed"] == r["total"] == 3, r  # a tuple compares as the list it is
+    swapped = TWO_SUM.replace("return (seen[target - x], i)", "return [i, seen[target - x]]")
+    assert verify_code(spec, swapped, {})["status"] == "failed"
+    # an object that claims to equal everything is the answer's, and compares as itself: not equal
+    cheat = ("```python\nclass Solution:\n    def twoSum(self, nums, target):\n        class E(list):\n"
+             "            def __eq__(self, o): return True\n        return E()\n```")
+    assert verify_code(spec, cheat, {})["status"] == "failed"
+    # APPS: a plain function, outputs wrapped in a list
+    apps = code_spec({"input_output": json.dumps({"fn_name": "add", "inputs": [[1, 2], [5, 5]], "outputs": [[3], 10]})})
+    assert verify_code(apps, "```python\ndef add(a, b):\n    return a + b\n```", {})["status"] == "passed"
+    assert verify_code(apps, "```python\ndef add(a, b):\n    return a * b\n```", {})["status"] == "failed"

@@ -1,13 +1,14 @@
 """Code problems: the schema, the answer (the code in the final part), and the verdict by execution.
 
 A code problem is any problem record (a problem file's line, a sample's `meta`, a dataset row)
-with tests. Three kinds, one documented schema (docs/code.md):
+with tests. Four kinds, one documented schema (docs/code.md):
 
 | kind | tests | other fields |
 |---|---|---|
 | `function` (HumanEval) | test code defining `check(candidate)` | `entry_point`: the function's name |
 | `asserts` (MBPP) | a list of `assert ...` lines | `test_imports`: lines run before them |
 | `stdio` (Codeforces, APPS, LiveCodeBench) | a list of `{input, output}` | `float_tol`: compare numbers within it |
+| `call` (LiveCodeBench functional, APPS `fn_name`) | a list of `{args, output}` (or LiveCodeBench's `{input, output}`: one JSON value a line, the output JSON) | `fn_name`; `class_name` (LeetCode's `Solution`, read from `starter_code` when not given) |
 
 Every kind takes `time_limit` (CPU seconds per run, replacing the recipe's) and `language`
 (only `python` runs today). `kind` may be left out when the fields say it. The field names of the
@@ -23,8 +24,20 @@ import math
 import re
 from typing import Any
 
-CODE_KINDS = ("function", "asserts", "stdio")
+CODE_KINDS = ("function", "asserts", "stdio", "call")
 PYTHON_TAGS = {"python", "py", "python3", "py3", "python 3"}
+
+
+# What LiveCodeBench's grader runs before a functional answer (its `import_string`; APPS' harness is
+# alike): an answer that writes `List[int]` or `defaultdict` without importing it passes there, so it
+# passes here.
+CALL_PRELUDE = ("from string import *\nfrom re import *\nfrom datetime import *\nfrom collections import *\n"
+                "from heapq import *\nfrom bisect import *\nfrom copy import *\nfrom math import *\n"
+                "from random import *\nfrom statistics import *\nfrom itertools import *\nfrom functools import *\n"
+                "from operator import *\nfrom io import *\nfrom sys import *\nfrom json import *\n"
+                "from builtins import *\nfrom typing import *\nimport string, re, datetime, collections, heapq, "
+                "bisect, copy, math, random, statistics, itertools, functools, operator, io, sys, json\n"
+                "sys.setrecursionlimit(50000)\n")
 
 
 class CodeSpecError(ValueError):
@@ -52,8 +65,8 @@ def _stdio_cases(tests: Any) -> list[dict]:
             raise CodeSpecError(f"stdio tests are a string that is not JSON ({e})") from None
     if isinstance(tests, dict):  # APPS {"inputs": [...], "outputs": [...]}; CodeContests {"input": [...], "output": [...]}
         if tests.get("fn_name"):
-            raise CodeSpecError(f"call-based tests (fn_name {tests['fn_name']!r}) are not stdin/stdout cases; "
-                                "write them as `asserts` lines")
+            raise CodeSpecError(f"call-based tests (fn_name {tests['fn_name']!r}) are not stdin/stdout cases: "
+                                "kind `call`")
         ins, outs = (tests.get("inputs"), tests.get("outputs")) if "inputs" in tests else (tests.get("input"),
                                                                                            tests.get("output"))
         if not isinstance(ins, list) or not isinstance(outs, list) or len(ins) != len(outs):
@@ -67,6 +80,77 @@ def _stdio_cases(tests: Any) -> list[dict]:
             raise CodeSpecError(f"stdio test {j} must be an object with `input` and `output`, got {str(c)[:80]!r}")
         cases.append({"input": _lines(c["input"]), "output": _lines(c["output"])})
     return cases
+
+
+def _json_value(text: Any, what: str) -> Any:
+    if not isinstance(text, str):
+        return text
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise CodeSpecError(f"{what} is not JSON ({e}): {text[:80]!r}") from None
+
+
+def _call_cases(tests: Any) -> tuple[list[dict], bool]:
+    """([{args, output}], unwrap_single) from APPS' {fn_name, inputs, outputs}, LiveCodeBench's
+    [{input: one JSON value a line, output: JSON}], or the normalised [{args, output}].
+
+    unwrap_single: APPS' outputs often wrap the value in a one-element list, and APPS' own grader
+    accepts the value itself then; LiveCodeBench compares as is."""
+    if isinstance(tests, str):
+        tests = _json_value(tests, "call tests")
+    if isinstance(tests, dict):
+        ins, outs = tests.get("inputs"), tests.get("outputs")
+        if not isinstance(ins, list) or not isinstance(outs, list) or len(ins) != len(outs) or not ins:
+            raise CodeSpecError("call tests as a mapping need `inputs` and `outputs`, two lists of the same length")
+        return [{"args": i if isinstance(i, list) else [i], "output": o} for i, o in zip(ins, outs, strict=True)], True
+    if not isinstance(tests, list) or not tests:
+        raise CodeSpecError("call tests must be a non-empty list of {args, output}")
+    cases = []
+    for j, c in enumerate(tests):
+        if not isinstance(c, dict) or "output" not in c or not ("args" in c or "input" in c):
+            raise CodeSpecError(f"call test {j} must be an object with `args` (or `input`) and `output`, "
+                                f"got {str(c)[:80]!r}")
+        if "args" in c:
+            args = c["args"] if isinstance(c["args"], list) else [c["args"]]
+            out = c["output"]
+        else:  # LiveCodeBench: each line of `input` is one argument, as JSON; `output` is JSON
+            args = [_json_value(line, f"call test {j}'s input line") for line in str(c["input"]).split("\n")
+                    if line.strip()]
+            out = _json_value(c["output"], f"call test {j}'s output")
+        cases.append({"args": args, "output": out})
+    return cases, False
+
+
+def _literal(v: Any) -> str:
+    """A JSON-decoded value as Python source (repr, with the floats repr cannot write as literals)."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return f"float({str(v)!r})"
+    if isinstance(v, list):
+        return "[" + ", ".join(_literal(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{_literal(k)}: {_literal(x)}" for k, x in v.items()) + "}"
+    return repr(v)
+
+
+def call_asserts(spec: dict) -> dict:
+    """A `call` problem as `asserts` lines for the sandbox's judge: the call made there, its result
+    compared as data with strict equality (a tuple read as a list, as LiveCodeBench's grader does).
+
+    Only builtins and the answer's own names appear in the lines: any other name would be fetched
+    from the answer under test."""
+    target = f"{spec['class_name']}().{spec['fn_name']}" if spec.get("class_name") else spec["fn_name"]
+    norm = "(lambda r: list(r) if type(r) is tuple else r)"
+    lines = []
+    for c in spec["tests"]:
+        call = f"{norm}({target}(*{_literal(c['args'])}))"
+        if spec.get("unwrap_single"):
+            lines.append(f"assert (lambda r, e: r == e or (type(e) is list and len(e) == 1 and r == e[0]))"
+                         f"({call}, {_literal(c['output'])})")
+        else:
+            lines.append(f"assert {call} == {_literal(c['output'])}")
+    return {**{k: v for k, v in spec.items() if k not in ("tests", "kind")}, "kind": "asserts", "tests": lines,
+            "test_imports": [], "entry_point": spec.get("class_name") or spec["fn_name"]}
 
 
 def called_name(tests: list[str]) -> str | None:
@@ -101,6 +185,8 @@ def code_spec(rec: dict | None) -> dict | None:
     for src in ((meta if isinstance(meta, dict) else {}), rec):
         spec = _spec(src)
         if spec is not None:
+            if spec["kind"] == "call":
+                spec["prelude"] = CALL_PRELUDE
             if spec["kind"] == "function":
                 text = str(rec.get("problem") or src.get("problem") or src.get("prompt") or "")
                 if not spec.get("prelude"):
@@ -114,11 +200,18 @@ def code_spec(rec: dict | None) -> dict | None:
 def _spec(rec: dict) -> dict | None:
     kind = rec.get("kind")
     tests = _first(rec, "tests", "test", "test_list", "input_output", "test_cases")
+    fn = rec.get("fn_name") or rec.get("func_name")
+    if fn is None and isinstance(tests, str) and '"fn_name"' in tests[:4000]:  # APPS: input_output as a JSON string
+        tests = _json_value(tests, "input_output")
+    if fn is None and isinstance(tests, dict):
+        fn = tests.get("fn_name")
     if kind not in CODE_KINDS:
         if tests is None:
             return None
         # No code kind: the fields say it.
-        if rec.get("entry_point") and isinstance(tests, str) and "def check" in tests:
+        if fn:
+            kind = "call"
+        elif rec.get("entry_point") and isinstance(tests, str) and "def check" in tests:
             kind = "function"
         elif isinstance(tests, list) and tests and all(isinstance(t, str) for t in tests):
             kind = "asserts"
@@ -148,6 +241,20 @@ def _spec(rec: dict) -> dict | None:
         if isinstance(imports, str):
             imports = [imports]
         spec.update(tests=list(tests), test_imports=[str(x) for x in imports], entry_point=called_name(tests))
+    elif kind == "call":
+        if not fn or not re.fullmatch(r"[A-Za-z_]\w*", str(fn)):
+            raise CodeSpecError(f"a `call` problem needs `fn_name`, the function or method to call (got {fn!r})")
+        cases, unwrap = _call_cases(tests)
+        cls = rec.get("class_name")
+        if cls is None:
+            m = re.search(r"^class\s+([A-Za-z_]\w*)", str(rec.get("starter_code") or ""), re.M)
+            cls = m.group(1) if m else None
+        if cls is not None and not re.fullmatch(r"[A-Za-z_]\w*", str(cls)):
+            raise CodeSpecError(f"class_name {cls!r} is not a Python name")
+        spec.update(tests=cases, fn_name=str(fn), class_name=cls, unwrap_single=bool(rec.get("unwrap_single", unwrap)),
+                    entry_point=cls or str(fn))
+        if rec.get("starter_code"):
+            spec["starter_code"] = str(rec["starter_code"])
     else:
         spec["tests"] = _stdio_cases(tests)
         tol = rec.get("float_tol")
@@ -290,6 +397,8 @@ def verify_code(spec: dict, final: str | None, cfg: dict | None, stop_at_first: 
 
     x = extract_code(final, spec)
     base = {"kind": spec["kind"], "blocks": x["blocks"], "gold": None, "pred": None}
+    if spec["kind"] == "call":  # run as the judge's assert lines (same sandbox, same verdicts)
+        spec = call_asserts(spec)
     if x["status"] != "ok":
         return {**base, "status": x["status"], "detail": x["detail"], "passed": 0,
                 "total": len(spec["tests"]) if spec["kind"] != "function" else 1, "tests": []}
