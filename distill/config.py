@@ -120,6 +120,10 @@ class ProblemsConfig(_Strict):
     invalid: Literal["error", "skip"] = "error"
     seed: int = 0
     name: str | None = None  # the `source` name written into samples; default: file stem / task / id
+    # Rows as a benchmark publishes them, read by distill/benchmarks.py: gpqa (options shuffled per
+    # problem from format_options.seed) or livecodebench (format_options.start/end: the contest-date window).
+    format: Literal["gpqa", "livecodebench"] | None = None
+    format_options: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _one_origin(self) -> ProblemsConfig:
@@ -316,6 +320,14 @@ class TrainConfig(_Strict):
     context: ContextConfig = Field(default_factory=ContextConfig)
 
 
+class LiveCodeBenchConfig(_Strict):
+    # The hub set's release (livecodebench/code_generation_lite's version_tag) and the contest-date
+    # window, inclusive. Default: the R1 report's problems, released 2024-08 to 2025-01.
+    version: str = "release_v5"
+    start: str | None = "2024-08-01"
+    end: str | None = "2025-01-31"
+
+
 class EvalConfig(_Strict):
     """`distill eval`: the R1 protocol. Sampling (temperature 0.6, top-p 0.95, max_tokens) comes from
     the recipe's `sampling` section, the prompt from `prompt`; `k` replaces `sampling.n`."""
@@ -333,6 +345,8 @@ class EvalConfig(_Strict):
     confidence: float = Field(default=0.95, gt=0, lt=1)
     seed: int = 0  # of the bootstrap
     shape: Literal["auto", "r1", "r1-distill", "r1-zero", "qwq", "plain"] = "auto"
+    gpqa_seed: int = 0  # GPQA Diamond's options are shuffled per problem from this seed (recorded in eval.json)
+    livecodebench: LiveCodeBenchConfig = Field(default_factory=LiveCodeBenchConfig)
     timeout: float = Field(default=5.0, gt=0)  # hard limit per answer check, as in the filter
     workers: int | None = Field(default=None, ge=0)
 

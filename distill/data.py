@@ -149,8 +149,17 @@ def _text(value: Any) -> str:
 META_FIELD_MAX = 2000
 
 
-def _problem(where: str, rec: dict, cfg: ProblemsConfig, name: str) -> Problem:
-    """One record as a Problem, or a DataError that names it."""
+def _problem(where: str, rec: dict, cfg: ProblemsConfig, name: str) -> Problem | None:
+    """One record as a Problem, None when a benchmark reader leaves it out, or a DataError that names it."""
+    if cfg.format:
+        from distill.benchmarks import BenchmarkError, read_row
+
+        try:
+            rec = read_row(cfg.format, rec, cfg.format_options, where)
+        except BenchmarkError as e:
+            raise DataError(str(e)) from None
+        if rec is None:
+            return None
     f = cfg.fields
     if f.tests:
         if f.tests not in rec:
@@ -217,6 +226,8 @@ def load_problems(cfg: ProblemsConfig) -> list[Problem]:
             continue
         try:
             p = _problem(where, rec, cfg, name)
+            if p is None:  # outside a benchmark's window
+                continue
             if p.id in seen:
                 if not cfg.fields.id:  # ids from the text: the same problem twice, kept once
                     repeats += 1

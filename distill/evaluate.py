@@ -26,36 +26,24 @@ from pathlib import Path
 import numpy as np
 from rich.table import Table
 
+from distill.benchmarks import (  # noqa: F401 - the registry, re-exported for callers of distill.evaluate
+    HUB_BENCHMARKS,
+    SPLIT_FIELD,
+    BenchmarkError,
+    resolve_benchmark,
+)
 from distill.config import (
     EvalConfig,
-    FieldMap,
     FilterConfig,
-    ProblemsConfig,
     Recipe,
     RecipeError,
     recipe_dict,
 )
 from distill.data import DataError
 
-# name -> (hub dataset id, subset, split, fields). The local copies in ../shared/data/benchmarks use
-# the uniform schema {id, problem, answer}; the hub copies keep their own field names.
-HUB_BENCHMARKS: dict[str, tuple[str, str | None, str, FieldMap]] = {
-    "math500": ("HuggingFaceH4/MATH-500", None, "test", FieldMap(id="unique_id")),
-    "aime24": ("HuggingFaceH4/aime_2024", None, "train", FieldMap(id="id")),
-    "aime25": ("math-ai/aime25", None, "test", FieldMap(id="id")),
-    "amc23": ("math-ai/amc23", None, "test", FieldMap(id="id", problem="question")),
-    "gsm8k": ("openai/gsm8k", "main", "test", FieldMap(id=None, problem="question", answer_pattern=r"####\s*(.+?)\s*$")),
-    # Code (docs/code.md): the tests are the gold; pass@k counts samples whose code passes all of them.
-    "humaneval": ("openai/openai_humaneval", None, "test", FieldMap(id="task_id", problem="prompt")),
-    "mbpp": ("google-research-datasets/mbpp", "sanitized", "test", FieldMap(id="task_id", problem="prompt")),
-}
-# Benchmarks whose one local file holds every split in a `split` field (../shared/data/code/mbpp.jsonl):
-# eval.split picks the evaluation set (MBPP's 257 test problems).
-SPLIT_FIELD = {"mbpp"}
-
-
-class EvalError(ValueError):
-    """An evaluation that cannot run or compare; the message says the fix."""
+# An evaluation that cannot run or compare; the message says the fix. One class with the registry's,
+# so that a benchmark that cannot be resolved is an EvalError to callers.
+EvalError = BenchmarkError
 
 
 # -- estimators ---------------------------------------------------------------------------------
@@ -176,57 +164,6 @@ def paired_bootstrap(a, b, reps: int = 2000, confidence: float = 0.95, seed: int
 def default_ks(k: int, extra: list[int] | None = None) -> list[int]:
     ks = {1, k} | {2 ** i for i in range(1, 20) if 2 ** i < k} | set(extra or [])
     return sorted(x for x in ks if 1 <= x <= k)
-
-
-# -- benchmarks ---------------------------------------------------------------------------------
-
-def resolve_benchmark(ref: str, cfg: EvalConfig) -> ProblemsConfig:
-    """A benchmark name, a local file or directory, or a Hugging Face dataset id, as a problem source."""
-    name = ref.lower().replace("-", "").replace("_", "")
-    fields = cfg.fields
-    if name in HUB_BENCHMARKS:
-        hub, subset, split, hub_fields = HUB_BENCHMARKS[name]
-        local = (cfg.benchmarks.get(ref) or cfg.benchmarks.get(name)
-                 or os.environ.get(f"DISTILL_BENCHMARK_{name.upper()}"))
-        where = "eval.benchmarks" if (cfg.benchmarks.get(ref) or cfg.benchmarks.get(name)) else f"$DISTILL_BENCHMARK_{name.upper()}"
-        if not local and os.environ.get("DISTILL_BENCHMARKS"):  # one directory, or several joined by ':'
-            for d in os.environ["DISTILL_BENCHMARKS"].split(os.pathsep):
-                cand = Path(d).expanduser() / f"{name}.jsonl"
-                if d and cand.is_file():
-                    local, where = str(cand), "$DISTILL_BENCHMARKS"
-                    break
-        if local:
-            if not Path(local).expanduser().exists():
-                raise EvalError(f"benchmark {ref}: {where} points at {local}, which does not exist")
-            return _local_source(local, name, fields, cfg)
-        return ProblemsConfig(source=hub, subset=subset, split=split, fields=fields or hub_fields, name=name,
-                              limit=cfg.limit)
-    path = Path(ref).expanduser()
-    if path.exists():
-        return _local_source(str(path), path.stem, fields, cfg)
-    if "/" in ref and not ref.startswith((".", "/")):  # a dataset id
-        return ProblemsConfig(source=ref, split=cfg.split, fields=fields or FieldMap(), limit=cfg.limit)
-    raise EvalError(f"--benchmark {ref!r}: not a benchmark name ({', '.join(HUB_BENCHMARKS)}), not a file here, "
-                    "and not a dataset id (owner/name)")
-
-
-def _local_source(path: str, name: str, fields: FieldMap | None, cfg: EvalConfig) -> ProblemsConfig:
-    p = Path(path)
-    rec: dict = {}
-    if p.is_file() and p.suffix == ".jsonl":
-        with p.open() as f:
-            first = next((line for line in f if line.strip()), "")
-        try:
-            rec = json.loads(first) if first else {}
-        except json.JSONDecodeError:
-            rec = {}  # load_problems names the line
-        rec = rec if isinstance(rec, dict) else {}
-    if fields is None:
-        fields = FieldMap()
-        if rec and "id" not in rec:  # any JSONL with problem and answer; ids are optional
-            fields = FieldMap(id=None)
-    where = {"split": cfg.split} if name in SPLIT_FIELD and "split" in rec else {}
-    return ProblemsConfig(source=path, split=cfg.split, fields=fields, name=name, limit=cfg.limit, where=where)
 
 
 # -- running ------------------------------------------------------------------------------------
@@ -389,6 +326,8 @@ def evaluate(recipe: Recipe, model: str, benchmark: str, out: str | Path, k: int
         "model": model, "model_identity": {k: v for k, v in ident.items() if k != "path"},
         "backend": r.teacher.backend, "benchmark": benchmark,
         "source": problems.source, "split": problems.split, "problems": len(prows), "k": k, "pass_k": ks,
+        # how a benchmark's rows were read: GPQA's shuffle seed, LiveCodeBench's release and date window
+        "benchmark_format": problems.format, "benchmark_options": problems.format_options,
         "sampling": r.sampling.model_dump(), "prompt": r.prompt.model_dump(), "confidence": cfg.confidence,
         "bootstrap": cfg.bootstrap, "bootstrap_seed": cfg.seed,
         "generation": {"seconds": round(summary.gen_s, 2), "generated": summary.generated,

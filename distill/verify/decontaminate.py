@@ -27,8 +27,8 @@ def ngrams(text: str, n: int) -> set[str]:
 
 def benchmark_sources(refs: list[str], eval_cfg=None) -> list:
     """ProblemsConfig per reference, resolved as `distill eval` resolves `--benchmark`."""
+    from distill.benchmarks import resolve_benchmark
     from distill.config import EvalConfig
-    from distill.evaluate import resolve_benchmark
 
     cfg = (eval_cfg or EvalConfig()).model_copy(update={"limit": None, "fields": None})
     return [resolve_benchmark(ref, cfg) for ref in refs]
