@@ -178,7 +178,6 @@ _IDENTITY_EXACT = {"config.json", "generation_config.json", "tokenizer.json", "t
                    "chat_template.json", "chat_template.jinja", "adapter_config.json", "preprocessor_config.json"}
 _IDENTITY_SUFFIX = (".safetensors", ".bin", ".pt", ".pth", ".model", ".tiktoken", ".jinja")
 _NOT_IDENTITY = {"training_args.bin", "optimizer.pt", "scheduler.pt", "rng_state.pth", "scaler.pt"}
-_SAMPLES, _CHUNK = 16, 64 * 1024
 _fingerprints: dict[tuple, dict] = {}
 
 
@@ -188,52 +187,107 @@ def _identity_files(root: Path) -> list[Path]:
                   and (p.name in _IDENTITY_EXACT or p.name.endswith(_IDENTITY_SUFFIX)))
 
 
-def _hash_weights(path: Path, h) -> None:
-    """Safetensors header (names, dtypes, shapes, offsets) plus `_SAMPLES` chunks spread over the
-    data: a few MB read per file, so a 70B checkpoint is fingerprinted in about a second, and a
-    retrain (which changes every tensor) changes the fingerprint."""
-    size = path.stat().st_size
-    with path.open("rb") as f:
-        start = 0
-        if path.suffix == ".safetensors" and size >= 8:
-            n = int.from_bytes(f.read(8), "little")
-            if 0 < n <= min(size - 8, 100 * 1024 * 1024):
-                h.update(f.read(n))
-                start = 8 + n
-        span = size - start
-        if span <= _SAMPLES * _CHUNK * 2:  # small: every byte
-            f.seek(start)
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-            return
-        for i in range(_SAMPLES):
-            f.seek(start + (span - _CHUNK) * i // (_SAMPLES - 1))
-            h.update(f.read(_CHUNK))
+_HASHES = "weight-hashes.json"  # in distill_home(): {file key: sha256 of the whole file}
+
+
+def _file_key(p: Path) -> str:
+    """What says a file is the one hashed before: path, size, modification and change times, inode.
+    A rewrite in place changes the times (ctime cannot be set back by the user); a copy changes the inode."""
+    st = p.stat()
+    return f"{p}|{st.st_size}|{st.st_mtime_ns}|{st.st_ctime_ns}|{st.st_dev}:{st.st_ino}"
+
+
+def _hash_cache_path() -> Path:
+    return distill_home() / _HASHES
+
+
+def _read_hash_cache() -> dict:
+    try:
+        d = json.loads(_hash_cache_path().read_text())
+        return d if isinstance(d, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _store_hashes(new: dict) -> None:
+    """Merge into the on-disk cache under a lock (several processes may hash at once); a cache that
+    cannot be written (read-only home) only costs hashing again next time."""
+
+    path = _hash_cache_path()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path.with_suffix(".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            d = _read_hash_cache()
+            d.update(new)
+            if len(d) > 20000:  # keep the newest entries
+                d = dict(list(d.items())[-20000:])
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(d))
+            os.replace(tmp, path)
+    except OSError:
+        pass
+
+
+def file_sha256(p: Path, cache: dict | None = None) -> tuple[str, bool]:
+    """(sha256 of every byte of the file, computed now). Cached by `_file_key`: a 140 GB 70B checkpoint
+    is read once (about a minute at 2 GB/s), then identified from the cache."""
+    key = _file_key(p)
+    cache = _read_hash_cache() if cache is None else cache
+    if key in cache:
+        return cache[key], False
+    size = p.stat().st_size
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
+    from distill.console import console
+
+    h = hashlib.sha256()
+    bar = Progress(TextColumn(f"[bold]hashing {p.name}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                   TextColumn("ETA"), TimeRemainingColumn(), console=console, disable=size < (1 << 30))
+    with p.open("rb") as f, bar:
+        task = bar.add_task("hash", total=size)
+        for block in iter(lambda: f.read(8 << 20), b""):
+            h.update(block)
+            bar.advance(task, len(block))
+    return h.hexdigest(), True
 
 
 def fingerprint_dir(path: str | Path) -> dict:
     """{'fingerprint': 16 hex digits, 'files': n, 'bytes': total} of a local model directory.
 
-    Content only: file names and sizes, whole config/tokenizer/template files, weight headers and
-    sampled weight bytes; never the path, a modification time or the host. Memoised per process on
-    (path, names, sizes, mtimes), so a weight file rewritten in place is read again.
+    Content only, every byte of it: file names and sizes, whole config/tokenizer/template files, and
+    the sha256 of every byte of each weight file (cached on disk by path, size, times and inode, so a
+    directory is read in full once); never the path, a modification time or the host. A model changed
+    in any byte (a LoRA merged into a few matrices, one layer edited in place) gets a new fingerprint.
     """
     root = Path(path).expanduser().resolve()
     files = _identity_files(root)
     if not files:
         raise ModelError(f"{root}: no config, weight or tokenizer files to identify the model by")
-    stats = tuple((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files)
-    memo = (str(root), stats)
+    memo = (str(root), tuple(_file_key(p) for p in files))
     if memo in _fingerprints:
         return _fingerprints[memo]
     h = hashlib.sha256()
+    cache, new = _read_hash_cache(), {}
     for p in files:
         h.update(f"{p.name}\0{p.stat().st_size}\0".encode())
         if p.name.endswith((".safetensors", ".bin", ".pt", ".pth")):
-            _hash_weights(p, h)
+            digest, computed = file_sha256(p, cache)
+            if computed:
+                new[_file_key(p)] = digest
+            h.update(digest.encode())
         else:
             h.update(p.read_bytes())
-    out = {"fingerprint": h.hexdigest()[:16], "files": len(files), "bytes": sum(s for _, s, _ in stats)}
+    if new:
+        _store_hashes(new)
+    out = {"fingerprint": h.hexdigest()[:16], "files": len(files), "bytes": sum(p.stat().st_size for p in files)}
     _fingerprints[memo] = out
     return out
 

@@ -406,3 +406,35 @@ def test_eval_judges_against_the_benchmark_gold_as_it_is_now(tmp_path):
     again = evaluate(r, "embedded", str(bench), tmp_path / "ev", k=1, progress=False, teacher=canned)
     assert again.settings["generation"]["generated"] == 0
     assert again.figures["pass@1"]["value"] == pytest.approx(2 / 3)
+
+
+def test_a_weight_changed_in_any_byte_changes_the_models_identity(tmp_path, monkeypatch):
+    """The whole file is hashed (once; then cached by path, size, times and inode): one byte changed in place,
+    same size, header and even modification time, between where a sampled fingerprint would look."""
+    import os
+
+    from safetensors.torch import save_file
+
+    import distill.models as models
+
+    monkeypatch.setenv("DISTILL_HOME", str(tmp_path / "home"))
+    d = tmp_path / "m"
+    d.mkdir()
+    (d / "config.json").write_text("{}")
+    import torch
+
+    save_file({"w": torch.zeros(4 << 20, dtype=torch.float32)}, str(d / "model.safetensors"))  # 16 MB
+    first = models.fingerprint_dir(d)
+    f = d / "model.safetensors"
+    st = f.stat()
+    with f.open("r+b") as fh:  # one byte at 3/7 of the data: no sampled chunk covers it
+        fh.seek(st.st_size * 3 // 7 + 12345)
+        fh.write(b"\x01")
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))  # the modification time put back
+    second = models.fingerprint_dir(d)
+    assert second["fingerprint"] != first["fingerprint"]
+    # hashed once: the cache answers for the same file afterwards
+    digest, computed = models.file_sha256(f)
+    assert not computed and digest in models._read_hash_cache().values()
+    models._fingerprints.clear()
+    assert models.fingerprint_dir(d) == second
