@@ -60,32 +60,55 @@ def pass_at_k(n: int, c: int, k: int) -> float:
 
 
 def majority(answers: list[str | None], correct: list[bool], same=None) -> dict:
-    """cons@k for one problem: the majority vote over the extracted answers.
+    """cons@k for one problem: the majority vote over the samples' answers, grouped by verified equality.
 
-    Samples with no extracted answer do not vote. Answers are grouped by equality of their text, then
-    groups whose answers `same(a, b)` finds equivalent (math-verify) are merged. A tie between groups
-    scores the expected correctness of a uniform random pick among the tied groups (one right of two
-    tied: 0.5), so the figure does not depend on sample order.
+    Samples with no answer do not vote. Every sample judged correct is equal to the gold, so all of them
+    are one group, however differently they wrote it (`Interval(0, 1)`, `0 \\le x \\le 1`); the others
+    are grouped by equal text, then merged where `same(a, b)` (math-verify on the two answers as
+    written) finds them equal. A tie between groups scores the expected correctness of a uniform
+    random pick among the tied groups (one right of two tied: 0.5), so the figure does not depend on
+    sample order; `tied` says how many groups tied.
     """
     groups: list[dict] = []
+    gold: dict | None = None
     for a, ok in zip(answers, correct, strict=True):
         if a is None or not str(a).strip():
             continue
         a = str(a).strip()
+        if ok:
+            if gold is None:
+                gold = {"answer": a, "votes": 0, "correct": True}
+                groups.append(gold)
+            gold["votes"] += 1
+            continue
         for g in groups:
-            if a == g["answer"] or (same is not None and same(g["answer"], a)):
+            if not g["correct"] and (a == g["answer"] or (same is not None and same(g["answer"], a))):
                 g["votes"] += 1
-                g["correct"] += bool(ok)
                 break
         else:
-            groups.append({"answer": a, "votes": 1, "correct": int(bool(ok))})
+            groups.append({"answer": a, "votes": 1, "correct": False})
     if not groups:
         return {"answer": None, "votes": 0, "score": 0.0, "tied": 0}
     top = max(g["votes"] for g in groups)
     tied = [g for g in groups if g["votes"] == top]
-    # A group is correct when most of its members were judged correct (they are equivalent answers).
-    score = sum(g["correct"] * 2 > g["votes"] for g in tied) / len(tied)
+    score = sum(g["correct"] for g in tied) / len(tied)
     return {"answer": tied[0]["answer"], "votes": top, "score": score, "tied": len(tied)}
+
+
+def voted_answer(completion: str, verdict: dict, template: str | None = None) -> str | None:
+    """The answer a sample votes with in cons@k: its last box as written (math-verify compares those
+    texts), the letter read for a multiple-choice problem, else what the verifier parsed."""
+    from distill.verify import find_boxed
+    from distill.verify.format import parse
+
+    value = verdict.get("value") if isinstance(verdict.get("value"), dict) else {}
+    pred = value.get("pred")
+    from distill.verify.choice import choice_gold
+
+    if value.get("gold") is not None and choice_gold(str(value["gold"])):
+        return pred
+    boxed = find_boxed(parse(completion, "auto", template).final or "")
+    return boxed[-1].strip() if boxed and boxed[-1].strip() else pred
 
 
 def _equivalent(a: str, b: str) -> bool:
@@ -215,8 +238,7 @@ def score(samples: list[dict], verdicts: list[dict], k: int, ks: list[int], cfg:
         if not group:
             continue
         correct = [v["correct"]["pass"] is True for _, v in group]
-        preds = [v["correct"]["value"].get("pred") if isinstance(v["correct"]["value"], dict) else None
-                 for _, v in group]
+        preds = [voted_answer(s["completion"], v["correct"], s.get("prompt_template")) for s, v in group]
         n, c = len(group), sum(correct)
         r1 = []
         is_code = pid in code

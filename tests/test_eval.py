@@ -85,6 +85,23 @@ def test_cons_merges_equivalent_answers_and_ignores_non_answers():
     assert majority([None, None], [False, False]) == {"answer": None, "votes": 0, "score": 0.0, "tied": 0}
 
 
+def test_cons_groups_answers_by_verified_equality_not_by_their_strings():
+    """Two right answers written differently are one group (both equal the gold); two equal wrong ones are
+    another: a tie, 0.5; grouped by strings the wrong pair would win (0)."""
+    from distill.evaluate import _equivalent, voted_answer
+
+    m = majority(["[0, 1]", "0 \\le x \\le 1", "2", "2"], [True, True, False, False], _equivalent)
+    assert m["score"] == 0.5 and m["tied"] == 2 and m["votes"] == 2
+    # wrong answers that are the same value vote together too
+    m = majority(["\\frac{1}{3}", "1/3", "0.5"], [False, False, True], _equivalent)
+    assert m["score"] == 0.0 and m["votes"] == 2
+    # what a sample votes with: its last box as written; a multiple-choice letter as read
+    v = {"pass": True, "value": {"status": "correct", "gold": "[0,1]", "pred": "Interval(0, 1)"}}
+    assert voted_answer("so \\boxed{0 \\le x \\le 1}", v) == "0 \\le x \\le 1"
+    mc = {"pass": True, "value": {"status": "correct", "gold": "C", "pred": "C"}}
+    assert voted_answer("\\boxed{\\mathbf{C}}", mc) == "C"
+
+
 def test_bootstrap_interval_covers_the_true_mean_about_95_percent():
     rng = np.random.default_rng(1)
     p, trials, hits = 0.3, 300, 0
