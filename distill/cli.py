@@ -246,26 +246,52 @@ def train(
         console.print(f"student: {summary.out}   loss curve: {summary.out}/loss.png   log: {summary.out}/train_summary.json")
 
 
+class _LazyTeacher:
+    """A teacher loaded on first use and shared by the benchmarks of a suite."""
+
+    def __init__(self, recipe, model: str, backend: str | None):
+        cfg = recipe.teacher.model_copy(update={"model": model, **({"backend": backend} if backend else {})})
+        self._cfg, self._teacher = cfg, None
+
+    def __getattr__(self, name):
+        if self._teacher is None:
+            from distill.teachers import load_teacher
+
+            with console.status(f"loading {self._cfg.model} ({self._cfg.backend})"):
+                self._teacher = load_teacher(self._cfg)
+        return getattr(self._teacher, name)
+
+    def close(self) -> None:
+        if self._teacher is not None:
+            self._teacher.close()
+
+
 @app.command("eval")
 def eval_(
     model: Annotated[str | None, typer.Option("--model", "-m", help="The student: a local HF directory, .gguf, hub id, or 'embedded'.")] = None,
-    benchmark: Annotated[str | None, typer.Option("--benchmark", "-b", help="math500, aime24, aime25, amc23, gsm8k, humaneval, mbpp, a JSONL file, or a dataset id.")] = None,
-    k: Annotated[int | None, typer.Option("--k", help="Samples per problem (default: eval.k, 4).")] = None,
+    benchmark: Annotated[str | None, typer.Option("--benchmark", "-b", help="math500, aime24, aime25, amc23, gsm8k, gpqa_diamond, livecodebench, humaneval, mbpp, a JSONL file, or a dataset id.")] = None,
+    k: Annotated[int | None, typer.Option("--k", help="Samples per problem (default: the protocol's for the benchmark, else eval.k, 4).")] = None,
     backend: Annotated[str | None, typer.Option(help="hf, vllm or openai (default: the recipe's teacher.backend).")] = None,
     recipe: RecipeOpt = None,
     set_: SetOpt = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Output directory (default: runs/eval/<model>-<benchmark>-k<k>).")] = None,
     limit: Annotated[int | None, typer.Option(help="Only the first N problems (a smoke run).")] = None,
+    protocol: Annotated[str | None, typer.Option(help="A named preset of prompt, sampling and k per benchmark: r1 (the R1 report's).")] = None,
+    suite: Annotated[str | None, typer.Option(help="A set of benchmarks with a report in the R1 report's Table 5 shape: r1 (AIME 2024, MATH-500, GPQA Diamond, LiveCodeBench; protocol r1 unless --protocol).")] = None,
+    shard: Annotated[str | None, typer.Option(help="i/N: generate only this slice of the problems (one per GPU or node), then rerun without --shard to score.")] = None,
     compare: Annotated[tuple[Path, Path] | None, typer.Option("--compare", help="Two eval.json files (or their directories): a - b, paired.")] = None,
     progress: Annotated[bool, typer.Option(help="Show the progress bars.")] = True,
     unsafe_no_sandbox: UnsafeOpt = False,
 ) -> None:
     """Evaluate a student by the R1 protocol: pass@1 over k samples, cons@k, pass@k, bootstrap intervals over problems.
 
-    Code benchmarks (humaneval, mbpp) run each sample's code against the tests in the sandbox."""
+    Code benchmarks (humaneval, mbpp, livecodebench) run each sample's code against the tests in the sandbox."""
     from distill.config import load_recipe
-    from distill.evaluate import EvalError, compare_table, default_out, evaluate, student_prompt
+    from distill.data import parse_shard
+    from distill.evaluate import EvalError, compare_table, default_out, evaluate, load, student_prompt
     from distill.evaluate import compare as run_compare
+    from distill.suite import SuiteError, apply_protocol, report
+    from distill.suite import suite as suite_benchmarks
 
     try:
         if compare:
@@ -276,24 +302,53 @@ def eval_(
             console.print(compare_table(c))
             console.print("a - b in bold where the interval excludes 0")
             return
-        if not model or not benchmark:
-            raise typer.BadParameter("give --model and --benchmark (or --compare A B)")
+        if not model or not (benchmark or suite):
+            raise typer.BadParameter("give --model and --benchmark (or --suite; or --compare A B)")
+        if benchmark and suite:
+            raise typer.BadParameter("give --benchmark or --suite, not both")
         sets = _unsafe(set_, unsafe_no_sandbox, "filter.correct.code.unsafe_no_sandbox")
         if limit:
             sets.append(f"eval.limit={limit}")
         r = load_recipe(recipe, sets)
-        if recipe is None and not any(x.startswith("prompt.") for x in sets):
+        explicit = {x.split("=", 1)[0].strip() for x in sets}
+        benches = suite_benchmarks(suite) if suite else [benchmark]
+        proto = protocol or r.eval.protocol or ("r1" if suite else None)
+        if proto is None and recipe is None and not any(x.startswith("prompt.") for x in sets):
             trained = student_prompt(model)
             if trained:  # evaluate with the prompt the student was trained on, not a default
                 r.prompt = type(r.prompt).model_validate(trained)
                 console.print(f"[dim]prompt: {trained['template']} (from {model}/train_summary.json)[/]")
-        kk = k or r.eval.k
-        where = out or default_out(model, benchmark, kk)
-        res = evaluate(r, model, benchmark, where, k=kk, backend=backend, progress=progress)
-    except (*_user_errors(), EvalError) as e:
+        part = parse_shard(shard)
+        # One teacher for every benchmark of a suite, loaded when a benchmark first has samples to
+        # generate (a vLLM engine start is minutes; a rerun that only rescores loads nothing).
+        shared = _LazyTeacher(r, model, backend) if len(benches) > 1 else None
+        root = out or Path(str(default_out(model, f"suite-{suite or ''}", 0)).removesuffix("-k0"))
+        results, wheres = {}, {}
+        for b in benches:
+            rb, kb, record = apply_protocol(r, proto, b, explicit, k) if proto else (r, k or r.eval.k, None)
+            where = (root / b) if suite else (out or default_out(model, b, kb))
+            wheres[b] = where
+            if len(benches) > 1:
+                console.print(f"[bold]{b}[/] ({kb} samples a problem) -> {where}")
+            res = evaluate(rb, model, b, where, k=kb, backend=backend, progress=progress, protocol=record, shard=part,
+                           teacher=shared)
+            if res is not None:
+                results[b] = res
+                console.print(res.table())
+    except (*_user_errors(), EvalError, SuiteError) as e:
         _fail(e)
-    console.print(res.table())
-    console.print(f"every sample and verdict: {where}/eval.json   plot: {where}/eval.png")
+    finally:
+        if "shared" in locals() and shared is not None:
+            shared.close()
+    if part is not None:
+        console.print(f"shard {shard} generated; when every shard is done, run the same command without --shard to score")
+        return
+    if suite:
+        doc = report(model, {b: load(wheres[b]) for b in benches}, root, r.eval.confidence)
+        console.print(f"report: {root}/report.md   {root}/report.json   plot: {root}/report.png"
+                      + ("" if doc["published"] else "   (no published row: not one of the six R1 students)"))
+        return
+    console.print(f"every sample and verdict: {wheres[benches[0]]}/eval.json   plot: {wheres[benches[0]]}/eval.png")
 
 
 @app.command()

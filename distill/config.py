@@ -345,6 +345,9 @@ class EvalConfig(_Strict):
     confidence: float = Field(default=0.95, gt=0, lt=1)
     seed: int = 0  # of the bootstrap
     shape: Literal["auto", "r1", "r1-distill", "r1-zero", "qwq", "plain"] = "auto"
+    # A named evaluation preset (distill/suite.py): r1 = the R1 report's prompt, sampling and k per
+    # benchmark. Keys set with --set keep their values.
+    protocol: Literal["r1"] | None = None
     gpqa_seed: int = 0  # GPQA Diamond's options are shuffled per problem from this seed (recorded in eval.json)
     livecodebench: LiveCodeBenchConfig = Field(default_factory=LiveCodeBenchConfig)
     timeout: float = Field(default=5.0, gt=0)  # hard limit per answer check, as in the filter

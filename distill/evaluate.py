@@ -279,8 +279,13 @@ def score(samples: list[dict], verdicts: list[dict], k: int, ks: list[int], cfg:
 
 
 def evaluate(recipe: Recipe, model: str, benchmark: str, out: str | Path, k: int | None = None,
-             backend: str | None = None, progress: bool = True, teacher=None) -> EvalResult:
-    """Generate k samples per problem with `model`, judge them with the filter's checks, write eval.json."""
+             backend: str | None = None, progress: bool = True, teacher=None, protocol: dict | None = None,
+             shard: tuple[int, int] | None = None) -> EvalResult | None:
+    """Generate k samples per problem with `model`, judge them with the filter's checks, write eval.json.
+
+    protocol: the preset's record (distill/suite.py `apply_protocol`), kept in eval.json.
+    shard: (i, N) generates only this slice of the problems into the store and returns None; several
+    GPUs or nodes each run a shard, then one run without a shard finds every sample and scores."""
     from distill.filter import judge, read_samples
     from distill.generate import generate, plan, teacher_identity
     from distill.store import versions
@@ -302,9 +307,11 @@ def evaluate(recipe: Recipe, model: str, benchmark: str, out: str | Path, k: int
 
     ident = teacher_identity(r)
     _note_model_change(out, model, ident)
-    summary = generate(r, out / "samples", progress=progress, teacher=teacher)
+    summary = generate(r, out / "samples", shard=shard, progress=progress, teacher=teacher)
     if summary.status == "interrupted":
         raise KeyboardInterrupt
+    if shard is not None:
+        return None
     plist, rows = plan(r, None)
     wanted = {row[0] for row in rows}
     samples = [s for s in read_samples(out / "samples")[0] if s["key"] in wanted]
@@ -350,6 +357,7 @@ def evaluate(recipe: Recipe, model: str, benchmark: str, out: str | Path, k: int
         "source": problems.source, "split": problems.split, "problems": len(prows), "k": k, "pass_k": ks,
         # how a benchmark's rows were read: GPQA's shuffle seed, LiveCodeBench's release and date window
         "benchmark_format": problems.format, "benchmark_options": problems.format_options,
+        "protocol": protocol,
         "sampling": r.sampling.model_dump(), "prompt": r.prompt.model_dump(), "confidence": cfg.confidence,
         "bootstrap": cfg.bootstrap, "bootstrap_seed": cfg.seed,
         "generation": {"seconds": round(summary.gen_s, 2), "generated": summary.generated,
