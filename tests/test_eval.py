@@ -455,3 +455,28 @@ def test_a_weight_changed_in_any_byte_changes_the_models_identity(tmp_path, monk
     assert not computed and digest in models._read_hash_cache().values()
     models._fingerprints.clear()
     assert models.fingerprint_dir(d) == second
+
+
+def test_eval_spread_over_shards_then_scored_once(tmp_path):
+    """Each shard (a GPU, a node) generates its problems into the one store; the run without --shard
+    generates nothing and scores every problem, with the same samples as an unsharded run."""
+    from distill.config import TeacherConfig
+    from distill.teachers.hf import HFTeacher
+
+    m = _tiny_model(tmp_path / "m", seed=1)
+    r = load_recipe(None, ["prompt.template=plain", "sampling.max_tokens=8", "eval.bootstrap=100", "eval.workers=0"])
+    t = HFTeacher(TeacherConfig(model=str(m), batch_size=8))
+    try:
+        out = tmp_path / "sharded"
+        for i in range(2):
+            assert evaluate(r, str(m), str(_bench(tmp_path)), out, k=2, progress=False, teacher=t, shard=(i, 2)) is None
+        from distill.data import shard_of
+
+        parts = sorted(p.name for p in (out / "samples" / "data").glob("part-*"))
+        assert parts == sorted({f"part-{shard_of(f't{i}', 2):05d}-of-00002.jsonl" for i in range(3)})
+        res = evaluate(r, str(m), str(_bench(tmp_path)), out, k=2, progress=False, teacher=t)
+        whole = evaluate(r, str(m), str(_bench(tmp_path)), tmp_path / "whole", k=2, progress=False, teacher=t)
+    finally:
+        t.close()
+    assert res.settings["generation"]["generated"] == 0 and res.settings["problems"] == 3
+    assert [s["completion"] for s in res.samples] == [s["completion"] for s in whole.samples]
