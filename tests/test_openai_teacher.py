@@ -214,10 +214,10 @@ def test_one_refused_prompt_among_200_is_recorded_and_the_rest_stored(tmp_path, 
 
 def test_max_failures_stops_a_run_whose_server_is_broken(tmp_path, server_factory):
     srv = server_factory(after=400)
-    r = recipe(srv.url, **{"problems.count": 30, "sampling.n": 1, "teacher.max_concurrency": 2})
+    r = recipe(srv.url, **{"problems.count": 60, "sampling.n": 1, "teacher.max_concurrency": 2})
     s = generate(r, tmp_path / "s", progress=False, max_failures=5)
-    assert s.status == "aborted" and 5 < s.failed < 30
-    assert len(srv.seen) < 30  # it stopped sending
+    assert s.status == "aborted" and 5 < s.failed < 60
+    assert len(srv.seen) < 60  # it stopped sending (failures reach the run at once, not 16 at a time)
     # a share: judged once 20 requests finished
     r = recipe(srv.url, **{"problems.count": 80, "sampling.n": 1, "teacher.max_concurrency": 2,
                            "problems.task_options": '{"digits": 2}'})

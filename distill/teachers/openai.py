@@ -143,7 +143,10 @@ class OpenAITeacher:
                     raise item
                 if item is not None:
                     batch.append(item)
-                if batch and (len(batch) >= FLUSH_EVERY or time.monotonic() - last >= FLUSH_SECONDS):
+                # A failure goes out at once: the run's max_failures is judged per batch, and holding
+                # failures back (up to FLUSH_EVERY) would keep a broken server fed with requests.
+                failed = isinstance(item, Failure)
+                if batch and (failed or len(batch) >= FLUSH_EVERY or time.monotonic() - last >= FLUSH_SECONDS):
                     yield batch
                     batch, last = [], time.monotonic()
             if batch:
