@@ -22,13 +22,17 @@ from tests.conftest import tiny_recipe
 class FaultServer:
     """script: statuses for the first requests (e.g. [429, 429, 500]); then `after` (200, 500 or 'hang')."""
 
-    def __init__(self, script=(), after=200, ok_limit=None, refuse=None, max_model_len=None, delay=0.0):
+    def __init__(self, script=(), after=200, ok_limit=None, refuse=None, max_model_len=None, delay=0.0,
+                 retry_after_ms=20, limit_for=None):
         self.script = list(script)
         self.after = after
         self.ok_limit = ok_limit  # after this many successes, answer 500 forever
         self.refuse = refuse  # body -> a status to answer with for good (e.g. 400 for one prompt), or None
         self.max_model_len = max_model_len  # reported on GET /v1/models and enforced as vLLM does
         self.delay = delay
+        self.retry_after_ms = retry_after_ms  # None: error answers carry no Retry-After
+        self.limit_for = limit_for  # seconds from the first request during which every request gets 429
+        self.first = None
         self.seen: list[tuple[int, dict, str]] = []
         self.ok = 0
         self.lock = threading.Lock()
@@ -67,7 +71,10 @@ class FaultServer:
                         f"{11 + body['max_tokens']} tokens (11 in the messages, {body['max_tokens']} in the completion). "
                         "Please reduce the length of the messages or completion.")})
                 with outer.lock:
+                    outer.first = outer.first or time.monotonic()
                     status = refused or (outer.script.pop(0) if outer.script else outer.after)
+                    if outer.limit_for is not None and time.monotonic() - outer.first < outer.limit_for:
+                        status = 429
                     if status == 200 and outer.ok_limit is not None and outer.ok >= outer.ok_limit:
                         status = 500
                     if status == 200:
@@ -79,7 +86,8 @@ class FaultServer:
                 if status != 200:
                     data = json.dumps({"error": {"message": f"injected {status}", "type": "server_error"}}).encode()
                     self.send_response(status)
-                    self.send_header("retry-after-ms", "20")
+                    if outer.retry_after_ms is not None:
+                        self.send_header("retry-after-ms", str(outer.retry_after_ms))
                 else:
                     q = body["messages"][-1]["content"]
                     data = json.dumps({
@@ -286,6 +294,28 @@ def test_two_servers_one_killed_mid_run_every_sample_stored_once(tmp_path, serve
     served_a = sum(st == 200 for st, _, _ in a.seen)
     served_b = sum(st == 200 for st, _, _ in b.seen)
     assert served_a >= 15 and served_b >= 60  # both took load; b took the rest after a died
+
+
+def test_two_servers_answering_429_to_a_burst_are_backed_off_and_every_sample_stored(tmp_path, server_factory):
+    """Both servers rate-limit everything for 1.5 s, without Retry-After. Before, a 429 was retried at once
+    on the other server (9 attempts in 0.01 s, then retries_exhausted); now each 429 cools its server
+    down and the request waits out the backoff, so the burst outlasts the limit and nothing fails."""
+    a = server_factory(limit_for=1.5, retry_after_ms=None)
+    b = server_factory(limit_for=1.5, retry_after_ms=None)
+    r = recipe([a.url, b.url], **{"problems.count": 12, "sampling.n": 1, "teacher.max_concurrency": 8,
+                                  "teacher.max_retries": 8})
+    t0 = time.monotonic()
+    s = generate(r, tmp_path / "s", progress=False)
+    assert (s.generated, s.failed) == (12, 0), s
+    limited = [x for srv in (a, b) for x in srv.seen if x[0] == 429]
+    assert limited and time.monotonic() - t0 >= 1.5
+    # backed off: a few 429s per request at most, not one per attempt as fast as the other server answers
+    assert len(limited) <= 3 * 12, len(limited)
+    # a Retry-After is honoured as given: one server asking for 300 ms per 429
+    c = server_factory(script=[429, 429], retry_after_ms=300)
+    t0 = time.monotonic()
+    s = generate(recipe(c.url, **{"problems.count": 1, "sampling.n": 1}), tmp_path / "t", progress=False)
+    assert s.generated == 1 and time.monotonic() - t0 >= 0.6
 
 
 def test_cli_exit_status_says_failures_and_aborts(tmp_path, server_factory):

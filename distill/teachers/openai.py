@@ -16,6 +16,10 @@ One chat-completion request per sample (n=1, the sample's own seed). Built for m
   the fewest requests in flight; an endpoint that fails to connect, times out or answers 5xx is
   taken out for a cooldown that doubles while it keeps failing (1 s to 60 s) and its requests go to
   the others; after the cooldown it gets requests again, and one success restores it.
+- **Rate limits are respected.** A 429 (or 408/409/503 with `Retry-After` / `retry-after-ms`) cools
+  that server down for the time it asks (without one: 1 s, doubling with each such answer in a row,
+  up to 60 s), for every request, and the request that got it waits that long before its next try,
+  even when another server is free: a hosted API's limit is usually per key, across its endpoints.
 - **`max_tokens` clamped to the context.** vLLM reports `max_model_len` on `/v1/models`; a request
   asks for at most `max_model_len` minus a bound on the prompt's tokens (two characters a token).
   When a server still answers "maximum context length" (any server, any tokenizer), the exact prompt
@@ -77,6 +81,7 @@ class Endpoint:
         self.client = client
         self.in_flight = 0
         self.failures = 0  # consecutive
+        self.limited = 0  # consecutive rate-limit answers (429, or 408/409/503 with Retry-After)
         self.down_until = 0.0
         self.max_model_len: int | None = None
         self.served = 0
@@ -96,8 +101,19 @@ class Endpoint:
         self.failures += 1
         self.down_until = now + min(COOLDOWN_MAX, COOLDOWN_MIN * 2 ** (self.failures - 1))
 
+    def rate_limited(self, wait: float | None) -> float:
+        """The server said "not now": no request goes to it until its Retry-After has passed (or, without
+        one, a backoff that doubles with each answer in a row, 1 s to 60 s), whether or not there are
+        other servers. Returns the wait."""
+        self.limited += 1
+        if wait is None:
+            wait = min(COOLDOWN_MAX, COOLDOWN_MIN * 2 ** (self.limited - 1)) * random.uniform(0.8, 1.2)
+        self.down_until = max(self.down_until, time.monotonic() + wait)
+        return wait
+
     def ok(self) -> None:
         self.failures = 0
+        self.limited = 0
         self.down_until = 0.0
         self.served += 1
 
@@ -268,7 +284,7 @@ class OpenAITeacher:
             attempts += 1
             body["max_tokens"] = max_tokens = exact if exact is not None else self._max_tokens(ep, r, sampling)
             ep.in_flight += 1
-            status, why, retry_after = None, "", None
+            status, why, retry_after, limited = None, "", None, None
             try:
                 async with ep.client.post(f"{ep.url}/chat/completions", json=body) as resp:
                     status = resp.status
@@ -307,13 +323,21 @@ class OpenAITeacher:
                     return Failure(r.key, "rejected", status,
                                    f"HTTP {status} from {ep.url}, not retried (the server refuses this request; "
                                    f"sending it again changes nothing): {why}", attempts, ep.url)
-                if status >= 500:
+                if status == 429 or (status in (408, 409, 503) and retry_after is not None):
+                    # A rate limit: that server cools down, and this request waits out the same backoff
+                    # before it goes anywhere (another server is no reason to retry sooner: a hosted API's
+                    # limit is usually per key, shared by all its endpoints).
+                    limited = ep.rate_limited(retry_after)
+                elif status >= 500:
                     ep.trouble()
             if attempts > retries:
                 what = f"HTTP {status}" if status else why.split(" (")[0]
                 return Failure(r.key, "retries_exhausted", status,
                                f"{what} after {attempts} attempts ({retries} retries, last at {ep.url}): {why}",
                                attempts, ep.url)
+            if limited is not None:
+                await asyncio.sleep(limited)
+                continue
             others = any(e is not ep and e.healthy(time.monotonic()) for e in eps)
             if retry_after is not None or not others:  # the same server again, or all busy: back off
                 delay = retry_after if retry_after is not None else min(60.0, 0.5 * 2 ** (attempts - 1))
