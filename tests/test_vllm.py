@@ -119,9 +119,11 @@ class _FakeEngine:
         self.running: dict[str, int] = {}
         self.aborted: list[str] = []
         self.unfinished_when_added: list[int] = []
+        self.output_kinds: set = set()
 
     def add_request(self, rid, prompt, params):
         self.unfinished_when_added.append(len(self.running))
+        self.output_kinds.add(params.output_kind)
         self.running[rid] = 1 + int(rid[-1]) % 5  # 1..5 steps
         return rid
 
@@ -167,6 +169,10 @@ def test_the_teacher_refills_the_engine_as_each_request_finishes(monkeypatch):
             for i in range(30)]
     got = [c.key for b in t.generate(iter(reqs), SamplingConfig(max_tokens=8)) for c in b]
     assert sorted(got) == [r.key for r in reqs]  # each exactly once
+    from vllm.sampling_params import RequestOutputKind
+
+    # the engine builds each output once, at the end, not the whole text so far at every step
+    assert engine.output_kinds == {RequestOutputKind.FINAL_ONLY}
     # after the first window, a request is added whenever one finishes: the engine holds 3 others
     # (or more) at every addition until the plan runs out, never 0 as between chunks
     assert engine.unfinished_when_added[:4] == [0, 1, 2, 3]

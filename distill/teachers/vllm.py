@@ -61,6 +61,7 @@ class VLLMTeacher:
         emptier and emptier at the end of every chunk.
         """
         from vllm import SamplingParams, TokensPrompt
+        from vllm.sampling_params import RequestOutputKind
 
         engine = self.llm.llm_engine
         window = max(self.cfg.batch_size, 2 * self.max_num_seqs)
@@ -84,8 +85,12 @@ class VLLMTeacher:
                                             f"max_model_len={self.max_model_len}; raise teacher.max_model_len", 0))
                         continue
                     max_tokens = max(1, min(sampling.max_tokens, self.max_model_len - len(ids)))
+                    # FINAL_ONLY: the engine builds a request's output once, when it ends. Its default
+                    # (cumulative) rebuilds the whole text so far of every running request at every step
+                    # (benchmarks/vllm_output_kind.py); LLM.generate asks for final outputs the same way.
                     params = SamplingParams(n=1, temperature=sampling.temperature, top_p=sampling.top_p,
-                                            seed=r.seed if self.cfg.per_sample_seed else None, max_tokens=max_tokens)
+                                            seed=r.seed if self.cfg.per_sample_seed else None, max_tokens=max_tokens,
+                                            output_kind=RequestOutputKind.FINAL_ONLY)
                     engine.add_request(r.key, TokensPrompt(prompt_token_ids=ids), params)
                     inflight[r.key] = (r, len(ids), text_hash(text), max_tokens)
                 if not inflight:
