@@ -157,10 +157,10 @@ def sequence_parallel_args(n: int, attn: str, max_length: int, device: str) -> d
     """Trainer arguments for Ulysses sequence parallelism over n ranks (DeepSpeed ALST through accelerate).
 
     The engine is DeepSpeed's: accelerate registers its attention wrapper with transformers and shards
-    every batch along the sequence; TRL's collator then passes per-document position_ids, which the
-    wrapper gathers so that packed documents stay apart. Rows are padded to a multiple of n; on CPU (gloo)
-    to max_length, since DeepSpeed gathers each rank's batch before sharding it and gloo's all-gather
-    takes only equal sizes."""
+    every batch along the sequence; TRL's collator then passes position_ids, which the wrapper gathers
+    to give the attention the whole row's positions after the all-to-all. One trace a row (the preflight
+    refuses packing). Rows are padded to a multiple of n; on CPU (gloo) to max_length, since DeepSpeed
+    gathers each rank's batch before sharding it and gloo's all-gather takes only equal sizes."""
     from accelerate.parallelism_config import ParallelismConfig
     from accelerate.utils import DeepSpeedSequenceParallelConfig
 
