@@ -95,19 +95,18 @@ def majority(answers: list[str | None], correct: list[bool], same=None) -> dict:
     return {"answer": tied[0]["answer"], "votes": top, "score": score, "tied": len(tied)}
 
 
-def voted_answer(completion: str, verdict: dict, template: str | None = None) -> str | None:
-    """The answer a sample votes with in cons@k: its last box as written (math-verify compares those
-    texts), the letter read for a multiple-choice problem, else what the verifier parsed."""
+def voted_answer(final: str | None, verdict: dict) -> str | None:
+    """The answer a sample votes with in cons@k, from its final part (after the reasoning): its last box
+    as written (math-verify compares those texts), the letter read for a multiple-choice problem, else
+    what the verifier parsed."""
     from distill.verify import find_boxed
-    from distill.verify.format import parse
+    from distill.verify.choice import choice_gold
 
     value = verdict.get("value") if isinstance(verdict.get("value"), dict) else {}
     pred = value.get("pred")
-    from distill.verify.choice import choice_gold
-
     if value.get("gold") is not None and choice_gold(str(value["gold"])):
         return pred
-    boxed = find_boxed(parse(completion, "auto", template).final or "")
+    boxed = find_boxed(final or "")
     return boxed[-1].strip() if boxed and boxed[-1].strip() else pred
 
 
@@ -238,12 +237,12 @@ def score(samples: list[dict], verdicts: list[dict], k: int, ks: list[int], cfg:
         if not group:
             continue
         correct = [v["correct"]["pass"] is True for _, v in group]
-        preds = [voted_answer(s["completion"], v["correct"], s.get("prompt_template")) for s, v in group]
+        parsed = [parse(s["completion"], "auto", s.get("prompt_template")) for s, _ in group]  # once a sample
+        preds = [voted_answer(p.final, v["correct"]) for p, (_, v) in zip(parsed, group, strict=True)]
         n, c = len(group), sum(correct)
         r1 = []
         is_code = pid in code
-        for s, _ in group:
-            p = parse(s["completion"], "auto", s.get("prompt_template"))
+        for p in parsed:
             # the answer a problem asks for: a \boxed{} value, or for code a fenced block
             answered = bool(fenced_blocks(p.final or "")) if is_code else bool(find_boxed(p.final or ""))
             r1.append(p.shape in ("r1", "r1-distill") and p.closed and p.blocks <= 1 and answered)
