@@ -113,3 +113,36 @@ def test_references_pass_and_wrong_returns_fail_as_an_unprivileged_user_with_100
     assert not passed_wrong, passed_wrong[:10]
     # every wrong variant failed on its value, not on a limit the other threads used up
     assert not [i for i, _, b in results if b == "process_limit"]
+
+
+CALL_SCRIPT = r'''
+import json, os, sys
+sys.path.insert(0, sys.argv[1])
+from distill.verify.code import code_spec, verify_code
+spec = code_spec({"problem": "two sum", "kind": "call", "fn_name": "twoSum",
+    "starter_code": "class Solution:\n    def twoSum(self, nums: List[int], target: int) -> List[int]:\n",
+    "tests": [{"input": "[2,7,11,15]\n9", "output": "[0, 1]"}, {"input": "[3,2,4]\n6", "output": "[1, 2]"}]})
+good = ("```python\nclass Solution:\n    def twoSum(self, nums: List[int], target: int) -> List[int]:\n        seen = {}\n"
+        "        for i, x in enumerate(nums):\n            if target - x in seen:\n                return (seen[target - x], i)\n"
+        "            seen[x] = i\n```")
+bad = good.replace("return (seen[target - x], i)", "return [i, seen[target - x]]")
+cheat = ("```python\nclass Solution:\n    def twoSum(self, nums, target):\n        class E(list):\n"
+         "            def __eq__(self, o): return True\n        return E()\n```")
+print(json.dumps({"uid": os.getuid(), "good": verify_code(spec, good, {})["status"],
+                  "bad": verify_code(spec, bad, {})["status"], "cheat": verify_code(spec, cheat, {})["status"]}))
+'''
+
+
+@pytest.mark.slow
+def test_a_call_based_problem_is_judged_the_same_as_an_unprivileged_user(shared_tmp):
+    """LiveCodeBench's functional kind as uid 65534: the reference passes, a wrong answer and an
+    always-equal result fail."""
+    (shared_tmp / "run.py").write_text(CALL_SCRIPT)
+    python, path = _python_for_user(shared_tmp)
+    for p in shared_tmp.rglob("*"):
+        p.chmod(0o755 if p.is_dir() else 0o644)
+    r = subprocess.run(_as_user([python, str(shared_tmp / "run.py"), path]), cwd="/", capture_output=True, text=True,
+                       timeout=300, env={"PATH": "/usr/local/bin:/usr/bin:/bin", "TMPDIR": "/tmp"})
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out == {"uid": out["uid"], "good": "passed", "bad": "failed", "cheat": "failed"} and out["uid"] != 0
