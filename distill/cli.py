@@ -151,32 +151,46 @@ def store_info(store: Annotated[Path, typer.Argument(help="A sample store direct
 
 @app.command()
 def filter(
-    inp: Annotated[Path, typer.Option("--in", "-i", help="A sample store or a JSONL file of samples.")],
+    inp: Annotated[Path | None, typer.Option("--in", "-i", help="A sample store or a JSONL file of samples.")] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Output directory (kept, rejected, report).")] = None,
     recipe: RecipeOpt = None,
     set_: SetOpt = None,
     explain: Annotated[str | None, typer.Option(help="Show every check's value for the sample with this key.")] = None,
+    shard: Annotated[str | None, typer.Option(help="i/N: judge only this slice of the problems (one per machine; the slicing of `distill generate --shard`), then join the shards' outputs with --merge.")] = None,
+    merge: Annotated[list[str] | None, typer.Option(help="Join the output directories of `--shard i/N` runs (repeat, or a quoted glob such as 'out/shard-*') into --out.")] = None,
     skip_bad_lines: Annotated[bool, typer.Option(help="Skip and count malformed input lines instead of failing.")] = False,
     progress: Annotated[bool, typer.Option(help="Show the progress bar.")] = True,
     unsafe_no_sandbox: UnsafeOpt = False,
 ) -> None:
     """Rejection filter: keep verified-correct, complete, readable, one-language traces; explain every rejection.
 
-    Code problems (docs/code.md) are verified by running their tests in a bubblewrap sandbox."""
+    The input is streamed (memory does not grow with it); a rerun reuses the verdicts already made
+    (OUT/.filter-state.sqlite). Code problems (docs/code.md) are verified by running their tests in
+    a bubblewrap sandbox."""
     from distill.config import load_recipe
+    from distill.data import parse_shard
     from distill.filter import explain as explain_one
-    from distill.filter import filter_samples
+    from distill.filter import filter_samples, merge_filtered
 
     try:
-        r = load_recipe(recipe, _unsafe(set_, unsafe_no_sandbox, "filter.correct.code.unsafe_no_sandbox"))
-        if explain:
-            sample, verdict = explain_one(inp, explain, r.filter, r.eval)
-            _print_explain(sample, verdict)
-            return
-        if out is None:
-            raise typer.BadParameter("--out is required (unless --explain)")
-        report = filter_samples(inp, out, r.filter, r.export, skip_bad_lines=skip_bad_lines, progress=progress,
-                                eval_cfg=r.eval)
+        if merge:
+            if out is None:
+                raise typer.BadParameter("--merge needs --out: the directory the shards are joined into")
+            if inp is not None or shard:
+                raise typer.BadParameter("--merge joins finished shards; give it no --in or --shard")
+            report = merge_filtered(merge, out, progress=progress)
+        else:
+            if inp is None:
+                raise typer.BadParameter("--in is required: a sample store or a JSONL file of samples")
+            r = load_recipe(recipe, _unsafe(set_, unsafe_no_sandbox, "filter.correct.code.unsafe_no_sandbox"))
+            if explain:
+                sample, verdict = explain_one(inp, explain, r.filter, r.eval)
+                _print_explain(sample, verdict)
+                return
+            if out is None:
+                raise typer.BadParameter("--out is required (unless --explain)")
+            report = filter_samples(inp, out, r.filter, r.export, skip_bad_lines=skip_bad_lines, progress=progress,
+                                    eval_cfg=r.eval, shard=parse_shard(shard))
     except _user_errors() as e:
         _fail(e)
     from rich.table import Table
@@ -197,8 +211,13 @@ def filter(
             console.print(f"[yellow]warning:[/] {src}: {h['unparseable']} of {h['problems']} gold answers do not parse, "
                           f"so no sample of those problems can pass `correct` (e.g. {ex}); fix the answer field "
                           "or problems.fields.answer_pattern")
+    if report.get("verdicts_reused"):
+        console.print(f"{report['verdicts_reused']} verdict(s) reused from an earlier run of this output directory, "
+                      f"{report['verdicts_judged']} judged now")
     console.print(f"outputs in {out}: kept.jsonl, rejected.jsonl, {Path(report['outputs']['train']).name}, "
-                  "report.json, report.md")
+                  "report.json, report.md"
+                  + (f" (shard {report['shard']}: join the shards with `distill filter --merge ... --out DIR`)"
+                     if report.get("shard") else ""))
 
 
 def _print_explain(sample: dict, verdict: dict) -> None:

@@ -5,27 +5,47 @@ and `completion` (optionally `finish_reason`, `completion_tokens`, `key`). Outpu
 
     kept.jsonl       kept samples with their verdicts
     rejected.jsonl   rejected samples with their verdicts and `reject_reason` (first failing check)
+    problems.jsonl   code problems' tests, once per problem (samples hold `meta.tests_ref`)
     report.json      counts per check in pipeline order, settings, timings
     report.md        the same as tables, with plots (lengths kept vs rejected, acceptance per source)
     train.jsonl      kept samples as a chat dataset for TRL (or train.parquet; see `export`)
 
-Outputs are written to temporary files and renamed at the end: an interrupted filter leaves the
-previous outputs (and the input) as they were.
+The input is streamed, never held: memory does not grow with the number of samples (a million R1
+traces are 15-30 GB of JSONL). Three passes over the input:
+
+1. scan: every record is read and validated; what needs the whole input is counted from small
+   summaries (the teachers' close-tag counts; each sample's key, problem, index and source go to
+   an on-disk table, not to memory);
+2. judge: the per-sample checks run in the worker pool; each verdict (with the sample's MinHash
+   signature) is committed to `OUT/.filter-state.sqlite` as it arrives. A rerun (after a crash,
+   Ctrl-C, or with other dedup or decontamination settings) reuses every verdict whose sample and
+   per-sample settings are unchanged and judges only the rest;
+3. set checks and writing: near-duplicates per problem from the stored signatures (one problem in
+   memory at a time), decontamination, then the outputs, written to temporary files and renamed
+   at the end: an interrupted filter leaves the previous outputs (and the input) as they were.
+
+`shard=(i, N)` judges only the problems of shard i (the slicing of `distill generate --shard`, so
+every sample of a problem is in one shard and dedup stays exact); `merge_filtered` joins the
+shards' output directories into one, equal to an unsharded run.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import sqlite3
 import time
-from collections import Counter, defaultdict
+from array import array
+from collections import Counter, OrderedDict, defaultdict, deque
+from collections.abc import Iterator
 from pathlib import Path
 
 from distill.config import ExportConfig, FilterConfig
-from distill.console import progress_bar
-from distill.data import DataError
-from distill.store import SampleStore, now
+from distill.console import console, progress_bar
+from distill.data import DataError, shard_of
+from distill.store import PROBLEMS, TEST_FIELDS, SampleStore, SideTable, StoreError, now, resolve_tests
 from distill.verify.checks import ORDER, SAMPLE_CHECKS, run_checks
 from distill.verify.code import CodeSpecError, budget, code_spec, extract_code
 from distill.verify.decontaminate import Decontaminator
@@ -34,6 +54,8 @@ from distill.verify.format import parse
 from distill.verify.pool import VerifyPool
 
 REQUIRED = ("problem", "answer", "completion")
+STATE = ".filter-state.sqlite"
+STATE_FORMAT = "distill-filter-state/1"
 
 
 # -- input -------------------------------------------------------------------------------------
@@ -73,24 +95,38 @@ def _normalise(rec: dict, where: str) -> dict:
     return s
 
 
-def read_samples(inp: str | Path, skip_bad_lines: bool = False) -> tuple[list[dict], list[str]]:
-    """(samples, bad-line messages). A bad line fails with its file and line, or is skipped and counted."""
+
+
+def input_files(inp: str | Path) -> tuple[list[Path], bool, SideTable]:
+    """(sample files, whether `inp` is a store, the side table of code problems' tests)."""
     inp = Path(inp)
-    bad: list[str] = []
-    samples: list[dict] = []
     if inp.is_dir():
         store = SampleStore(inp)
         if not store.files():
             raise DataError(f"{inp}: no samples under {inp}/data; give a sample store or a JSONL file")
-        files = store.files()
-    elif inp.is_file():
-        files = [inp]
-    else:
-        raise DataError(f"{inp}: no such file or directory")
-    seen: set[str] = set()
-    for path in files:
+        return store.files(), True, store.side_table()
+    if inp.is_file():
+        side = inp.parent / f"{PROBLEMS}.jsonl"  # a filter output's kept.jsonl reads with its problems.jsonl
+        return [inp], False, SideTable([side] if side.is_file() and side.resolve() != inp.resolve() else [])
+    raise DataError(f"{inp}: no such file or directory")
+
+
+def iter_records(inp: str | Path, skip_bad_lines: bool = False, bad: list[str] | None = None,
+                 sizes: list[int] | None = None) -> Iterator[dict]:
+    """Every valid record of the input, normalised, in file order (repeated keys included).
+
+    A bad line fails with its file and line, or (skip_bad_lines) is skipped and noted in `bad`; a
+    store's torn last line is skipped as the store skips it. `sizes`: read each file only up to
+    that many bytes (what the first pass saw, so that a generator still appending changes nothing)."""
+    files, is_store, side = input_files(inp)
+    for n, path in enumerate(files):
+        limit = sizes[n] if sizes is not None else None
         with path.open("rb") as f:
+            read = 0
             for lineno, raw in enumerate(f, 1):
+                read += len(raw)
+                if limit is not None and read > limit:
+                    break
                 if not raw.strip():
                     continue
                 where = f"{path} line {lineno}"
@@ -98,24 +134,33 @@ def read_samples(inp: str | Path, skip_bad_lines: bool = False) -> tuple[list[di
                     rec = json.loads(raw)
                     if not isinstance(rec, dict):
                         raise DataError(f"{where}: expected a JSON object")
-                    s = _normalise(rec, where)
-                except (json.JSONDecodeError, UnicodeDecodeError, DataError) as e:
-                    torn = not raw.endswith(b"\n") and inp.is_dir()
-                    msg = e if isinstance(e, DataError) else f"{where}: not valid JSON ({e})"
-                    if torn:  # a store's torn last line: the store ignores it too
+                    s = _normalise(resolve_tests(rec, side, where), where)
+                except (json.JSONDecodeError, UnicodeDecodeError, DataError, StoreError) as e:
+                    msg = e if isinstance(e, DataError | StoreError) else f"{where}: not valid JSON ({e})"
+                    if not raw.endswith(b"\n") and is_store:  # a store's torn last line: the store ignores it too
                         continue
                     if not skip_bad_lines:
                         raise DataError(f"{msg}. Fix or delete the line, or pass --skip-bad-lines to skip and count it.") from None
-                    bad.append(str(msg))
+                    if bad is not None:
+                        bad.append(str(msg))
                     continue
-                if s["key"] in seen:
-                    continue
-                seen.add(s["key"])
-                samples.append(s)
+                yield s
+
+
+def read_samples(inp: str | Path, skip_bad_lines: bool = False) -> tuple[list[dict], list[str]]:
+    """(samples, bad-line messages), the first record of each key, in memory: for small inputs
+    (`distill eval`'s own store, `explain`'s problem); the filter itself streams."""
+    bad: list[str] = []
+    seen: set[str] = set()
+    samples = []
+    for s in iter_records(inp, skip_bad_lines, bad):
+        if s["key"] not in seen:
+            seen.add(s["key"])
+            samples.append(s)
     return samples, bad
 
 
-# -- the pipeline ------------------------------------------------------------------------------
+# -- what the in-memory judge and the streaming filter share ------------------------------------
 
 def _fallback(item, reason: str) -> dict:
     """A worker timed out or died: every other check still runs here; `correct` records why it failed."""
@@ -134,23 +179,41 @@ def teacher_of(s: dict) -> str:
 _CLOSE_TAGS = (("<|end_of_thought|>", "qwq"), ("</think>", None))
 
 
+class CloseCounts:
+    """Per teacher: traces, traces closing each reasoning tag, and of those how many opened <think>."""
+
+    def __init__(self):
+        self.counts: dict[str, Counter] = defaultdict(Counter)
+
+    def add(self, s: dict) -> None:
+        c = self.counts[teacher_of(s)]
+        c["n"] += 1
+        text = s["completion"]
+        for tag, _ in _CLOSE_TAGS:
+            if tag in text:
+                c[tag] += 1
+                c["opened " + tag] += "<think>" in text
+
+    def result(self, share: float, minimum: int) -> dict[str, dict]:
+        """{teacher: {'tag', 'shape', 'closed', 'of', 'teacher'}} for teachers most of whose traces close
+        a reasoning tag: one of their traces without it was cut before it got there."""
+        out = {}
+        for name, c in self.counts.items():
+            for tag, shape in _CLOSE_TAGS:
+                closed = c[tag]
+                if closed >= minimum and closed >= share * c["n"]:
+                    if shape is None:  # <think> written by the teacher, or opened by its chat template
+                        shape = "r1" if c["opened " + tag] * 2 > closed else "r1-distill"
+                    out[name] = {"tag": tag, "shape": shape, "closed": closed, "of": c["n"], "teacher": name}
+                    break
+        return out
+
+
 def teacher_closing(samples: list[dict], share: float, minimum: int) -> dict[str, dict]:
-    """{teacher: {'tag', 'shape', 'closed', 'of', 'teacher'}} for teachers most of whose traces close
-    a reasoning tag: one of their traces without it was cut before it got there."""
-    groups: dict[str, list[dict]] = defaultdict(list)
+    counts = CloseCounts()
     for s in samples:
-        groups[teacher_of(s)].append(s)
-    out = {}
-    for name, group in groups.items():
-        for tag, shape in _CLOSE_TAGS:
-            closing = [s for s in group if tag in s["completion"]]
-            if len(closing) >= minimum and len(closing) >= share * len(group):
-                if shape is None:  # <think> written by the teacher, or opened by its chat template
-                    opened = sum("<think>" in s["completion"] for s in closing)
-                    shape = "r1" if opened * 2 > len(closing) else "r1-distill"
-                out[name] = {"tag": tag, "shape": shape, "closed": len(closing), "of": len(group), "teacher": name}
-                break
-    return out
+        counts.add(s)
+    return counts.result(share, minimum)
 
 
 def code_specs(samples: list[dict]) -> dict[str, dict]:
@@ -159,44 +222,113 @@ def code_specs(samples: list[dict]) -> dict[str, dict]:
     for s in samples:
         pid = s["problem_id"]
         if pid not in specs:
-            try:
-                specs[pid] = code_spec(s)
-            except CodeSpecError as e:
-                raise DataError(f"sample {s['key']} (problem {pid}): a code problem whose tests cannot run: {e}") from None
+            specs[pid] = _spec_of(s)
     return {k: v for k, v in specs.items() if v}
 
 
+def _spec_of(s: dict) -> dict | None:
+    try:
+        return code_spec(s)
+    except CodeSpecError as e:
+        raise DataError(f"sample {s['key']} (problem {s['problem_id']}): a code problem whose tests cannot run: {e}") from None
+
+
+def _with_extras(s: dict, closing: dict | None, spec: dict | None) -> dict:
+    """The sample as the checks see it: the teacher's close tag when this trace lacks it, its tests."""
+    tc = closing.get(teacher_of(s)) if closing else None
+    extra = {}
+    if tc and tc["tag"] not in s["completion"]:
+        extra["_teacher_closes"] = tc
+    if spec:
+        extra["_code"] = spec
+    return {**s, **extra} if extra else s  # a copy: these keys are never written out
+
+
+def _needs_sandbox(n_code: int, cfg: FilterConfig) -> None:
+    if n_code and cfg.correct.enabled and not cfg.correct.code.unsafe_no_sandbox:
+        from distill.verify.execute import sandbox_available
+
+        ok, why = sandbox_available()
+        if not ok:
+            raise DataError(f"{n_code} code problem(s) to verify by running model-written code, and no sandbox "
+                            f"to run it in: {why}")
+
+
+def _workers(cfg: FilterConfig, has_code: bool) -> int | None:
+    if has_code and cfg.workers is None:  # every worker may hold a run at its memory limit
+        from distill.verify.execute import parallel_runs
+        from distill.verify.pool import default_workers
+
+        return parallel_runs(default_workers(), cfg.correct.code.memory_mb, cfg.correct.code.tmp_mb)
+    return cfg.workers
+
+
+def _passed_sample_checks(v: dict) -> bool:
+    return all(v[c]["pass"] is not False for c in SAMPLE_CHECKS)
+
+
+def dedup_verdicts(rows, cfg: FilterConfig) -> dict[int, dict]:
+    """rows: (index, key, problem_id, fingerprint) of samples that passed every per-sample check, in
+    keep-priority order (problem, sample index, input order) -> {index: dedup verdict}."""
+    rows = list(rows)
+    dups = find_duplicates([(key, pid, fp) for _, key, pid, fp in rows], cfg.dedup.near_threshold,
+                           cfg.dedup.shingle, cfg.dedup.num_perm)
+    per_problem: Counter = Counter()
+    out = {}
+    for i, key, pid, _ in rows:
+        if key in dups:
+            kind, of = dups[key]
+            out[i] = {"pass": False, "value": {"duplicate": kind, "of": of}}
+            continue
+        per_problem[pid] += 1
+        rank = per_problem[pid]
+        over = cfg.dedup.max_per_problem is not None and rank > cfg.dedup.max_per_problem
+        out[i] = {"pass": not over, "value": {"rank_in_problem": rank, "over_cap": over}}
+    return out
+
+
+NOT_CHECKED = {"pass": None, "value": "not checked: rejected earlier"}
+
+
+def _decontaminator(cfg: FilterConfig, eval_cfg):
+    """A per-problem-text lookup of benchmark overlap (cached: samples of a problem come together), or None."""
+    if not (cfg.decontaminate.enabled and cfg.decontaminate.benchmarks):
+        return None
+    from functools import lru_cache
+
+    deco = Decontaminator(cfg.decontaminate.benchmarks, cfg.decontaminate.ngram, eval_cfg)
+    return lru_cache(maxsize=4096)(deco.match_how)
+
+
+def _decontam_verdict(match, problem: str, cfg: FilterConfig) -> dict:
+    if match is None:
+        return {"pass": None, "value": "disabled" if not cfg.decontaminate.enabled else "no benchmarks configured"}
+    hit = match(problem)
+    return {"pass": hit is None, "value": {"overlaps": hit[0] if hit else None, "how": hit[1] if hit else None,
+                                           "ngram": cfg.decontaminate.ngram}}
+
+
+def _finish(v: dict) -> dict:
+    failing = [c for c in ORDER if v[c]["pass"] is False]
+    v["kept"] = not failing
+    v["reject_reason"] = failing[0] if failing else None
+    return v
+
+
+# -- the in-memory judge (eval, explain, benchmarks) -----------------------------------------------
+
 def judge(samples: list[dict], cfg: FilterConfig, progress: bool = True,
           closing: dict | None = None, eval_cfg=None, specs: dict | None = None) -> tuple[list[dict], dict]:
-    """Verdicts for every sample (same order) and the seconds spent per check. `closing`: the
-    teachers' close-tag statistics when `samples` is a part of the input (`explain`). `eval_cfg`:
+    """Verdicts for every sample (same order) and the seconds spent per check, all in memory. `closing`:
+    the teachers' close-tag statistics when `samples` is a part of the input (`explain`). `eval_cfg`:
     the recipe's eval section, whose `benchmarks` map names to local copies for decontamination."""
     cfg_d = cfg.model_dump()
     if closing is None:
         closing = teacher_closing(samples, cfg.complete.teacher_close_share, cfg.complete.teacher_close_min) \
             if cfg.complete.enabled else {}
-
     specs = (code_specs(samples) if specs is None else specs) if cfg.correct.enabled else {}
-    if specs and not cfg.correct.code.unsafe_no_sandbox:
-        from distill.verify.execute import sandbox_available
-
-        ok, why = sandbox_available()
-        if not ok:
-            raise DataError(f"{len(specs)} code problem(s) to verify by running model-written code, and no sandbox "
-                            f"to run it in: {why}")
-
-    def items():
-        for s in samples:
-            tc = closing.get(teacher_of(s)) if closing else None
-            extra = {}
-            if tc and tc["tag"] not in s["completion"]:
-                extra["_teacher_closes"] = tc
-            if specs.get(s["problem_id"]):
-                extra["_code"] = specs[s["problem_id"]]
-            if extra:
-                s = {**s, **extra}  # a copy: these keys are never written out
-            yield s, cfg_d, None
-
+    _needs_sandbox(len(specs), cfg)
+    items = ((_with_extras(s, closing, specs.get(s["problem_id"])), cfg_d, None) for s in samples)
     code_cfg = cfg_d["correct"]["code"]
 
     def timeout_of(item) -> float:
@@ -207,21 +339,13 @@ def judge(samples: list[dict], cfg: FilterConfig, progress: bool = True,
     verdicts: list[dict] = []
     slowest = 0.0
     start = time.perf_counter()
-    workers = cfg.workers
-    if specs and workers is None:  # every worker may hold a run at its memory limit
-        from distill.verify.execute import parallel_runs
-        from distill.verify.pool import default_workers
-
-        workers = parallel_runs(default_workers(), cfg.correct.code.memory_mb, cfg.correct.code.tmp_mb)
-    with VerifyPool(workers, cfg.correct.timeout) as pool, \
+    with VerifyPool(_workers(cfg, bool(specs)), cfg.correct.timeout) as pool, \
             progress_bar("filter", progress) as bar:
         task = bar.add_task("filter", total=len(samples), rate="")
-        for i, v in enumerate(pool.imap(run_checks, items(), _fallback, timeout_of), 1):
+        for i, v in enumerate(pool.imap(run_checks, items, _fallback, timeout_of), 1):
             took = v.pop("_seconds")
             secs.update(took)
-            # A sample whose worker was killed took the whole timeout, plus the checks rerun here.
-            timed_out = v["correct"]["pass"] is False and v["correct"]["value"].get("status") == "timeout"
-            slowest = max(slowest, sum(took.values()) + (cfg.correct.timeout if timed_out else 0.0))
+            slowest = max(slowest, _sample_seconds(v, took, cfg))
             verdicts.append(v)
             if i % 64 == 0 or i == len(samples):
                 bar.update(task, completed=i, rate=f"{i / (time.perf_counter() - start):.0f}/s")
@@ -229,25 +353,13 @@ def judge(samples: list[dict], cfg: FilterConfig, progress: bool = True,
     # Set-level checks. Dedup looks only at samples that passed every per-sample check, in
     # sample-index order, so the kept copy of a duplicate pair is the one a user would expect.
     t = time.perf_counter()
-    passed = [i for i, v in enumerate(verdicts) if all(v[c]["pass"] is not False for c in SAMPLE_CHECKS)]
     if cfg.dedup.enabled:
-        order = sorted(passed, key=lambda i: (samples[i]["problem_id"], samples[i].get("sample_index", 0), i))
-        dups = find_duplicates([(samples[i]["key"], samples[i]["problem_id"], verdicts[i].pop("_fingerprint", None)
-                                 or samples[i]["completion"]) for i in order],
-                               cfg.dedup.near_threshold, cfg.dedup.shingle, cfg.dedup.num_perm)
-        per_problem: Counter = Counter()
-        for i in range(len(samples)):
-            verdicts[i]["dedup"] = {"pass": None, "value": "not checked: rejected earlier"}
-        for i in order:
-            key = samples[i]["key"]
-            if key in dups:
-                kind, of = dups[key]
-                verdicts[i]["dedup"] = {"pass": False, "value": {"duplicate": kind, "of": of}}
-                continue
-            per_problem[samples[i]["problem_id"]] += 1
-            rank = per_problem[samples[i]["problem_id"]]
-            over = cfg.dedup.max_per_problem is not None and rank > cfg.dedup.max_per_problem
-            verdicts[i]["dedup"] = {"pass": not over, "value": {"rank_in_problem": rank, "over_cap": over}}
+        passed = [i for i, v in enumerate(verdicts) if _passed_sample_checks(v)]
+        order = sorted(passed, key=lambda i: (samples[i]["problem_id"], samples[i].get("sample_index") or 0, i))
+        dd = dedup_verdicts(((i, samples[i]["key"], samples[i]["problem_id"], verdicts[i].get("_fingerprint")
+                              or samples[i]["completion"]) for i in order), cfg)
+        for i, v in enumerate(verdicts):
+            v["dedup"] = dd.get(i, NOT_CHECKED)
     else:
         for v in verdicts:
             v["dedup"] = {"pass": None, "value": "disabled"}
@@ -256,165 +368,93 @@ def judge(samples: list[dict], cfg: FilterConfig, progress: bool = True,
         v.pop("_fingerprint", None)
 
     t = time.perf_counter()
-    if cfg.decontaminate.enabled and cfg.decontaminate.benchmarks:
-        deco = Decontaminator(cfg.decontaminate.benchmarks, cfg.decontaminate.ngram, eval_cfg)
-        cache: dict[str, tuple[str, str] | None] = {}
-        for s, v in zip(samples, verdicts, strict=True):
-            pid = s["problem_id"]
-            if pid not in cache:
-                cache[pid] = deco.match_how(s["problem"])
-            hit = cache[pid]
-            v["decontaminate"] = {"pass": hit is None, "value": {"overlaps": hit[0] if hit else None,
-                                                                 "how": hit[1] if hit else None,
-                                                                 "ngram": cfg.decontaminate.ngram}}
-    else:
-        reason = "disabled" if not cfg.decontaminate.enabled else "no benchmarks configured"
-        for v in verdicts:
-            v["decontaminate"] = {"pass": None, "value": reason}
+    match = _decontaminator(cfg, eval_cfg)
+    for s, v in zip(samples, verdicts, strict=True):
+        v["decontaminate"] = _decontam_verdict(match, s["problem"], cfg)
+        _finish(v)
     secs["decontaminate"] = time.perf_counter() - t
-
-    for v in verdicts:
-        failing = [c for c in ORDER if v[c]["pass"] is False]
-        v["kept"] = not failing
-        v["reject_reason"] = failing[0] if failing else None
     secs["slowest_sample"] = slowest
     return verdicts, dict(secs)
 
 
-def _training_record(s: dict, v: dict, export: ExportConfig, spec: dict | None) -> dict:
-    """The R1 format, whatever shape the teacher wrote: <think>\\n{reasoning}\\n</think>\\n\\n{final}."""
-    parsed = parse(s["completion"], v["_parsed"]["shape"])
-    reasoning = (parsed.reasoning or "").strip()
-    final = (parsed.final or "").strip()
-    # A plain trace has no final part of its own (reasoning and final are the same text), so the
-    # answer is written out; kept samples passed the answer check, so the gold answer is theirs.
-    if spec is not None:
-        if parsed.shape == "plain":  # the verified program is the answer
-            final = f"```python\n{extract_code(final, spec)['code'].rstrip()}\n```"
-    elif parsed.shape == "plain" or (export.boxed_answer and "\\boxed" not in final):
-        final = f"The answer is $\\boxed{{{s['answer']}}}$."
-    user = [m for m in (s.get("messages") or []) if m.get("role") != "assistant"] or [
-        {"role": "user", "content": s["problem"]}]
-    return {"messages": user + [{"role": "assistant", "content": f"<think>\n{reasoning}\n</think>\n\n{final}"}],
-            "key": s["key"], "problem_id": s["problem_id"], "problem": s["problem"], "source": s.get("source"),
-            "answer": s["answer"], **({"kind": spec["kind"]} if spec else {})}
+def _sample_seconds(v: dict, took: dict, cfg: FilterConfig) -> float:
+    # A sample whose worker was killed took the whole timeout, plus the checks rerun here.
+    timed_out = v["correct"]["pass"] is False and isinstance(v["correct"]["value"], dict) \
+        and v["correct"]["value"].get("status") == "timeout"
+    return sum(took.values()) + (cfg.correct.timeout if timed_out else 0.0)
 
 
-def _atomic_jsonl(path: Path, rows) -> int:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    n = 0
-    with tmp.open("w") as f:
-        for r in rows:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
-            n += 1
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    return n
+# -- the report ------------------------------------------------------------------------------------
 
+class Tally:
+    """The report's counts, added one sample at a time (nothing kept per sample but its length)."""
 
-def filter_samples(inp: str | Path, out: str | Path, cfg: FilterConfig, export: ExportConfig | None = None,
-                   skip_bad_lines: bool = False, progress: bool = True, eval_cfg=None) -> dict:
-    export = export or ExportConfig()
-    start = time.perf_counter()
-    samples, bad = read_samples(inp, skip_bad_lines)
-    if not samples:
-        raise DataError(f"{inp}: no samples to filter")
-    specs = code_specs(samples)  # once per problem, for the checks, the export and the report
-    verdicts, secs = judge(samples, cfg, progress, eval_cfg=eval_cfg, specs=specs)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    def __init__(self):
+        self.total = self.kept = 0
+        self.checks = {c: Counter() for c in ORDER}
+        self.details: dict[str, Counter] = defaultdict(Counter)
+        self.by_source: dict[str, Counter] = defaultdict(Counter)
+        self.shapes: Counter = Counter()
+        self.code_problems: set[str] = set()
+        self.code_kinds: dict[str, Counter] = defaultdict(Counter)
+        self.code_tests: Counter = Counter()
+        self.sandboxed: set = set()
+        self.lengths = {True: array("I"), False: array("I")}
 
-    def with_verdict(s, v):
-        return {**s, "verdicts": {c: v[c] for c in ORDER}, "kept": v["kept"], "reject_reason": v["reject_reason"],
-                "shape": v["_parsed"]["shape"]}
-
-    pairs = list(zip(samples, verdicts, strict=True))
-    n_kept = _atomic_jsonl(out / "kept.jsonl", (with_verdict(s, v) for s, v in pairs if v["kept"]))
-    _atomic_jsonl(out / "rejected.jsonl", (with_verdict(s, v) for s, v in pairs if not v["kept"]))
-    train_rows = [_training_record(s, v, export, specs.get(s["problem_id"])) for s, v in pairs if v["kept"]]
-    train_path = out / f"train.{export.format}"
-    if export.format == "jsonl":
-        _atomic_jsonl(train_path, train_rows)
-    else:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        tmp = out / f".train.{os.getpid()}.parquet"
-        pq.write_table(pa.Table.from_pylist(train_rows), tmp)
-        os.replace(tmp, train_path)
-    if export.push_to_hub:
-        import datasets
-
-        datasets.Dataset.from_list(train_rows).push_to_hub(export.push_to_hub)
-
-    report = build_report(samples, verdicts, secs, cfg, inp, time.perf_counter() - start, bad, specs)
-    report["kept"] = n_kept
-    report["outputs"] = {"kept": str(out / "kept.jsonl"), "rejected": str(out / "rejected.jsonl"), "train": str(train_path)}
-    (out / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
-    write_markdown(report, samples, verdicts, out)
-    return report
-
-
-def build_report(samples, verdicts, secs, cfg: FilterConfig, inp, wall: float, bad: list[str],
-                 specs: dict | None = None) -> dict:
-    checks = {}
-    for c in ORDER:
-        evaluated = [v for v in verdicts if v[c]["pass"] is not None]
-        checks[c] = {
-            "enabled": getattr(cfg, c).enabled,
-            "evaluated": len(evaluated),
-            "failed": sum(v[c]["pass"] is False for v in evaluated),
-            "first_reason": sum(v["reject_reason"] == c for v in verdicts),
-            "seconds": round(secs.get(c, 0.0), 3),
-        }
-    details: dict[str, Counter] = defaultdict(Counter)
-    for v in verdicts:
+    def add(self, s: dict, v: dict, spec: dict | None) -> None:
+        self.total += 1
+        self.kept += v["kept"]
+        for c in ORDER:
+            p = v[c]["pass"]
+            if p is not None:
+                self.checks[c]["evaluated"] += 1
+                self.checks[c]["failed"] += p is False
+        if v["reject_reason"]:
+            self.checks[v["reject_reason"]]["first_reason"] += 1
         for c in ("complete", "format", "readable"):
             val = v[c]["value"]
             if v[c]["pass"] is False and isinstance(val, dict):
-                details[c].update(val.get("problems", []))
+                self.details[c].update(val.get("problems", []))
         if v["correct"]["pass"] is not None:
-            details["correct"][v["correct"]["value"]["status"]] += 1
-    by_source: dict[str, Counter] = defaultdict(Counter)
-    for s, v in zip(samples, verdicts, strict=True):
-        by_source[s.get("source") or "unknown"]["kept" if v["kept"] else "rejected"] += 1
-    code = code_report(samples, verdicts, specs)
-    return {
-        **({"code": code} if code else {}),
-        "gold_health": gold_health(samples, verdicts, specs),
-        "input": str(inp), "created_at": now(), "total": len(samples), "kept": sum(v["kept"] for v in verdicts),
-        "bad_lines_skipped": len(bad), "bad_lines": bad[:20], "order": list(ORDER), "checks": checks,
-        "details": {k: dict(c) for k, c in details.items()},
-        "by_source": {k: dict(c) for k, c in sorted(by_source.items())},
-        "shapes": dict(Counter(v["_parsed"]["shape"] for v in verdicts)),
-        "seconds": {"total": round(wall, 2), "parse": round(secs.get("parse", 0.0), 3),
-                    "slowest_sample": round(secs.get("slowest_sample", 0.0), 3)},
-        "config": cfg.model_dump(),
-    }
+            self.details["correct"][v["correct"]["value"]["status"]] += 1
+        self.by_source[s.get("source") or "unknown"]["kept" if v["kept"] else "rejected"] += 1
+        self.shapes[v["_parsed"]["shape"]] += 1
+        self.lengths[bool(v["kept"])].append(min(length_of(s), 2**32 - 1))
+        if spec:
+            self.code_problems.add(s["problem_id"])
+            c = v["correct"]
+            val = c["value"] if isinstance(c["value"], dict) else {}
+            self.code_kinds[spec["kind"]]["samples"] += 1
+            self.code_kinds[spec["kind"]]["passed"] += c["pass"] is True
+            self.code_tests.update(t["status"] for t in val.get("tests", []))
+            if val.get("sandboxed") is not None:
+                self.sandboxed.add(val["sandboxed"])
+
+    def report(self, cfg: FilterConfig, inp, secs: dict, wall: float, bad: list[str], gold: dict) -> dict:
+        checks = {c: {"enabled": getattr(cfg, c).enabled, "evaluated": self.checks[c]["evaluated"],
+                      "failed": self.checks[c]["failed"], "first_reason": self.checks[c]["first_reason"],
+                      "seconds": round(secs.get(c, 0.0), 3)} for c in ORDER}
+        code = None
+        if self.code_problems:
+            code = {"problems": len(self.code_problems),
+                    "by_kind": {k: dict(c) for k, c in sorted(self.code_kinds.items())}, "tests": dict(self.code_tests),
+                    "sandboxed": sorted(self.sandboxed) == [True] if self.sandboxed else None}
+        return {
+            **({"code": code} if code else {}),
+            "gold_health": gold,
+            "input": str(inp), "created_at": now(), "total": self.total, "kept": self.kept,
+            "bad_lines_skipped": len(bad), "bad_lines": bad[:20], "order": list(ORDER), "checks": checks,
+            "details": {k: dict(c) for k, c in self.details.items()},
+            "by_source": {k: dict(c) for k, c in sorted(self.by_source.items())},
+            "shapes": dict(self.shapes),
+            "seconds": {"total": round(wall, 2), "parse": round(secs.get("parse", 0.0), 3),
+                        "slowest_sample": round(secs.get("slowest_sample", 0.0), 3)},
+            "config": cfg.model_dump(),
+        }
 
 
-def code_report(samples, verdicts, specs: dict | None = None) -> dict | None:
-    """Code problems in the input: samples passed per kind, and every test's outcome counted."""
-    specs = code_specs(samples) if specs is None else specs
-    if not specs:
-        return None
-    kinds: dict[str, Counter] = defaultdict(Counter)
-    tests: Counter = Counter()
-    sandboxed = set()
-    for s, v in zip(samples, verdicts, strict=True):
-        spec = specs.get(s["problem_id"])
-        if not spec:
-            continue
-        c = v["correct"]
-        val = c["value"] if isinstance(c["value"], dict) else {}
-        kinds[spec["kind"]]["samples"] += 1
-        kinds[spec["kind"]]["passed"] += c["pass"] is True
-        tests.update(t["status"] for t in val.get("tests", []))
-        if val.get("sandboxed") is not None:
-            sandboxed.add(val["sandboxed"])
-    return {"problems": len(specs), "by_kind": {k: dict(c) for k, c in sorted(kinds.items())},
-            "tests": dict(tests), "sandboxed": sorted(sandboxed) == [True] if sandboxed else None}
+def length_of(s: dict) -> int:
+    return int(s.get("completion_tokens") or max(1, len(s["completion"]) // 4))
 
 
 # `correct` statuses that say the gold was read; the others (unfinished, timeout, error) say nothing.
@@ -454,17 +494,492 @@ def gold_health(samples, verdicts, specs: dict | None = None) -> dict:
     return out
 
 
-def write_markdown(report: dict, samples, verdicts, out: Path) -> None:
+# -- the streaming filter ------------------------------------------------------------------------
+
+def _sample_cfg(cfg_d: dict) -> dict:
+    """The settings a per-sample verdict depends on (a rerun with other dedup thresholds or
+    decontamination benchmarks reuses every verdict)."""
+    d = {k: v for k, v in cfg_d.items() if k not in ("workers", "decontaminate")}
+    d["dedup"] = {k: v for k, v in cfg_d["dedup"].items() if k not in ("near_threshold", "max_per_problem")}
+    return d
+
+
+def _digest(*parts) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    for p in parts:
+        h.update(p if isinstance(p, bytes) else json.dumps(p, sort_keys=True, ensure_ascii=False, default=str).encode())
+        h.update(b"\x00")
+    return h.hexdigest()
+
+
+def _check_shard(shard):
+    if shard is not None and not (isinstance(shard, tuple) and len(shard) == 2 and 0 <= shard[0] < shard[1]):
+        raise DataError(f"shard {shard!r}: expected (i, N) with 0 <= i < N (the CLI takes --shard i/N)")
+
+
+class _State:
+    """The filter's on-disk state: verdicts that survive a crash, and this run's per-sample tables."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.db = sqlite3.connect(path)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.execute("PRAGMA cache_size=-16000")  # 16 MB of pages, whatever the input's size
+        self.db.execute("PRAGMA temp_store=FILE")
+        self.db.execute("CREATE TABLE IF NOT EXISTS meta(k TEXT PRIMARY KEY, v TEXT)")
+        fmt = self.db.execute("SELECT v FROM meta WHERE k='format'").fetchone()
+        if fmt is None or fmt[0] != STATE_FORMAT:
+            self.db.execute("DROP TABLE IF EXISTS verdicts")
+            self.db.execute("INSERT OR REPLACE INTO meta VALUES ('format', ?)", (STATE_FORMAT,))
+        self.db.execute("CREATE TABLE IF NOT EXISTS verdicts(key TEXT PRIMARY KEY, h TEXT, passed INT, status TEXT, "
+                        "verdict TEXT, secs TEXT, exact TEXT, sig BLOB)")
+        # This run's tables: on disk (temp_store=FILE), gone when the connection closes.
+        self.db.execute("CREATE TEMP TABLE seen(key TEXT PRIMARY KEY) WITHOUT ROWID")
+        self.db.execute("CREATE TEMP TABLE work(ord INTEGER PRIMARY KEY, key TEXT, pid TEXT, sidx, source TEXT, "
+                        "answer TEXT, code INT)")
+        self.db.execute("CREATE TEMP TABLE specs(pid TEXT PRIMARY KEY, spec TEXT)")
+        self.db.execute("CREATE TEMP TABLE dedup(ord INTEGER PRIMARY KEY, v TEXT)")
+        self.db.commit()
+        self._specs: OrderedDict[str, dict] = OrderedDict()
+        self.started = False  # set once the first verdict may be saved
+
+    def spec(self, pid: str) -> dict:
+        if pid in self._specs:
+            self._specs.move_to_end(pid)
+            return self._specs[pid]
+        spec = json.loads(self.db.execute("SELECT spec FROM specs WHERE pid=?", (pid,)).fetchone()[0])
+        self._specs[pid] = spec
+        if len(self._specs) > 32:
+            self._specs.popitem(last=False)
+        return spec
+
+    def close(self) -> None:
+        self.db.commit()
+        self.db.close()
+
+
+def filter_samples(inp: str | Path, out: str | Path, cfg: FilterConfig, export: ExportConfig | None = None,
+                   skip_bad_lines: bool = False, progress: bool = True, eval_cfg=None,
+                   shard: tuple[int, int] | None = None) -> dict:
+    export = export or ExportConfig()
+    _check_shard(shard)
+    start = time.perf_counter()
+    files, _, _ = input_files(inp)
+    sizes = [p.stat().st_size for p in files]
+    out = Path(out)
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    state = None
+    try:
+        state = _State(out / STATE)
+        try:
+            return _filter(inp, out, cfg, export, skip_bad_lines, progress, eval_cfg, shard, state, sizes, start)
+        finally:
+            state.close()
+    except DataError:
+        if created and state is not None and not state.started:  # refused before judging: leave nothing behind
+            import shutil
+
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+    except sqlite3.DatabaseError as e:
+        full = "full" in str(e)
+        raise DataError(f"{out / STATE}: {e}. " + (
+            "The disk is full: free space and rerun the same command; the verdicts committed so far are kept and "
+            "the previous outputs are unchanged" if full else
+            "The filter's saved verdicts cannot be read: delete that file and rerun (every sample is judged again)")
+        ) from None
+    except OSError as e:
+        if e.errno != errno.ENOSPC:
+            raise
+        raise DataError(f"{out}: disk full while writing the outputs; the previous outputs are unchanged and the "
+                        f"verdicts are saved in {out / STATE}: free space and rerun the same command") from None
+
+
+def _filter(inp, out: Path, cfg: FilterConfig, export: ExportConfig, skip_bad_lines, progress, eval_cfg, shard,
+            state: _State, sizes: list[int], start: float) -> dict:
+    db = state.db
+    cfg_d = cfg.model_dump()
+
+    # 1. scan: validate every record; count what needs the whole input; note this shard's samples.
+    bad: list[str] = []
+    closing_counts = CloseCounts()
+    mine = bytearray()  # per valid record: 1 when it is this shard's and the first of its key
+    keys_hash = hashlib.blake2b(digest_size=16)  # what input this was, for merging shards
+    spec_digest: dict[str, str] = {}  # code problems only
+    shard_cache: dict[str, bool] = {}
+    n_unique = n_mine = 0
+    with progress_bar("scan", progress) as bar:
+        task = bar.add_task("scan", total=None, rate="")
+        batch = []
+        for ord_, s in enumerate(iter_records(inp, skip_bad_lines, bad, sizes)):
+            new = db.execute("INSERT OR IGNORE INTO seen VALUES (?)", (s["key"],)).rowcount == 1
+            if not new:
+                mine.append(0)
+                continue
+            keys_hash.update(s["key"].encode() + b"\n")
+            n_unique += 1
+            if cfg.complete.enabled:
+                closing_counts.add(s)
+            pid = s["problem_id"]
+            if shard is not None:
+                if pid not in shard_cache:
+                    if len(shard_cache) > 65536:
+                        shard_cache.clear()
+                    shard_cache[pid] = shard_of(pid, shard[1]) == shard[0]
+                if not shard_cache[pid]:
+                    mine.append(0)
+                    continue
+            mine.append(1)
+            n_mine += 1
+            # A problem's tests are read from its first sample, as `code_specs` does; only a sample
+            # that may be a code problem is asked (a set of every math problem id would grow with the input).
+            if pid not in spec_digest and _may_be_code(s):
+                spec = _spec_of(s)
+                if spec:
+                    text = json.dumps(spec, sort_keys=True, ensure_ascii=False, default=str)
+                    db.execute("INSERT INTO specs VALUES (?, ?)", (pid, text))
+                    spec_digest[pid] = _digest(text.encode())
+            is_code = pid in spec_digest
+            batch.append((ord_, s["key"], pid, s.get("sample_index") or 0, s.get("source") or "unknown",
+                          s["answer"], int(is_code)))
+            if len(batch) >= 2000:
+                db.executemany("INSERT INTO work VALUES (?,?,?,?,?,?,?)", batch)
+                batch = []
+                bar.update(task, completed=len(mine), rate=f"{len(mine) / (time.perf_counter() - start):.0f}/s")
+        db.executemany("INSERT INTO work VALUES (?,?,?,?,?,?,?)", batch)
+        db.commit()
+    total = db.execute("SELECT COUNT(*) FROM work").fetchone()[0]
+    if not len(mine):
+        raise DataError(f"{inp}: no samples to filter")
+    closing = closing_counts.result(cfg.complete.teacher_close_share, cfg.complete.teacher_close_min) \
+        if cfg.complete.enabled else {}
+    _needs_sandbox(len(spec_digest), cfg)
+    judged_specs = spec_digest if cfg.correct.enabled else {}
+
+    # 2. judge: per-sample checks in the pool; verdicts committed as they come, reused when unchanged.
+    state.started = True
+    scfg = _digest(_sample_cfg(cfg_d))
+    code_cfg = cfg_d["correct"]["code"]
+    pending: deque = deque()
+    counters = {"reused": 0, "judged": 0}
+
+    def items():
+        for ord_, s in enumerate(iter_records(inp, skip_bad_lines, None, sizes)):
+            if ord_ >= len(mine) or not mine[ord_]:
+                continue
+            pid = s["problem_id"]
+            spec = state.spec(pid) if pid in judged_specs else None
+            if spec and isinstance(s.get("meta"), dict):  # the tests travel once, as `_code`
+                s = {**s, "meta": {k: v for k, v in s["meta"].items() if k not in TEST_FIELDS}}
+            item = _with_extras(s, closing, spec)
+            h = _digest({k: v for k, v in item.items() if k != "_code"}, judged_specs.get(pid, ""), scfg)
+            row = db.execute("SELECT h FROM verdicts WHERE key=?", (s["key"],)).fetchone()
+            if row is not None and row[0] == h:
+                counters["reused"] += 1
+                continue
+            pending.append((s["key"], h))
+            yield item, cfg_d, None
+
+    def timeout_of(item) -> float:
+        spec = item[0].get("_code")
+        return cfg.correct.timeout + (budget(spec, code_cfg) if spec else 0.0)
+
+    rows, last_commit = [], time.monotonic()
+
+    def flush() -> None:
+        nonlocal rows, last_commit
+        db.executemany("INSERT OR REPLACE INTO verdicts VALUES (?,?,?,?,?,?,?,?)", rows)
+        db.commit()
+        rows, last_commit = [], time.monotonic()
+
+    t_judge = time.perf_counter()
+    try:
+        with VerifyPool(_workers(cfg, bool(judged_specs)), cfg.correct.timeout) as pool, \
+                progress_bar("filter", progress) as bar:
+            task = bar.add_task("filter", total=total, rate="")
+            for v in pool.imap(run_checks, items(), _fallback, timeout_of):
+                key, h = pending.popleft()
+                took = v.pop("_seconds")
+                took["slowest"] = _sample_seconds(v, took, cfg)
+                fp = v.pop("_fingerprint", None)
+                c = v["correct"]
+                status = c["value"].get("status") if c["pass"] is not None and isinstance(c["value"], dict) else None
+                rows.append((key, h, int(_passed_sample_checks(v)), status, json.dumps(v, ensure_ascii=False),
+                             json.dumps(took), fp[0] if fp else None, fp[1].tobytes() if fp else None))
+                counters["judged"] += 1
+                if len(rows) >= 1000 or time.monotonic() - last_commit > 5:
+                    flush()
+                done = counters["judged"] + counters["reused"]
+                if done % 64 == 0:
+                    bar.update(task, completed=done,
+                               rate=f"{counters['judged'] / (time.perf_counter() - t_judge):.0f}/s")
+            bar.update(task, completed=total)
+    except KeyboardInterrupt:
+        flush()
+        console.print(f"[yellow]interrupted[/]: {counters['judged']} new verdicts are saved in {state.path}; rerun "
+                      "the same command to judge only the rest (the previous outputs are unchanged)")
+        raise
+    finally:
+        if rows:
+            flush()
+
+    # 3a. near-duplicates per problem, one problem in memory at a time, from the stored signatures.
+    secs: Counter = Counter()
+    t = time.perf_counter()
+    if cfg.dedup.enabled:
+        import numpy as np
+
+        cur = db.execute("SELECT w.ord, w.key, w.pid, v.exact, v.sig FROM work w JOIN verdicts v ON v.key = w.key "
+                         "WHERE v.passed = 1 ORDER BY w.pid, w.sidx, w.ord")
+        group, gpid = [], None
+
+        def done_group():
+            if group:
+                db.executemany("INSERT INTO dedup VALUES (?, ?)",
+                               [(i, json.dumps(d)) for i, d in dedup_verdicts(group, cfg).items()])
+
+        for ord_, key, pid, exact, sig in cur:
+            if pid != gpid:
+                done_group()
+                group, gpid = [], pid
+            group.append((ord_, key, pid, (exact, np.frombuffer(sig, dtype=np.uint64))))
+        done_group()
+        db.commit()
+    secs["dedup"] += time.perf_counter() - t
+
+    # 3b. every verdict completed and written, in input order.
+    match = _decontaminator(cfg, eval_cfg)
+    tally = Tally()
+    slowest = 0.0
+    t_deco = 0.0
+    outs = _Outputs(out, export)
+    try:
+        cur = db.execute("SELECT w.ord, v.verdict, v.secs, d.v FROM work w JOIN verdicts v ON v.key = w.key "
+                         "LEFT JOIN dedup d ON d.ord = w.ord ORDER BY w.ord")
+        with progress_bar("write", progress) as bar:
+            task = bar.add_task("write", total=total, rate="")
+            n = 0
+            for ord_, s in enumerate(iter_records(inp, skip_bad_lines, None, sizes)):
+                if ord_ >= len(mine) or not mine[ord_]:
+                    continue
+                row_ord, vtext, stext, dtext = next(cur)
+                assert row_ord == ord_, (row_ord, ord_)  # the input changed under us
+                v = json.loads(vtext)
+                took = json.loads(stext)
+                slowest = max(slowest, took.pop("slowest", 0.0))
+                secs.update(took)
+                if not cfg.dedup.enabled:
+                    v["dedup"] = {"pass": None, "value": "disabled"}
+                else:
+                    v["dedup"] = json.loads(dtext) if dtext else NOT_CHECKED
+                t = time.perf_counter()
+                v["decontaminate"] = _decontam_verdict(match, s["problem"], cfg)
+                t_deco += time.perf_counter() - t
+                _finish(v)
+                spec = state.spec(s["problem_id"]) if s["problem_id"] in spec_digest else None
+                tally.add(s, v, spec)
+                outs.add(s, v, spec)
+                n += 1
+                if n % 256 == 0:
+                    bar.update(task, completed=n)
+            bar.update(task, completed=n)
+        secs["decontaminate"] = t_deco
+        secs["slowest_sample"] = slowest
+        report = tally.report(cfg, inp, secs, time.perf_counter() - start, bad, _gold_health_sql(db))
+        report.update(shard=f"{shard[0]}/{shard[1]}" if shard else None, input_fingerprint=keys_hash.hexdigest(),
+                      input_samples=n_unique, verdicts_reused=counters["reused"], verdicts_judged=counters["judged"])
+        report["outputs"] = outs.names()
+        outs.report(report, tally.lengths)
+        outs.commit()
+    except BaseException:
+        outs.abort()
+        raise
+    # Verdicts of samples no longer in this input (or this shard) are dropped: the state stays this input's size.
+    db.execute("DELETE FROM verdicts WHERE key NOT IN (SELECT key FROM work)")
+    db.commit()
+    return report
+
+
+def _may_be_code(s: dict) -> bool:
+    meta = s.get("meta") if isinstance(s.get("meta"), dict) else {}
+    return any(r.get(k) not in (None, "") for r in (s, meta) for k in TEST_FIELDS + ("kind",))
+
+
+def _gold_health_sql(db) -> dict:
+    """`gold_health`'s rule over the on-disk tables (per problem, not per sample in memory)."""
+    out: dict[str, dict] = {}
+    read = ",".join(f"'{s}'" for s in sorted(_GOLD_READ))
+    cur = db.execute(
+        "SELECT w.source, w.pid, MAX(v.status = 'gold_unparseable'), MAX(v.status IN (" + read + ")), MAX(w.ord) "
+        "FROM work w JOIN verdicts v ON v.key = w.key WHERE w.code = 0 GROUP BY w.source, w.pid ORDER BY w.source, w.pid")
+    for src, pid, unparseable, was_read, last in cur:
+        st = "unparseable" if unparseable else "read" if was_read else "unknown"
+        h = out.setdefault(src, {"problems": 0, "read": 0, "unparseable": 0, "unknown": 0, "examples": []})
+        h["problems"] += 1
+        h[st] += 1
+        if st == "unparseable" and len(h["examples"]) < 5:
+            h["examples"].append({"problem_id": pid, "gold": last})
+    for h in out.values():  # the examples' gold answers, as written in the sample read last
+        for e in h["examples"]:
+            e["gold"] = db.execute("SELECT answer FROM work WHERE ord=?", (e["gold"],)).fetchone()[0]
+    return out
+
+
+class _Outputs:
+    """kept, rejected, train and problems written to temporary files, renamed into place by `commit`."""
+
+    def __init__(self, out: Path, export: ExportConfig):
+        self.out, self.export = out, export
+        self.tag = f"{os.getpid()}.tmp"
+        self.final: dict[str, Path] = {}
+        self.files: dict[str, object] = {}
+        for name in ("kept.jsonl", "rejected.jsonl", f"{PROBLEMS}.jsonl") + (
+                ("train.jsonl",) if export.format == "jsonl" else ()):
+            self._open(name)
+        self.train_path = out / f"train.{export.format}"
+        self._parquet = None
+        self._train_rows: list[dict] = []
+        self._refs: dict[str, str] = {}  # problem id -> its tests' ref (code problems)
+        self.n_problems = 0
+        if export.format != "jsonl":
+            self.final["train"] = self.train_path
+            self._parquet_tmp = out / f".train.parquet.{self.tag}"
+
+    def _open(self, name: str) -> None:
+        tmp = self.out / f".{name}.{self.tag}"
+        self.final[name] = self.out / name
+        self.files[name] = tmp.open("w", encoding="utf-8")
+
+    def names(self) -> dict:
+        return {"kept": str(self.out / "kept.jsonl"), "rejected": str(self.out / "rejected.jsonl"),
+                "train": str(self.train_path)}
+
+    def _write(self, name: str, row: dict) -> None:
+        self.files[name].write(json.dumps(row, ensure_ascii=False) + "\n")
+
+    def add(self, s: dict, v: dict, spec: dict | None) -> None:
+        rec = s
+        if spec and isinstance(s.get("meta"), dict):  # the tests once, in problems.jsonl
+            pid = s["problem_id"]
+            if pid not in self._refs:
+                from distill.store import split_tests
+
+                meta, tests = split_tests(s["meta"])
+                if tests is not None:
+                    self._refs[pid] = tests["ref"]
+                    self._write(f"{PROBLEMS}.jsonl", {"ref": tests["ref"], "problem_id": pid, "tests": tests["tests"]})
+                    self.n_problems += 1
+            if pid in self._refs:
+                rec = {**s, "meta": {**{k: x for k, x in s["meta"].items() if k not in TEST_FIELDS},
+                                     "tests_ref": self._refs[pid]}}
+        row = {**rec, "verdicts": {c: v[c] for c in ORDER}, "kept": v["kept"], "reject_reason": v["reject_reason"],
+               "shape": v["_parsed"]["shape"]}
+        self._write("kept.jsonl" if v["kept"] else "rejected.jsonl", row)
+        if v["kept"]:
+            train = _training_record(s, v, self.export, spec)
+            if self.export.format == "jsonl":
+                self._write("train.jsonl", train)
+            else:
+                self._train_rows.append(train)
+                if len(self._train_rows) >= 1024:
+                    self._flush_parquet()
+
+    def _flush_parquet(self) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        if self._parquet is None:
+            self._parquet = pq.ParquetWriter(self._parquet_tmp, train_schema())
+        self._parquet.write_table(pa.Table.from_pylist(
+            [{**r, "messages": [{"role": m.get("role"), "content": m.get("content")} for m in r["messages"]]}
+             for r in self._train_rows], schema=train_schema()))
+        self._train_rows = []
+
+    def report(self, report: dict, lengths: dict) -> None:
+        """report.json and report.md (with its plots) beside the outputs, renamed with them."""
+        tmp = self.out / f".report.json.{self.tag}"
+        tmp.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+        self.final["report.json"] = self.out / "report.json"
+        self.files["report.json"] = tmp
+        write_markdown(report, lengths[True], lengths[False], self.out, suffix=f".{self.tag}")
+        for name in ("report.md", "lengths.png", "acceptance.png"):
+            self.final[name] = self.out / name
+            self.files[name] = self.out / f"{name}.{self.tag}"
+
+    def commit(self) -> None:
+        if self.export.format != "jsonl":
+            if self._train_rows or self._parquet is None:
+                self._flush_parquet()
+            self._parquet.close()
+            self.files["train"] = self._parquet_tmp
+        for f in self.files.values():
+            if not isinstance(f, Path):
+                f.flush()
+                os.fsync(f.fileno())
+                f.close()
+        for name, f in self.files.items():
+            tmp = f if isinstance(f, Path) else Path(f.name)
+            if name == f"{PROBLEMS}.jsonl" and not self.n_problems:  # no code problems: no table (nor a stale one)
+                tmp.unlink()
+                self.final[name].unlink(missing_ok=True)
+                continue
+            os.replace(tmp, self.final[name])
+        if self.export.push_to_hub:
+            import datasets
+
+            kind = "json" if self.export.format == "jsonl" else "parquet"
+            datasets.load_dataset(kind, data_files=str(self.train_path), split="train").push_to_hub(self.export.push_to_hub)
+
+    def abort(self) -> None:
+        for f in self.files.values():
+            if not isinstance(f, Path):
+                f.close()
+            Path(f if isinstance(f, Path) else f.name).unlink(missing_ok=True)
+        if self._parquet is not None:
+            self._parquet.close()
+        if self.export.format != "jsonl":
+            self._parquet_tmp.unlink(missing_ok=True)
+        for tmp in self.out.glob(f"*.{self.tag}"):
+            tmp.unlink(missing_ok=True)
+
+
+def train_schema():
+    """train.parquet's columns (fixed, so that every batch of rows and every shard agree)."""
+    import pyarrow as pa
+
+    s = pa.string()
+    return pa.schema([("messages", pa.list_(pa.struct([("role", s), ("content", s)]))), ("key", s),
+                      ("problem_id", s), ("problem", s), ("source", s), ("answer", s), ("kind", s)])
+
+
+def _training_record(s: dict, v: dict, export: ExportConfig, spec: dict | None) -> dict:
+    """The R1 format, whatever shape the teacher wrote: <think>\\n{reasoning}\\n</think>\\n\\n{final}."""
+    parsed = parse(s["completion"], v["_parsed"]["shape"])
+    reasoning = (parsed.reasoning or "").strip()
+    final = (parsed.final or "").strip()
+    # A plain trace has no final part of its own (reasoning and final are the same text), so the
+    # answer is written out; kept samples passed the answer check, so the gold answer is theirs.
+    if spec is not None:
+        if parsed.shape == "plain":  # the verified program is the answer
+            final = f"```python\n{extract_code(final, spec)['code'].rstrip()}\n```"
+    elif parsed.shape == "plain" or (export.boxed_answer and "\\boxed" not in final):
+        final = f"The answer is $\\boxed{{{s['answer']}}}$."
+    user = [m for m in (s.get("messages") or []) if m.get("role") != "assistant"] or [
+        {"role": "user", "content": s["problem"]}]
+    return {"messages": user + [{"role": "assistant", "content": f"<think>\n{reasoning}\n</think>\n\n{final}"}],
+            "key": s["key"], "problem_id": s["problem_id"], "problem": s["problem"], "source": s.get("source"),
+            "answer": s["answer"], **({"kind": spec["kind"]} if spec else {})}
+
+
+def write_markdown(report: dict, kept, rej, out: Path, suffix: str = "") -> None:
+    """report.md with two plots; `kept`, `rej`: the completion lengths (tokens) of kept and rejected samples."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    def length(s):
-        return s.get("completion_tokens") or max(1, len(s["completion"]) // 4)
-
-    kept = [length(s) for s, v in zip(samples, verdicts, strict=True) if v["kept"]]
-    rej = [length(s) for s, v in zip(samples, verdicts, strict=True) if not v["kept"]]
     fig, ax = plt.subplots(figsize=(7, 4))
     ax.hist([kept, rej], bins=30, label=[f"kept ({len(kept)})", f"rejected ({len(rej)})"], color=["#2a9d8f", "#e76f51"])
     ax.set_xlabel("completion tokens")
@@ -472,7 +987,7 @@ def write_markdown(report: dict, samples, verdicts, out: Path) -> None:
     ax.set_title("Completion length, kept vs rejected")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(out / "lengths.png", dpi=110)
+    fig.savefig(out / f"lengths.png{suffix}", dpi=110, format="png")
     plt.close(fig)
 
     srcs = report["by_source"]
@@ -486,12 +1001,14 @@ def write_markdown(report: dict, samples, verdicts, out: Path) -> None:
     ax.set_xlabel("acceptance rate")
     ax.set_title("Acceptance per problem source")
     fig.tight_layout()
-    fig.savefig(out / "acceptance.png", dpi=110)
+    fig.savefig(out / f"acceptance.png{suffix}", dpi=110, format="png")
     plt.close(fig)
 
     lines = [
         "# distill filter report", "",
-        f"Input `{report['input']}`: {report['total']} samples, **{report['kept']} kept** "
+        f"Input `{report['input']}`" + (f" (shard {report['shard']})" if report.get("shard") else "")
+        + (f" ({len(report['merged_from'])} shards merged)" if report.get("merged_from") else "")
+        + f": {report['total']} samples, **{report['kept']} kept** "
         f"({report['kept'] / max(1, report['total']):.1%}), {report['total'] - report['kept']} rejected"
         + (f", {report['bad_lines_skipped']} bad lines skipped" if report["bad_lines_skipped"] else "") + ".", "",
         "| # | check | enabled | evaluated | failed | rejected here (first failing check) | seconds |",
@@ -524,17 +1041,223 @@ def write_markdown(report: dict, samples, verdicts, out: Path) -> None:
     lines += ["", "Output shapes: " + ", ".join(f"{k} {n}" for k, n in report["shapes"].items()), "",
               "![completion lengths](lengths.png)", "", "![acceptance per source](acceptance.png)", "",
               "`distill filter --explain KEY --in INPUT` shows every check's value for one sample.", ""]
-    (out / "report.md").write_text("\n".join(lines))
+    (out / f"report.md{suffix}").write_text("\n".join(lines))
 
+
+# -- merging shards ------------------------------------------------------------------------------
+
+def _shard_dirs(dirs) -> list[Path]:
+    """Output directories, with glob patterns (quoted in a Slurm script) expanded."""
+    import glob
+
+    out: list[Path] = []
+    for d in map(str, dirs):
+        hits = sorted(glob.glob(d)) if any(c in d for c in "*?[") else [d]
+        if not hits:
+            raise DataError(f"--merge {d!r}: matches no directory")
+        out += [Path(h) for h in hits]
+    return out
+
+
+def merge_filtered(dirs, out: str | Path, progress: bool = True) -> dict:
+    """Join the output directories of `distill filter --shard i/N` (i = 0..N-1) into one: kept,
+    rejected, train and problems concatenated, one report whose counts are the sums (what one
+    unsharded run reports)."""
+    dirs = _shard_dirs(dirs)
+    out = Path(out)
+    reports = []
+    for d in dirs:
+        path = d / "report.json"
+        if not path.is_file():
+            raise DataError(f"{d}: no report.json; is it the output of a finished `distill filter --shard i/N`? "
+                            "Rerun that shard to finish it")
+        r = json.loads(path.read_text())
+        if not r.get("shard"):
+            raise DataError(f"{d}: filtered without --shard; only the shards of one input are merged")
+        reports.append((d, r))
+    n = {r["shard"].split("/")[1] for _, r in reports}
+    if len(n) != 1:
+        raise DataError(f"shards of different counts ({sorted(n)}): merge the shards of one `--shard i/N` run")
+    total_shards = int(n.pop())
+    got = Counter(int(r["shard"].split("/")[0]) for _, r in reports)
+    missing = [i for i in range(total_shards) if i not in got]
+    twice = [i for i, c in got.items() if c > 1]
+    if missing or twice:
+        raise DataError(f"shards to merge: {total_shards} expected; " + (
+            f"missing {missing} (run `distill filter --shard {missing[0]}/{total_shards}` for each)" if missing else "")
+            + ("; " if missing and twice else "") + (f"given twice: {twice}" if twice else ""))
+    first = reports[0][1]
+    for d, r in reports[1:]:
+        for k, what in (("input_fingerprint", "inputs"), ("config", "filter settings")):
+            if r[k] != first[k]:
+                raise DataError(f"{d} and {reports[0][0]}: different {what}; every shard must filter the same input "
+                                "with the same recipe")
+        if Path(r["outputs"]["train"]).suffix != Path(first["outputs"]["train"]).suffix:
+            raise DataError(f"{d}: its train file is {Path(r['outputs']['train']).name}, another shard's is "
+                            f"{Path(first['outputs']['train']).name}; filter every shard with the same export.format")
+    reports.sort(key=lambda x: int(x[1]["shard"].split("/")[0]))
+    if any(out.resolve() == d.resolve() for d, _ in reports):
+        raise DataError(f"--out {out}: one of the shards; merge into a new directory")
+    out.mkdir(parents=True, exist_ok=True)
+    tag = f"{os.getpid()}.tmp"
+    train_name = Path(first["outputs"]["train"]).name
+    lengths = {True: array("I"), False: array("I")}
+    written: list[tuple[Path, Path]] = []
+    try:
+        with progress_bar("merge", progress) as bar:
+            task = bar.add_task("merge", total=sum(r["total"] for _, r in reports), rate="")
+            for name, kept in (("kept.jsonl", True), ("rejected.jsonl", False)):
+                tmp = out / f".{name}.{tag}"
+                with tmp.open("wb") as f:
+                    for d, _ in reports:
+                        with (d / name).open("rb") as src:
+                            for line in src:
+                                f.write(line)
+                                rec = json.loads(line)
+                                lengths[kept].append(min(length_of(rec), 2**32 - 1))
+                                bar.advance(task)
+                    f.flush()
+                    os.fsync(f.fileno())
+                written.append((tmp, out / name))
+        refs: set[str] = set()
+        tmp = out / f".{PROBLEMS}.jsonl.{tag}"
+        with tmp.open("wb") as f:
+            for d, _ in reports:
+                if (d / f"{PROBLEMS}.jsonl").is_file():
+                    for line in (d / f"{PROBLEMS}.jsonl").open("rb"):
+                        ref = json.loads(line)["ref"]
+                        if ref not in refs:
+                            refs.add(ref)
+                            f.write(line)
+        written.append((tmp, out / f"{PROBLEMS}.jsonl"))
+        tmp = out / f".{train_name}.{tag}"
+        if train_name.endswith(".jsonl"):
+            with tmp.open("wb") as f:
+                for d, _ in reports:
+                    with (d / train_name).open("rb") as src:
+                        for line in src:
+                            f.write(line)
+        else:
+            import pyarrow.parquet as pq
+
+            with pq.ParquetWriter(tmp, train_schema()) as w:
+                for d, _ in reports:
+                    pf = pq.ParquetFile(d / train_name)
+                    for i in range(pf.num_row_groups):
+                        w.write_table(pf.read_row_group(i).cast(train_schema()))
+        written.append((tmp, out / train_name))
+        report = merge_reports([r for _, r in reports])
+        report["outputs"] = {"kept": str(out / "kept.jsonl"), "rejected": str(out / "rejected.jsonl"),
+                             "train": str(out / train_name)}
+        report["merged_from"] = [str(d) for d, _ in reports]
+        tmp = out / f".report.json.{tag}"
+        tmp.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+        written.append((tmp, out / "report.json"))
+        write_markdown(report, lengths[True], lengths[False], out, suffix=f".{tag}")
+        written += [(out / f"{n}.{tag}", out / n) for n in ("report.md", "lengths.png", "acceptance.png")]
+    except BaseException:
+        for tmp, _ in written:
+            tmp.unlink(missing_ok=True)
+        for tmp in out.glob(f".*.{tag}"):
+            tmp.unlink(missing_ok=True)
+        raise
+    for tmp, final in written:
+        if final.name == f"{PROBLEMS}.jsonl" and not refs:
+            tmp.unlink()
+            final.unlink(missing_ok=True)
+            continue
+        os.replace(tmp, final)
+    return report
+
+
+def _add(a: dict, b: dict) -> dict:
+    """Counts summed key by key (nested dicts of numbers)."""
+    out = dict(a)
+    for k, v in b.items():
+        if isinstance(v, dict):
+            out[k] = _add(out.get(k, {}), v)
+        elif isinstance(v, int | float) and not isinstance(v, bool):
+            out[k] = out.get(k, 0) + v
+        else:
+            out.setdefault(k, v)
+    return out
+
+
+def merge_reports(reports: list[dict]) -> dict:
+    """One report from the shards' reports: what one unsharded run would count. The shards share
+    the input-wide parts (bad lines, teachers' close tags) and split the problems."""
+    r0 = reports[0]
+    checks = {c: {"enabled": r0["checks"][c]["enabled"], **{k: sum(r["checks"][c][k] for r in reports)
+                                                               for k in ("evaluated", "failed", "first_reason")},
+                  "seconds": round(sum(r["checks"][c]["seconds"] for r in reports), 3)} for c in r0["order"]}
+    gold: dict[str, dict] = {}
+    for r in reports:
+        for src, h in r["gold_health"].items():
+            g = gold.setdefault(src, {"problems": 0, "read": 0, "unparseable": 0, "unknown": 0, "examples": []})
+            for k in ("problems", "read", "unparseable", "unknown"):
+                g[k] += h[k]
+            g["examples"] += h["examples"]
+    for g in gold.values():  # each shard's first five in problem order: the union's first five are the run's
+        g["examples"] = sorted(g["examples"], key=lambda e: e["problem_id"])[:5]
+    code = None
+    codes = [r["code"] for r in reports if r.get("code")]
+    if codes:
+        flags = [c["sandboxed"] for c in codes if c["sandboxed"] is not None]
+        code = {"problems": sum(c["problems"] for c in codes),
+                "by_kind": dict(sorted(_add({}, {k: v for c in codes for k, v in []}).items())),
+                "tests": {}, "sandboxed": all(flags) if flags else None}
+        for c in codes:
+            code["by_kind"] = _add(code["by_kind"], c["by_kind"])
+            code["tests"] = _add(code["tests"], c["tests"])
+        code["by_kind"] = dict(sorted(code["by_kind"].items()))
+    by_source: dict = {}
+    details: dict = {}
+    shapes: dict = {}
+    for r in reports:
+        by_source = _add(by_source, r["by_source"])
+        details = _add(details, r["details"])
+        shapes = _add(shapes, r["shapes"])
+    return {
+        **({"code": code} if code else {}),
+        "gold_health": dict(sorted(gold.items())),
+        "input": r0["input"], "created_at": now(), "total": sum(r["total"] for r in reports),
+        "kept": sum(r["kept"] for r in reports),
+        "bad_lines_skipped": r0["bad_lines_skipped"], "bad_lines": r0["bad_lines"], "order": r0["order"],
+        "checks": checks, "details": details, "by_source": dict(sorted(by_source.items())), "shapes": shapes,
+        "seconds": {"total": round(max(r["seconds"]["total"] for r in reports), 2),
+                    "parse": round(sum(r["seconds"]["parse"] for r in reports), 3),
+                    "slowest_sample": max(r["seconds"]["slowest_sample"] for r in reports),
+                    "shards_total": round(sum(r["seconds"]["total"] for r in reports), 2)},
+        "config": r0["config"], "shard": None, "input_fingerprint": r0["input_fingerprint"],
+        "input_samples": r0["input_samples"],
+        "verdicts_reused": sum(r.get("verdicts_reused", 0) for r in reports),
+        "verdicts_judged": sum(r.get("verdicts_judged", 0) for r in reports),
+    }
+
+
+# -- one sample, explained -------------------------------------------------------------------------
 
 def explain(inp: str | Path, key: str, cfg: FilterConfig, eval_cfg=None) -> tuple[dict, dict]:
-    """(sample, verdicts) for one key; the set-level checks see that sample's whole problem."""
-    samples, _ = read_samples(inp, skip_bad_lines=True)
-    target = next((s for s in samples if s["key"] == key or s["key"].startswith(key)), None)
+    """(sample, verdicts) for one key; the set-level checks see that sample's whole problem. Two
+    passes over the input, holding only that problem's samples."""
+    counts = CloseCounts()
+    seen: set[str] = set()
+    target = None
+    for s in iter_records(inp, skip_bad_lines=True):
+        if s["key"] in seen:
+            continue
+        seen.add(s["key"])
+        counts.add(s)
+        if target is None and (s["key"] == key or s["key"].startswith(key)):
+            target = s
     if target is None:
         raise DataError(f"{inp}: no sample with key {key!r}")
-    group = [s for s in samples if s["problem_id"] == target["problem_id"]]
-    closing = teacher_closing(samples, cfg.complete.teacher_close_share, cfg.complete.teacher_close_min)
+    group, seen = [], set()
+    for s in iter_records(inp, skip_bad_lines=True):
+        if s["problem_id"] == target["problem_id"] and s["key"] not in seen:
+            seen.add(s["key"])
+            group.append(s)
+    closing = counts.result(cfg.complete.teacher_close_share, cfg.complete.teacher_close_min)
     verdicts, _ = judge(group, cfg.model_copy(update={"workers": 1}), progress=False, closing=closing,
                         eval_cfg=eval_cfg)
-    return target, verdicts[group.index(target)]
+    return target, verdicts[[s["key"] for s in group].index(target["key"])]

@@ -27,7 +27,7 @@ from distill.console import console, progress_bar
 from distill.data import load_problems, select_shard
 from distill.models import ModelError, model_identity
 from distill.prompts import build_prompt
-from distill.store import SampleStore, host, now, sample_key, shard_file_name, versions
+from distill.store import SampleStore, host, now, sample_key, shard_file_name, split_tests, versions
 from distill.teachers import Request, Teacher, load_teacher
 from distill.teachers.base import Failure
 from distill.verify.format import split_think
@@ -189,7 +189,9 @@ def generate(
     limit = max_failures if max_failures is not None else recipe.teacher.max_failures
     causes: Counter = Counter()
     owns_teacher = teacher is None
-    writer = fwriter = None
+    writer = fwriter = pwriter = None
+    side = store.side_table()  # code problems' tests: written once per problem, before their samples
+    split: dict[str, tuple[dict, dict | None]] = {}
     try:
         with _signals_as_interrupt() as stopping:
             if teacher is None:
@@ -202,7 +204,7 @@ def generate(
                 task = bar.add_task("generate", total=len(todo), rate="- tok/s")
                 stream = teacher.generate(requests, recipe.sampling)
                 for batch in stream:
-                    samples, failures = [], []
+                    samples, failures, new_tests = [], [], []
                     for c in batch:
                         key, p, idx, prompt = by_key[c.key]
                         if isinstance(c, Failure):
@@ -212,9 +214,16 @@ def generate(
                             continue
                         completion = prompt.prefill + c.text
                         reasoning, final = split_think(completion)
+                        if p.id not in split:
+                            split[p.id] = split_tests(p.meta)
+                        meta, tests = split[p.id]
+                        if tests is not None and tests["ref"] not in side:
+                            row = {"ref": tests["ref"], "problem_id": p.id, "tests": tests["tests"]}
+                            new_tests.append(row)
+                            side.add(store.problems_dir / shard_file_name(shard), row)
                         samples.append({
                             "key": key, "problem_id": p.id, "sample_index": idx, "source": p.source,
-                            "problem": p.problem, "answer": p.answer, "meta": p.meta,
+                            "problem": p.problem, "answer": p.answer, "meta": meta,
                             "messages": prompt.messages, "prompt_template": recipe.prompt.template,
                             "prefill": prompt.prefill, "completion": completion, "reasoning": reasoning,
                             "final": final, "finish_reason": c.finish_reason, "prompt_tokens": c.prompt_tokens,
@@ -224,6 +233,10 @@ def generate(
                                         "revision": teacher.revision, "identity": ident["key"]},
                             "sampling": sampling_rec, "created_at": now(),
                         })
+                    if new_tests:  # before the samples that refer to them
+                        if pwriter is None:
+                            pwriter = store.problem_writer(shard_file_name(shard))
+                        pwriter.write(new_tests)
                     writer.write(samples)  # flushed and fsynced: from here on these samples count
                     if failures:
                         if fwriter is None:
@@ -256,7 +269,7 @@ def generate(
         s.status = "failed"
         raise
     finally:
-        for w in (writer, fwriter):
+        for w in (writer, fwriter, pwriter):
             if w is not None:
                 w.close()
         if owns_teacher and teacher is not None:

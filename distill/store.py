@@ -5,6 +5,8 @@
     DIR/data/part-00003-of-00008.jsonl   samples of `--shard 3/8`
     DIR/failures/part-all.jsonl          requests that failed for good (key, cause, status, message,
                                          attempts): not samples, so a rerun retries their keys
+    DIR/problems/part-all.jsonl          a code problem's tests, once per problem ({ref, problem_id,
+                                         tests}); its samples' `meta` holds `tests_ref` instead of a copy
 
 Rules that make generation resumable and safe to kill at any moment:
 - a sample is one line; a batch of lines is flushed and fsynced before it counts;
@@ -14,7 +16,9 @@ Rules that make generation resumable and safe to kill at any moment:
 - one process writes a file at a time (an exclusive lock), so a second run of the same shard
   fails at once instead of interleaving lines.
 
-Every file loads with `datasets.load_dataset("json", data_files=f"{DIR}/data/*.jsonl")`.
+Every file loads with `datasets.load_dataset("json", data_files=f"{DIR}/data/*.jsonl")` (a code
+problem's tests are then in `problems/`, joined on `meta.tests_ref`). Stores written before the side
+table existed hold the tests in every sample's `meta` and read as before.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import platform
 import socket
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,6 +42,9 @@ from distill.console import console
 
 MANIFEST = "manifest.json"
 FORMAT = "distill-store/1"
+PROBLEMS = "problems"  # the side table of code problems' tests, in a store and in the filter's outputs
+# The fields that hold a code problem's tests (docs/code.md); whatever else its `meta` has stays in each sample.
+TEST_FIELDS = ("tests", "test", "test_list", "input_output", "test_cases")
 
 
 class StoreError(RuntimeError):
@@ -102,10 +110,101 @@ def iter_jsonl_samples(path: Path, warn: bool = True) -> Iterator[dict]:
             yield rec
 
 
+def split_tests(meta) -> tuple[dict, dict | None]:
+    """(meta with `tests_ref` in place of its tests, {ref, tests}) for a code problem's meta; (meta, None) otherwise."""
+    if not isinstance(meta, dict) or not any(meta.get(k) not in (None, "") for k in TEST_FIELDS):
+        return meta, None
+    tests = {k: meta[k] for k in TEST_FIELDS if k in meta}
+    ref = hashlib.sha256(json.dumps(tests, sort_keys=True, ensure_ascii=False, default=str).encode()).hexdigest()[:32]
+    inline = {k: v for k, v in meta.items() if k not in TEST_FIELDS}
+    inline["tests_ref"] = ref
+    return inline, {"ref": ref, "tests": tests}
+
+
+class SideTable:
+    """Code problems' tests by ref, read from `problems/*.jsonl` files as samples ask for them.
+
+    Only an index (ref -> file, offset) is held, plus the last few problems read: a CodeContests
+    problem's tests can be megabytes, and samples of a problem come together."""
+
+    def __init__(self, paths: Iterable[Path], cache: int = 16):
+        self.paths = [Path(p) for p in paths]
+        self._index: dict[str, tuple[int, int]] | None = None
+        self._cache: OrderedDict[str, dict] = OrderedDict()
+        self._size = cache
+
+    def _build(self) -> dict[str, tuple[int, int]]:
+        if self._index is None:
+            self._index = {}
+            for n, path in enumerate(self.paths):
+                with path.open("rb") as f:
+                    offset = 0
+                    for lineno, raw in enumerate(f, 1):
+                        start, offset = offset, offset + len(raw)
+                        if not raw.strip() or not raw.endswith(b"\n"):
+                            continue  # a torn last line: its samples were not written after it either
+                        try:
+                            ref = json.loads(raw)["ref"]
+                        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
+                            raise StoreError(f"{path} line {lineno}: not a problem record ({e}); it should be "
+                                             "{ref, problem_id, tests}. Restore the file from the store it came from") from None
+                        self._index.setdefault(ref, (n, start))
+        return self._index
+
+    def __contains__(self, ref: str) -> bool:
+        return ref in self._build()
+
+    def __bool__(self) -> bool:
+        return bool(self.paths)
+
+    def get(self, ref: str) -> dict | None:
+        """The row {ref, problem_id, tests} of `ref`, or None when no file holds it."""
+        if ref in self._cache:
+            self._cache.move_to_end(ref)
+            return self._cache[ref]
+        where = self._build().get(ref)
+        if where is not None and where[1] < 0:  # added by this process: find its offset
+            self._index = None
+            where = self._build().get(ref)
+        if where is None:
+            return None
+        with self.paths[where[0]].open("rb") as f:
+            f.seek(where[1])
+            row = json.loads(f.readline())
+        self._cache[ref] = row
+        if len(self._cache) > self._size:
+            self._cache.popitem(last=False)
+        return row
+
+    def add(self, path: Path, row: dict) -> None:
+        """Note a row just appended to `path` (a writer of this store)."""
+        idx = self._build()
+        if path not in self.paths:
+            self.paths.append(path)
+        idx.setdefault(row["ref"], (self.paths.index(path), -1))
+
+
+def resolve_tests(rec: dict, side: SideTable | None, where: str) -> dict:
+    """`rec` with its problem's tests back in `meta` when it refers to them (`meta.tests_ref`)."""
+    meta = rec.get("meta")
+    if not isinstance(meta, dict) or "tests_ref" not in meta:
+        return rec
+    row = side.get(meta["tests_ref"]) if side else None
+    if row is None:
+        raise StoreError(f"{where}: the sample's tests are in a problems table (meta.tests_ref={meta['tests_ref']}) "
+                         "that is not here; keep the store's problems/ directory (or the filter output's "
+                         "problems.jsonl) beside its samples")
+    return {**rec, "meta": {**{k: v for k, v in meta.items() if k != "tests_ref"}, **row["tests"]}}
+
+
 class SampleStore:
     def __init__(self, root: str | Path):
         self.root = Path(root)
         self.data_dir = self.root / "data"
+        self.problems_dir = self.root / PROBLEMS
+
+    def side_table(self) -> SideTable:
+        return SideTable(sorted(self.problems_dir.glob("*.jsonl")) if self.problems_dir.is_dir() else [])
 
     # -- reading ---------------------------------------------------------------------------
     def files(self) -> list[Path]:
@@ -114,10 +213,12 @@ class SampleStore:
     def exists(self) -> bool:
         return (self.root / MANIFEST).exists() or bool(self.files())
 
-    def iter_samples(self, warn: bool = True) -> Iterator[dict]:
-        """Every sample once (first line of each key wins), across all shard files."""
+    def iter_samples(self, warn: bool = True, resolve: bool = True) -> Iterator[dict]:
+        """Every sample once (first line of each key wins), across all shard files. `resolve`: a code
+        problem's tests put back in each sample's `meta` from the side table."""
         seen: set[str] = set()
         repeats = 0
+        side = self.side_table() if resolve else None
         for path in self.files():
             for lineno, rec in enumerate(iter_jsonl_samples(path, warn=warn), 1):
                 key = rec.get("key")
@@ -127,12 +228,12 @@ class SampleStore:
                     repeats += 1
                     continue
                 seen.add(key)
-                yield rec
+                yield resolve_tests(rec, side, f"{path} record {lineno}") if resolve else rec
         if repeats and warn:
             console.print(f"[yellow]warning:[/] {self.root}: {repeats} repeated key(s) ignored (first copy kept)")
 
     def keys(self) -> set[str]:
-        return {s["key"] for s in self.iter_samples()}
+        return {s["key"] for s in self.iter_samples(resolve=False)}
 
     def failures(self, keys: set[str] | None = None) -> dict[str, dict]:
         """The latest failure record of each key that has no sample (`keys`: the store's keys, if known)."""
@@ -152,6 +253,10 @@ class SampleStore:
     def writer(self, file_name: str) -> ShardWriter:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         return ShardWriter(self.data_dir / file_name)
+
+    def problem_writer(self, file_name: str) -> ShardWriter:
+        self.problems_dir.mkdir(parents=True, exist_ok=True)
+        return ShardWriter(self.problems_dir / file_name)
 
     def failure_writer(self, file_name: str) -> ShardWriter:
         (self.root / "failures").mkdir(parents=True, exist_ok=True)
@@ -182,7 +287,7 @@ class SampleStore:
 
     def count(self) -> dict:
         n, problems = 0, set()
-        for s in self.iter_samples(warn=False):
+        for s in self.iter_samples(warn=False, resolve=False):
             n += 1
             problems.add(s.get("problem_id"))
         return {"samples": n, "problems": len(problems), "files": len(self.files())}
@@ -283,32 +388,47 @@ def host() -> dict[str, Any]:
     return {"hostname": socket.gethostname(), "pid": os.getpid(), "time": time.time()}
 
 
-def _read_source(src: Path) -> tuple[Iterator[dict], dict]:
+def _read_source(src: Path) -> tuple[Iterator[dict], dict, list[Path]]:
+    """(samples as written, manifest, side-table files) of a store or a JSONL file."""
     if src.is_dir():
         store = SampleStore(src)
         if not store.files():
             raise StoreError(f"{src}: no sample files under {src}/data; is this a distill store?")
-        return store.iter_samples(), store.read_manifest()
+        return store.iter_samples(resolve=False), store.read_manifest(), store.side_table().paths
     if src.is_file():
-        return iter_jsonl_samples(src), {}
+        side = src.parent / f"{PROBLEMS}.jsonl"
+        return iter_jsonl_samples(src), {}, [side] if side.is_file() and side != src else []
     raise StoreError(f"{src}: no such store or file")
 
 
 def merge(sources: list[str | Path], dest: str | Path) -> dict:
     """Join stores (or JSONL files of samples) into `dest`; only exact repeats of a key are dropped."""
     out = SampleStore(dest)
-    have = {s["key"]: _fingerprint(s) for s in out.iter_samples()}
+    have = {s["key"]: _fingerprint(s) for s in out.iter_samples(resolve=False)}
+    side = out.side_table()
     stats = {"read": 0, "written": 0, "already_present": 0, "conflicts": 0, "sources": []}
     tag = f"merged-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
     manifests = []
+    pw = None
     with out.writer(shard_file_name(None, tag)) as w:
         for src in map(Path, sources):
             if src.resolve() == out.root.resolve():
                 raise StoreError(f"{src}: cannot merge a store into itself")
-            records, manifest = _read_source(src)
+            records, manifest, side_paths = _read_source(src)
             manifests.append({"source": str(src), "manifest": manifest})
+            src_side = SideTable(side_paths)
             batch, n_src = [], 0
             for rec in records:
+                ref = (rec.get("meta") or {}).get("tests_ref") if isinstance(rec.get("meta"), dict) else None
+                if ref and ref not in side:  # the problem's tests go first, as generate writes them
+                    row = src_side.get(ref)
+                    if row is None:
+                        raise StoreError(f"{src}: sample {rec.get('key')} refers to tests {ref} that no problems "
+                                         "file of that source holds; copy its problems/ directory too")
+                    if pw is None:
+                        pw = out.problem_writer(shard_file_name(None, tag))
+                    pw.write([row])
+                    side.add(pw.path, row)
                 n_src += 1
                 key = rec.get("key")
                 if not isinstance(key, str):
@@ -328,6 +448,8 @@ def merge(sources: list[str | Path], dest: str | Path) -> dict:
             stats["read"] += n_src
             stats["sources"].append({"source": str(src), "samples": n_src})
         stats["written"] = w.written
+    if pw is not None:
+        pw.close()
     if w.written == 0 and w.path.stat().st_size == 0:
         w.path.unlink()  # nothing new: leave no empty file behind
 
