@@ -658,6 +658,8 @@ def _filter(inp, out: Path, cfg: FilterConfig, export: ExportConfig, skip_bad_li
     _needs_sandbox(len(spec_digest), cfg)
     judged_specs = spec_digest if cfg.correct.enabled else {}
 
+    phases = {"scan": time.perf_counter() - start}
+
     # 2. judge: per-sample checks in the pool; verdicts committed as they come, reused when unchanged.
     state.started = True
     scfg = _digest(_sample_cfg(cfg_d))
@@ -748,6 +750,9 @@ def _filter(inp, out: Path, cfg: FilterConfig, export: ExportConfig, skip_bad_li
         done_group()
         db.commit()
     secs["dedup"] += time.perf_counter() - t
+    phases["judge"] = t - t_judge
+    phases["dedup"] = time.perf_counter() - t
+    t_write = time.perf_counter()
 
     # 3b. every verdict completed and written, in input order.
     match = _decontaminator(cfg, eval_cfg)
@@ -788,6 +793,8 @@ def _filter(inp, out: Path, cfg: FilterConfig, export: ExportConfig, skip_bad_li
         secs["decontaminate"] = t_deco
         secs["slowest_sample"] = slowest
         report = tally.report(cfg, inp, secs, time.perf_counter() - start, bad, _gold_health_sql(db))
+        phases["write"] = time.perf_counter() - t_write
+        report["seconds"]["phases"] = {k: round(v, 2) for k, v in phases.items()}
         report.update(shard=f"{shard[0]}/{shard[1]}" if shard else None, input_fingerprint=keys_hash.hexdigest(),
                       input_samples=n_unique, verdicts_reused=counters["reused"], verdicts_judged=counters["judged"])
         report["outputs"] = outs.names()

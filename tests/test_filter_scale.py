@@ -248,3 +248,73 @@ def test_parquet_export_streams_and_merges(tmp_path):
     b = datasets.load_dataset("parquet", data_files=str(tmp_path / "all" / "train.parquet"), split="train")
     assert a.num_rows == b.num_rows == one["kept"] > 0 and sorted(a["key"]) == sorted(b["key"])
     assert a[0]["messages"][-1]["content"].startswith("<think>\n")
+
+
+def _codecontests(path: Path, n_problems: int = 3, n_tests: int = 40) -> Path:
+    """CodeContests-shaped rows: a description and private tests (inputs and outputs)."""
+    rows = []
+    for p in range(n_problems):
+        ins = [f"{i} {p}\n" + "7 " * 200 + "\n" for i in range(n_tests)]
+        rows.append({"name": f"cc-{p}", "description": f"Read two integers a and b and print a + b + {p}.",
+                     "private_tests": {"input": ins, "output": [f"{i + p + p}\n" for i in range(n_tests)]},
+                     "time_limit": {"seconds": 2, "nanos": 0}})
+    return write(path, rows)
+
+
+def test_a_codecontests_store_holds_each_problems_tests_once(tmp_path, teacher):
+    from distill.generate import generate
+    from distill.store import SampleStore, merge
+    from tests.conftest import tiny_recipe
+
+    src = _codecontests(tmp_path / "cc.jsonl")
+    r = tiny_recipe(**{"problems.source": str(src), "problems.task": "null", "problems.fields.id": "name",
+                       "problems.fields.problem": "description", "problems.fields.tests": "private_tests",
+                       "sampling.n": 16, "sampling.max_tokens": 6})
+    store_dir = tmp_path / "store"
+    s = generate(r, store_dir, teacher=teacher, progress=False)
+    assert s.generated == 48
+    side = [json.loads(x) for f in (store_dir / "problems").glob("*.jsonl") for x in f.read_text().splitlines()]
+    assert sorted(x["problem_id"] for x in side) == ["cc-0", "cc-1", "cc-2"]  # once per problem
+    raw = [json.loads(x) for f in (store_dir / "data").glob("*.jsonl") for x in f.read_text().splitlines()]
+    assert len(raw) == 48 and all("tests" not in x["meta"] and x["meta"]["tests_ref"] for x in raw)
+    tests_bytes = sum(len(json.dumps(x["tests"])) for x in side)
+    data_bytes = sum(f.stat().st_size for f in (store_dir / "data").glob("*.jsonl"))
+    assert data_bytes < 3 * tests_bytes  # 16 copies of each problem's tests would be 16x
+    # read back: every sample has its problem's tests again, as the problem file gave them
+    got = {x["problem_id"]: x["meta"] for x in SampleStore(store_dir).iter_samples()}
+    assert len(got["cc-1"]["tests"]) == 40 and got["cc-1"]["tests"][3] == {"input": "3 1\n" + "7 " * 200 + "\n",
+                                                                           "output": "5\n"}
+    # a second run adds samples and no second copy of the tests
+    generate(tiny_recipe(**{"problems.source": str(src), "problems.task": "null", "problems.fields.id": "name",
+                            "problems.fields.problem": "description", "problems.fields.tests": "private_tests",
+                            "sampling.n": 18, "sampling.max_tokens": 6}), store_dir, teacher=teacher, progress=False)
+    assert sum(len(f.read_text().splitlines()) for f in (store_dir / "problems").glob("*.jsonl")) == 3
+
+    # the filter runs the tests (the tiny model's 6 tokens fail them) and writes them once too
+    cfg = FilterConfig(workers=2)
+    rep = filter_samples(store_dir, tmp_path / "f", cfg, progress=False)
+    assert rep["total"] == 54 and rep["code"]["problems"] == 3 and rep["code"]["by_kind"]["stdio"]["samples"] == 54
+    out_side = lines(tmp_path / "f" / "problems.jsonl")
+    assert sorted(x["problem_id"] for x in out_side) == ["cc-0", "cc-1", "cc-2"]
+    rejected = lines(tmp_path / "f" / "rejected.jsonl")
+    assert len(rejected) == 54 and all("tests" not in x["meta"] for x in rejected)
+    # a filter output reads back with its problems.jsonl; without it the error names the file and the fix
+    again = filter_samples(tmp_path / "f" / "rejected.jsonl", tmp_path / "f2", cfg, progress=False)
+    assert counts(again)["code"] == counts(rep)["code"]
+    lone = tmp_path / "lone"
+    lone.mkdir()
+    (lone / "rejected.jsonl").write_bytes((tmp_path / "f" / "rejected.jsonl").read_bytes())
+    with pytest.raises(DataError, match=r"rejected.jsonl line 1: .*tests_ref.*problems.jsonl"):
+        filter_samples(lone / "rejected.jsonl", tmp_path / "f3", cfg, progress=False)
+
+    # an older store, tests in every sample, reads and filters the same
+    old = tmp_path / "old"
+    (old / "data").mkdir(parents=True)
+    write(old / "data" / "part-all.jsonl", list(SampleStore(store_dir).iter_samples()))
+    rep_old = filter_samples(old, tmp_path / "f4", cfg, progress=False)
+    assert counts(rep_old) == counts(rep)
+    # merging stores carries the tests once
+    merge([store_dir, old], tmp_path / "merged")
+    merge([store_dir], tmp_path / "merged")
+    assert sum(len(f.read_text().splitlines()) for f in (tmp_path / "merged" / "problems").glob("*.jsonl")) == 3
+    assert len(list(SampleStore(tmp_path / "merged").iter_samples())) == 54

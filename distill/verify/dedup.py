@@ -47,6 +47,20 @@ def fingerprint(text: str, shingle: int = 5, num_perm: int = 64) -> tuple[str, n
     return hashlib.sha256(norm.encode()).hexdigest(), sig.astype(np.uint64)
 
 
+@lru_cache(maxsize=16)
+def lsh_params(threshold: float, num_perm: int) -> tuple[int, int]:
+    """(bands, rows) for a threshold. datasketch picks them by numerical integration in every
+    constructor (~30 ms); the streaming filter calls `find_duplicates` once per problem, so once here."""
+    from datasketch import MinHashLSH
+
+    try:
+        probe = MinHashLSH(threshold=threshold, num_perm=num_perm)
+    except ValueError as e:  # datasketch cannot band a threshold this close to 1 with so few permutations
+        raise ValueError(f"filter.dedup.near_threshold={threshold} with num_perm={num_perm}: {e}; raise "
+                         "filter.dedup.num_perm (e.g. 256) or set near_threshold to 1.0 for exact duplicates only") from None
+    return probe.b, probe.r
+
+
 def find_duplicates(items: list[tuple[str, str, str | tuple]], threshold: float, shingle: int = 5,
                     num_perm: int = 64) -> dict[str, tuple[str, str]]:
     """items: (key, problem_id, text or its fingerprint) in keep-priority order
@@ -55,15 +69,7 @@ def find_duplicates(items: list[tuple[str, str, str | tuple]], threshold: float,
 
     dups: dict[str, tuple[str, str]] = {}
     by_problem: dict[str, list[tuple[str, str]]] = {}
-    # datasketch picks the LSH bands by numerical integration in every constructor (~5 ms): once here.
-    params = None
-    if threshold < 1:
-        try:
-            probe = MinHashLSH(threshold=threshold, num_perm=num_perm)
-        except ValueError as e:  # datasketch cannot band a threshold this close to 1 with so few permutations
-            raise ValueError(f"filter.dedup.near_threshold={threshold} with num_perm={num_perm}: {e}; raise "
-                             "filter.dedup.num_perm (e.g. 256) or set near_threshold to 1.0 for exact duplicates only") from None
-        params = (probe.b, probe.r)
+    params = lsh_params(threshold, num_perm) if threshold < 1 else None
     for key, pid, text in items:
         by_problem.setdefault(pid, []).append((key, text))
     for group in by_problem.values():
