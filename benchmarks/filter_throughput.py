@@ -104,11 +104,13 @@ def _sample_rss(pid: int, peak: list[int], done: threading.Event) -> None:
         time.sleep(0.2)
 
 
-def scale(sizes: list[int], chars: int, per_problem: int, workdir: Path, workers: int | None) -> None:
+def scale(sizes: list[int], chars: int, per_problem: int, workdir: Path, workers: int | None,
+          sets: list[str]) -> None:
     print(f"machine: {platform.machine()}, {len(os.sched_getaffinity(0))} cores, "
           f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB; Python {platform.python_version()}; "
           f"traces of {chars:,} characters, {per_problem} per problem, half right; `distill filter` with the default "
-          f"filter settings{'' if workers is None else f', {workers} workers'}\n")
+          f"filter settings{'' if workers is None else f', {workers} workers'}"
+          + (f", --set {' '.join(sets)}" if sets else "") + "\n")
     print("| traces | input GB | wall s | samples/s | peak RSS, largest process MB | peak RSS, with workers MB | "
           "kept | state DB MB |")
     print("|---|---|---|---|---|---|---|---|")
@@ -122,6 +124,8 @@ def scale(sizes: list[int], chars: int, per_problem: int, workdir: Path, workers
             cmd = [sys.executable, "-m", "distill", "filter", "--in", str(inp), "--out", str(d / "out"), "--no-progress"]
             if workers is not None:
                 cmd += ["--set", f"filter.workers={workers}"]
+            for kv in sets:
+                cmd += ["--set", kv]
             peak, done = [0], threading.Event()
             t = time.perf_counter()
             err_path = d / "stderr.txt"
@@ -154,10 +158,11 @@ def main() -> None:
     ap.add_argument("--scale", help="comma-separated sizes: run `distill filter` on each (e.g. 10000,100000,1000000)")
     ap.add_argument("--workdir", default=None, help="where --scale writes its inputs and outputs (default: the temp dir)")
     ap.add_argument("--workers", type=int, default=None, help="filter.workers for --scale (default: one per core)")
+    ap.add_argument("--set", action="append", default=[], dest="sets", help="a recipe override for --scale runs")
     args = ap.parse_args()
     if args.scale:
         scale([int(x) for x in args.scale.split(",")], args.chars, args.per_problem,
-              Path(args.workdir or tempfile.gettempdir()), args.workers)
+              Path(args.workdir or tempfile.gettempdir()), args.workers, args.sets)
         return
     samples = build(args.n, args.chars, args.per_problem)
     mean_chars = sum(len(s["completion"]) for s in samples) / len(samples)

@@ -34,7 +34,7 @@ SCRIPT = textwrap.dedent('''
     idle = [threading.Thread(target=stop.wait, daemon=True) for _ in range(100)]
     for t in idle:
         t.start()
-    from distill.verify.execute import check_program, sandbox_available
+    from distill.verify.execute import Limits, check_program, sandbox_available
     ok, why = sandbox_available()
     assert ok, why
     wrong = open(sys.argv[3]).read()
@@ -42,8 +42,11 @@ SCRIPT = textwrap.dedent('''
             for x in open(os.path.join(sys.argv[2], f)) if x.strip()]
     def one(p):
         name = p.get("entry_point") or __import__("distill.verify.code", fromlist=["x"]).called_name(p["tests"])
-        good = check_program(p, p["reference"])
-        bad = check_program(p, p["reference"] + wrong.format(f=name))
+        # Limits well above the defaults: what is tested is the user and the threads, not this machine's
+        # speed (mbpp_123's reference spends about 5 CPU seconds on a slow 2-core machine).
+        lim = Limits(cpu_seconds=60, wall_seconds=120)
+        good = check_program(p, p["reference"], lim)
+        bad = check_program(p, p["reference"] + wrong.format(f=name), lim)
         return p["id"], good["status"], bad["status"]
     with ThreadPoolExecutor(2) as pool:
         out = list(pool.map(one, rows))
