@@ -609,7 +609,7 @@ def _filter(inp, out: Path, cfg: FilterConfig, export: ExportConfig, skip_bad_li
     keys_hash = hashlib.blake2b(digest_size=16)  # what input this was, for merging shards
     spec_digest: dict[str, str] = {}  # code problems only
     shard_cache: dict[str, bool] = {}
-    n_unique = n_mine = 0
+    n_unique = 0
     with progress_bar("scan", progress) as bar:
         task = bar.add_task("scan", total=None, rate="")
         batch = []
@@ -632,7 +632,6 @@ def _filter(inp, out: Path, cfg: FilterConfig, export: ExportConfig, skip_bad_li
                     mine.append(0)
                     continue
             mine.append(1)
-            n_mine += 1
             # A problem's tests are read from its first sample, as `code_specs` does; only a sample
             # that may be a code problem is asked (a set of every math problem id would grow with the input).
             if pid not in spec_digest and _may_be_code(s):
