@@ -45,7 +45,16 @@ from pathlib import Path
 from distill.config import ExportConfig, FilterConfig
 from distill.console import console, progress_bar
 from distill.data import DataError, shard_of
-from distill.store import PROBLEMS, TEST_FIELDS, SampleStore, SideTable, StoreError, now, resolve_tests
+from distill.store import (
+    PROBLEMS,
+    TEST_FIELDS,
+    SampleStore,
+    SideTable,
+    StoreError,
+    now,
+    resolve_tests,
+    split_tests,
+)
 from distill.verify.checks import ORDER, SAMPLE_CHECKS, run_checks
 from distill.verify.code import CodeSpecError, budget, code_spec, extract_code
 from distill.verify.decontaminate import Decontaminator
@@ -870,8 +879,6 @@ class _Outputs:
         if spec and isinstance(s.get("meta"), dict):  # the tests once, in problems.jsonl
             pid = s["problem_id"]
             if pid not in self._refs:
-                from distill.store import split_tests
-
                 meta, tests = split_tests(s["meta"])
                 if tests is not None:
                     self._refs[pid] = tests["ref"]
@@ -1210,8 +1217,7 @@ def merge_reports(reports: list[dict]) -> dict:
     if codes:
         flags = [c["sandboxed"] for c in codes if c["sandboxed"] is not None]
         code = {"problems": sum(c["problems"] for c in codes),
-                "by_kind": dict(sorted(_add({}, {k: v for c in codes for k, v in []}).items())),
-                "tests": {}, "sandboxed": all(flags) if flags else None}
+                "by_kind": {}, "tests": {}, "sandboxed": all(flags) if flags else None}
         for c in codes:
             code["by_kind"] = _add(code["by_kind"], c["by_kind"])
             code["tests"] = _add(code["tests"], c["tests"])
