@@ -394,6 +394,43 @@ def grpo(
     console.print(f"policy: {summary.out}   rewards: {summary.out}/rewards.png   log: {summary.out}/grpo_summary.json")
 
 
+@app.command()
+def onpolicy(
+    recipe: RecipeOpt = None,
+    set_: SetOpt = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Where the student and its checkpoints go.")] = None,
+    resume: Annotated[bool, typer.Option(help="Resume from the last checkpoint in --out when there is one.")] = True,
+    check: Annotated[bool, typer.Option("--check", help="Run the preflight only (vocabulary, context, memory: "
+                                                      "configs and tokenizers, no weights) and exit.")] = False,
+    unsafe_no_sandbox: UnsafeOpt = False,
+) -> None:
+    """On-policy distillation (TRL DistillationTrainer): the student samples, the teacher scores every token.
+
+    The loss is reverse KL(student || teacher) at onpolicy.beta 1; the verifier scores the student's samples
+    for the log only. A pair that cannot work (vocabulary, context, memory) is refused before weights load."""
+    from distill.config import load_recipe
+    from distill.train.examples import PreflightError, TrainDataError
+    from distill.train.onpolicy import GB, preflight, train_onpolicy
+
+    try:
+        r = load_recipe(recipe, _unsafe(set_, unsafe_no_sandbox, "onpolicy.code.unsafe_no_sandbox"))
+        if check:
+            pair, _ = preflight(r)
+            m = pair.memory
+            console.print(f"ok: student {pair.student_params / 1e6:.0f}M and teacher {pair.teacher_params / 1e6:.0f}M "
+                          f"parameters share a vocabulary of {pair.vocab_size} ids (tokenizer of the "
+                          f"{pair.tokenizer_from}); context {pair.context}; weights + optimizer "
+                          f"{m['total'] / GB:.1f} GB of {m['available'] / GB:.1f} GB {m['where']}")
+            return
+        summary = train_onpolicy(r, out=out, resume=resume)
+    except (*_user_errors(), PreflightError, TrainDataError) as e:
+        _fail(e)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return
+    console.print(summary.table())
+    console.print(f"student: {summary.out}   plot: {summary.out}/onpolicy.png   log: {summary.out}/train_summary.json")
+
+
 def main() -> None:
     try:
         app()

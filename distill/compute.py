@@ -10,6 +10,9 @@ completion token through the model once, so it costs 2N per token.
 - GRPO: per step, generating the group's completions (2N per prompt + completion token), the
   policy's forward and backward on them (6N), and the frozen reference's forward when beta > 0 (2N);
   with num_iterations > 1, one more forward for the old policy's log-probabilities (2N).
+- On-policy distillation: per step, the student's generation (2 N_student per prompt + completion
+  token), the teacher's forward pass over the same tokens (2 N_teacher), the student's forward and
+  backward (6 N_student). The teacher's share is teacher-side compute; the rest is student-side.
 Evaluation is measurement and is not counted in either arm.
 """
 
@@ -66,24 +69,40 @@ class Ledger:
         return sum(self.items.values())
 
 
+def onpolicy_flops_per_token(student_params: int, teacher_params: int) -> dict[str, float]:
+    """Operations per prompt + completion token of one on-policy distillation step, by item (each generation batch
+    is trained on once, so TRL's num_tokens counts every token once)."""
+    return {"student generation": 2.0 * student_params, "teacher forward": 2.0 * teacher_params,
+            "student forward/backward": 6.0 * student_params}
+
+
 def grpo_budget_callback(budget: float, params: int, beta: float, num_iterations: int = 1,
                          checkpoints: tuple[float, ...] = (), on_point=None):
     """A TrainerCallback that stops GRPO once its compute reaches `budget` FLOPs, and saves a checkpoint
     when it passes each fraction in `checkpoints` (e.g. (1/3, 2/3)), so accuracy can be plotted against
     compute. Compute is counted from TRL's `num_tokens` log (prompt + completion tokens seen)."""
+    return budget_callback(budget, grpo_flops_per_token(beta, num_iterations) * params, checkpoints, on_point)
+
+
+def budget_callback(budget: float, flops_per_token: float, checkpoints: tuple[float, ...] = (), on_point=None):
+    """A TrainerCallback that stops training once `flops_per_token` x TRL's `num_tokens` (prompt + completion
+    tokens generated so far; GRPO and the DistillationTrainer both log it) reaches `budget`, saving a checkpoint
+    at each fraction in `checkpoints` and at the end."""
     from transformers import TrainerCallback
 
-    per = grpo_flops_per_token(beta, num_iterations) * params
+    per = flops_per_token
 
     class ComputeBudget(TrainerCallback):
         def __init__(self):
             self.flops = 0.0
+            self.tokens = 0
             self.points: list[tuple[int, float]] = []  # (step, flops) where a checkpoint was asked for
             self._marks = sorted(checkpoints)
 
         def on_log(self, args, state, control, logs=None, **kw):
             if logs and "num_tokens" in logs:
-                # num_tokens counts each generated token once per step, before the num_iterations reuse
+                # num_tokens counts each generated token once per step, before any reuse of the batch
+                self.tokens = int(logs["num_tokens"])
                 self.flops = float(logs["num_tokens"]) * per
                 if self._marks and self.flops >= self._marks[0] * budget:
                     while self._marks and self.flops >= self._marks[0] * budget:

@@ -62,15 +62,15 @@ def _f(x):
     return "-" if x is None else f"{x:.3f}"
 
 
-def build_dataset(recipe: Recipe, tokenizer):
-    """One row per problem: the prompt as distill sends it, plus the columns the rewards read."""
+def build_dataset(recipe: Recipe, tokenizer, stage: str = "grpo"):
+    """One row per problem: the prompt as distill sends it, plus the columns the rewards read (grpo, onpolicy)."""
     from datasets import Dataset
 
     from distill.data import load_problems
     from distill.prompts import build_prompt, render
 
     if recipe.problems is None:
-        raise RecipeError("distill grpo needs a problems section (problems.task or problems.source)")
+        raise RecipeError(f"distill {stage} needs a problems section (problems.task or problems.source)")
     problems = load_problems(recipe.problems)
     rows = []
     bos = tokenizer.bos_token

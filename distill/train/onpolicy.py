@@ -1,0 +1,558 @@
+"""The on-policy distillation arm: TRL's DistillationTrainer on the recipe's problems.
+
+    distill onpolicy --recipe recipes/onpolicy/quickstart.yaml --out runs/quick/onpolicy
+    accelerate launch --config_file recipes/accelerate/zero3.yaml -m distill onpolicy --recipe recipes/onpolicy/r1-distill-qwen-32b-to-qwen2.5-7b.yaml
+
+The student samples one completion per prompt (the recipe's `problems` and `prompt`, built exactly as
+for `distill grpo`); the teacher, held in the same processes, runs a forward pass over the student's
+tokens, and the loss is TRL's generalized JSD between the two next-token distributions at every
+completion position (`beta` 1: reverse KL(student || teacher)). distill writes no loss: it checks what
+cannot work before any weights load (`preflight`), builds the dataset and the stop tokens as GRPO does,
+logs the reverse KL and the verifier's scores of the student's own samples (never optimized), keeps the
+compute ledger, and saves the student like every other arm.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from distill.config import Recipe, RecipeError, recipe_dict
+from distill.console import console
+from distill.train.examples import PreflightError
+
+GB = 1e9
+
+
+# ----------------------------------------------------------------------------------------------
+# preflight: configs and tokenizers only, no weights
+
+
+@dataclass
+class Pair:
+    """What the preflight learned about the student and the teacher from their configs and tokenizers."""
+
+    student: str
+    teacher: str
+    student_params: int
+    teacher_params: int
+    vocab_size: int
+    context: int  # the shorter of the two models' position limits
+    tokenizer_from: str  # "student" or "teacher"
+    differing_ids: int = 0  # ids the two tokenizers spell differently (only with tokenizer: teacher)
+    memory: dict = field(default_factory=dict)
+
+
+def _text_config(path: str, revision: str | None, trust_remote_code: bool):
+    from transformers import AutoConfig
+
+    return AutoConfig.from_pretrained(path, revision=revision, trust_remote_code=trust_remote_code).get_text_config()
+
+
+def _params(cfg) -> int:
+    """Parameters from a config alone (meta device: nothing is allocated)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        m = AutoModelForCausalLM.from_config(cfg)
+    return sum(p.numel() for p in m.parameters())
+
+
+def _context(cfg) -> int | None:
+    for key in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+        v = getattr(cfg, key, None)
+        if isinstance(v, int) and v > 0:
+            return v
+    return None
+
+
+def spelling_differences(student_tok, teacher_tok, limit: int | None = None) -> list[tuple[int, str | None, str | None]]:
+    """(id, student's token, teacher's token) for every id the two tokenizers spell differently (None: the id
+    is not in that tokenizer). Distillation compares the distributions id by id, so an id must mean the same
+    token to both models."""
+    s = {i: t for t, i in student_tok.get_vocab().items()}
+    t = {i: tok for tok, i in teacher_tok.get_vocab().items()}
+    out = []
+    for i in sorted(set(s) | set(t)):
+        if s.get(i) != t.get(i):
+            out.append((i, s.get(i), t.get(i)))
+            if limit and len(out) >= limit:
+                break
+    return out
+
+
+def check_vocab_size(student: str, teacher: str, s_cfg, t_cfg) -> None:
+    """Refuse a pair whose next-token distributions have different sizes (configs only)."""
+    if s_cfg.vocab_size != t_cfg.vocab_size:
+        raise PreflightError(
+            f"onpolicy: the student {student} has a vocabulary of {s_cfg.vocab_size} ids and the teacher {teacher} "
+            f"of {t_cfg.vocab_size}: on-policy distillation compares the two next-token distributions id by id, so "
+            "both must be defined over the same vocabulary. Fix: a teacher of the student's family with the same "
+            "vocab_size (docs/training.md, 'On-policy distillation', lists the R1 pairs that qualify), or for a "
+            "cross-tokenizer pair TRL's experimental GOLD trainer (trl.experimental.gold), or distill the teacher's "
+            "traces by SFT instead (distill generate + filter + train), which needs no shared vocabulary.")
+
+
+def check_spellings(student: str, teacher: str, s_cfg, s_tok, t_tok, tokenizer_from: str) -> int:
+    """Refuse a pair whose tokenizers give one id to different tokens; returns the number of such ids (accepted
+    only when the student reads and writes with the teacher's tokenizer)."""
+    diff = spelling_differences(s_tok, t_tok)
+    if not diff:
+        return 0
+    shown = ", ".join(f"{i}: {a!r} vs {b!r}" for i, a, b in diff[:4])
+    if tokenizer_from == "teacher":
+        # the student now reads and writes the teacher's ids; those must exist in the student's embedding
+        top = max(t_tok.get_vocab().values())
+        if top >= s_cfg.vocab_size:
+            raise PreflightError(f"onpolicy: the teacher's tokenizer uses id {top}, beyond the student's "
+                                 f"{s_cfg.vocab_size} embeddings: this pair cannot share the teacher's tokenizer")
+        return len(diff)
+    raise PreflightError(
+        f"onpolicy: the student {student} and the teacher {teacher} both have {s_cfg.vocab_size} ids, but their "
+        f"tokenizers spell {len(diff)} of them differently (id: student vs teacher: {shown}{', ...' if len(diff) > 4 else ''}). "
+        "The teacher would read the student's tokens as other tokens. Fix: --set onpolicy.tokenizer=teacher (the "
+        "student reads and writes with the teacher's tokenizer and chat template, as the R1-Distill students were "
+        "trained), or a teacher whose tokenizer matches.")
+
+
+def memory_need(student_params: int, teacher_params: int, student_bytes: int, teacher_bytes: int, lora: bool,
+                shards: int = 1) -> dict:
+    """Bytes the weights and the optimizer need on one device, before activations.
+
+    Full training keeps the student's weights and gradients in the training dtype and AdamW's two moments
+    in fp32 (4 + 4 bytes a parameter); LoRA trains ~1% of the parameters. `shards`: processes the student
+    state and the teacher are partitioned over (ZeRO-3 / FSDP), 1 otherwise."""
+    teacher = teacher_params * teacher_bytes
+    if lora:
+        student = student_params * student_bytes + 0.01 * student_params * (student_bytes + 8)
+        how = f"{student_bytes} bytes a weight + LoRA adapters with their gradients and AdamW moments (~1%)"
+    else:
+        student = student_params * (2 * student_bytes + 8)
+        how = f"{student_bytes}-byte weights and gradients + 8 bytes of fp32 AdamW moments a parameter"
+    return {"teacher": teacher / shards, "student": student / shards, "total": (teacher + student) / shards,
+            "student_how": how, "shards": shards}
+
+
+def available_memory() -> tuple[float, str]:
+    """(bytes, where) this process can use for the two models: free GPU memory, or the host's available RAM."""
+    import torch
+
+    if torch.cuda.is_available():
+        free, _ = torch.cuda.mem_get_info()
+        return float(free), f"free on {torch.cuda.get_device_name()} (cuda:{torch.cuda.current_device()})"
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return float(line.split()[1]) * 1024, "available RAM on this host"
+    except OSError:
+        pass
+    return math.inf, "memory (unknown)"
+
+
+def _bytes(dtype: str, device: str) -> int:
+    if dtype == "auto":
+        dtype = "bfloat16" if device == "cuda" else "float32"
+    return 4 if dtype == "float32" else 2
+
+
+def _shards() -> int:
+    """The student state and teacher are partitioned over the world under ZeRO-3 or FSDP."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    zero3 = os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE") == "3"
+    fsdp = os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true"
+    return world if (zero3 or fsdp) else 1
+
+
+def check_memory(pair: Pair, cfg, device: str, available: tuple[float, str] | None = None) -> dict:
+    need = memory_need(pair.student_params, pair.teacher_params, _bytes(cfg.dtype, device),
+                       _bytes(cfg.teacher_dtype if cfg.teacher_dtype != "auto" else cfg.dtype, device),
+                       cfg.lora.enabled, _shards())
+    have, where = available or available_memory()
+    need["available"], need["where"] = have, where
+    if cfg.check_memory and need["total"] > have:
+        tb = _bytes(cfg.teacher_dtype if cfg.teacher_dtype != "auto" else cfg.dtype, device)
+        sh = f" / {need['shards']} shards" if need["shards"] > 1 else ""
+        raise PreflightError(
+            f"onpolicy: the teacher does not fit beside the student: teacher {pair.teacher_params / 1e9:.2f}B "
+            f"parameters x {tb} bytes = {pair.teacher_params * tb / GB:.1f} GB, student "
+            f"{pair.student_params / 1e9:.2f}B parameters ({need['student_how']}) = "
+            f"{need['student'] * need['shards'] / GB:.1f} GB; together {need['total'] / GB:.1f} GB{sh} before "
+            f"activations, and {have / GB:.1f} GB is {where}. Fixes: LoRA on the student (onpolicy.lora.enabled: "
+            "true), a launch that shards both over GPUs (accelerate launch --config_file "
+            "recipes/accelerate/zero3.yaml), a bf16 teacher (onpolicy.teacher_dtype: bfloat16), or a smaller "
+            "teacher; onpolicy.check_memory: false skips this check")
+    return need
+
+
+def check_context(ds, tokenizer, cfg, context: int) -> int:
+    """Refuse prompts that leave no room for max_completion_length inside the shorter context; returns the
+    longest prompt's length in tokens."""
+    longest, worst, over = 0, None, 0
+    for row in ds:
+        p = row["prompt"]
+        if isinstance(p, str):
+            n = len(tokenizer(p, add_special_tokens=True)["input_ids"])
+        else:
+            n = len(tokenizer.apply_chat_template(p, add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"])
+        if n + cfg.max_completion_length > context:
+            over += 1
+        if n > longest:
+            longest, worst = n, row["problem_id"]
+    if over:
+        room = context - longest
+        fix = (f"--set onpolicy.max_completion_length={room}" if room > 0 else
+               "shorter problems (problems.limit / a filtered source)")
+        raise PreflightError(
+            f"onpolicy: {over} prompt(s) plus max_completion_length {cfg.max_completion_length} exceed the context of "
+            f"{context} tokens (the shorter of the student's and the teacher's position limits); the longest prompt "
+            f"is problem {worst!r} with {longest} tokens. Fix: {fix}, or leave those problems out")
+    return longest
+
+
+def preflight(recipe: Recipe) -> tuple[Pair, object]:
+    """Everything that can be refused from configs and tokenizers, before any weights load.
+    Returns the pair and the tokenizer the student uses."""
+    from distill.models import resolve_model
+    from distill.train.common import device_kind, load_tokenizer
+
+    cfg = recipe.onpolicy
+    if not cfg.teacher:
+        raise RecipeError("onpolicy.teacher is not set: name the teacher (a local directory, `embedded`, a .gguf "
+                          "file or a hub id), e.g. --set onpolicy.teacher=runs/quick/student")
+    s_model = resolve_model(cfg.model, cfg.revision)
+    t_model = resolve_model(cfg.teacher, cfg.teacher_revision)
+    s_cfg = _text_config(s_model.path, cfg.revision, cfg.trust_remote_code)
+    t_cfg = _text_config(t_model.path, cfg.teacher_revision, cfg.trust_remote_code)
+    check_vocab_size(cfg.model, cfg.teacher, s_cfg, t_cfg)
+    s_tok = load_tokenizer(s_model.path, cfg.revision, cfg.trust_remote_code, cfg.chat_template)
+    t_tok = load_tokenizer(t_model.path, cfg.teacher_revision, cfg.trust_remote_code, cfg.chat_template)
+    differing = check_spellings(cfg.model, cfg.teacher, s_cfg, s_tok, t_tok, cfg.tokenizer)
+    tok = t_tok if cfg.tokenizer == "teacher" else s_tok
+    contexts = [c for c in (_context(s_cfg), _context(t_cfg)) if c]
+    pair = Pair(s_model.path, t_model.path, _params(s_cfg), _params(t_cfg), s_cfg.vocab_size,
+                min(contexts) if contexts else 1 << 30, cfg.tokenizer, differing)
+    pair.memory = check_memory(pair, cfg, device_kind())
+    return pair, tok
+
+
+# ----------------------------------------------------------------------------------------------
+# the trainer
+
+
+def onpolicy_args(recipe: Recipe, out: Path, pair: Pair):
+    from trl import DistillationConfig
+
+    from distill.train.common import choose_speed, common_args
+
+    cfg = recipe.onpolicy
+    speed = choose_speed(cfg, packing=False, training_only=False)
+    args = common_args(cfg, speed)
+    t_dtype = cfg.teacher_dtype if cfg.teacher_dtype != "auto" else args["model_init_kwargs"]["dtype"]
+    teacher_init = {"dtype": t_dtype, "trust_remote_code": cfg.trust_remote_code}
+    if speed.attn_implementation and speed.attn_implementation not in ("auto", "varlen"):
+        teacher_init["attn_implementation"] = speed.attn_implementation
+    vllm = {}
+    if cfg.use_vllm:
+        vllm = {"use_vllm": True, "vllm_mode": cfg.vllm_mode,
+                "vllm_gpu_memory_utilization": cfg.vllm_gpu_memory_utilization,
+                "vllm_tensor_parallel_size": cfg.vllm_tensor_parallel_size}
+        if cfg.vllm_server_base_url:
+            vllm["vllm_server_base_url"] = cfg.vllm_server_base_url
+    return DistillationConfig(
+        output_dir=str(out),
+        beta=cfg.beta,
+        temperature=cfg.temperature,
+        top_p=cfg.top_p,
+        top_k=cfg.top_k,
+        max_completion_length=cfg.max_completion_length,
+        teacher_model_revision=cfg.teacher_revision,
+        teacher_model_init_kwargs=teacher_init,
+        log_completions=cfg.log_completions,
+        **args,
+        **vllm,
+    ), speed
+
+
+def _trainer_class():
+    """TRL's DistillationTrainer plus two logs it does not keep: the reverse KL to the teacher at every beta, and
+    the verifier's scores of the student's own completions."""
+    import torch
+    from trl import DistillationTrainer
+    from trl.kernels.chunked_divergence import ChunkedDivergenceFunction
+
+    class OnPolicyTrainer(DistillationTrainer):
+        verifier: list = []
+        verifier_names: list[str] = []
+        _hidden: list | None = None
+
+        def _generate_and_score_completions(self, inputs):
+            out = super()._generate_and_score_completions(inputs)
+            if self.verifier:
+                self._score(inputs, out)
+            return out
+
+        def _score(self, inputs, out):
+            """The verifier on this generation batch (logged under verifier/<name>, mean over every process)."""
+            ids, mask = out["completion_ids"], out["completion_mask"]
+            texts = self.processing_class.batch_decode([row[m.bool()] for row, m in zip(ids, mask, strict=True)],
+                                                       skip_special_tokens=True)
+            columns = {k: [x.get(k) for x in inputs] for k in ("answer", "problem", "prefill", "prompt_template", "meta")}
+            prompts = [x["prompt"] for x in inputs]
+            mode = "train" if self.model.training else "eval"
+            for name, fn in zip(self.verifier_names, self.verifier, strict=True):
+                vals = fn(prompts, texts, **columns)
+                t = torch.tensor([math.nan if v is None else float(v) for v in vals], device=self.accelerator.device)
+                t = self.accelerator.gather(t)
+                t = t[~torch.isnan(t)]
+                if t.numel():
+                    self._metrics[mode][f"verifier/{name}"].append(t.mean().item())
+
+        def _get_last_hidden_state(self, unwrapped_model, *a, **kw):
+            h = super()._get_last_hidden_state(unwrapped_model, *a, **kw)
+            if self._hidden is not None:
+                self._hidden.append((unwrapped_model, h))
+            return h
+
+        def _compute_loss(self, unwrapped_student, inputs, num_items_in_batch):
+            self._hidden = [] if self.beta != 1.0 else None
+            try:
+                loss, entropy_sum, n_valid = super()._compute_loss(unwrapped_student, inputs, num_items_in_batch)
+                with torch.no_grad():
+                    if self.beta == 1.0:  # the loss is the reverse KL: sum over tokens / num_items_in_batch
+                        kl_sum = loss.detach() * (num_items_in_batch if num_items_in_batch is not None else n_valid)
+                    else:
+                        kl_sum = self._reverse_kl_sum(inputs)
+                mode = "train" if self.model.training else "eval"
+                n = self.accelerator.gather(n_valid.detach().float().reshape(1)).sum()
+                s = self.accelerator.gather(torch.as_tensor(kl_sum, device=n.device).float().reshape(1)).sum()
+                if n > 0:
+                    self._metrics[mode]["reverse_kl"].append((s / n).item())
+            finally:
+                self._hidden = None
+            return loss, entropy_sum, n_valid
+
+        def _reverse_kl_sum(self, inputs):
+            """KL(student || teacher) summed over this micro-batch's completion tokens, from the hidden states the
+            loss just computed (one more pass over both LM heads, no backbone). Scales and softcaps: none (Qwen,
+            Llama, SmolLM)."""
+            (s_model, s_h), (t_model, t_h) = self._hidden[0], self._hidden[-1]
+            s_head, t_head = s_model.get_output_embeddings(), t_model.get_output_embeddings()
+            valid = inputs["completion_mask"].reshape(-1) != 0
+            s = s_h.detach().reshape(-1, s_h.size(-1))[valid]
+            t = t_h.detach().reshape(-1, t_h.size(-1))[valid].to(s.device)
+            div, _ = ChunkedDivergenceFunction.apply(s, s_head.weight, s_head.bias, t, t_head.weight, t_head.bias,
+                                                     1.0, self.temperature)
+            return div.sum()
+
+    return OnPolicyTrainer
+
+
+def build_trainer(recipe: Recipe, pair: Pair, ds, tokenizer, out: Path, callbacks=None, student=None):
+    """student: a model instance built in memory (benchmarks), or None to load pair.student as GRPO loads its policy:
+    TRL's loader, then the end-of-turn joins the model's EOS before TRL reads it (TRL stops rollouts there)."""
+    from trl.trainer.utils import create_model_from_path
+
+    from distill.train.common import checkpoint_callback, lora_config
+    from distill.train.grpo import stop_ids
+    from distill.train.rewards import REWARDS
+
+    cfg = recipe.onpolicy
+    args, speed = onpolicy_args(recipe, out, pair)
+    init_kwargs = dict(args.model_init_kwargs or {})
+    if student is None:
+        kw = dict(init_kwargs)
+        if args.distributed_state.distributed_type in ("MULTI_GPU", "DEEPSPEED"):
+            kw["device_map"] = None
+        student = create_model_from_path(pair.student, **kw)
+    else:
+        student.set_attn_implementation(speed.attn_implementation)
+    args.model_init_kwargs = None
+    stops = stop_ids(tokenizer, student.generation_config.eos_token_id)
+    student.generation_config.eos_token_id = stops
+    if cfg.use_vllm:
+        args.generation_kwargs = {**(args.generation_kwargs or {}), "stop_token_ids": stops}
+    peft_config = lora_config(cfg.lora) if cfg.lora.enabled else None
+    if 0 < speed.checkpointing < 1:
+        callbacks = [*(callbacks or []), checkpoint_callback(speed.checkpointing)]
+    cls = _trainer_class()
+    trainer = cls(model=student, teacher_model=pair.teacher, args=args, train_dataset=ds, processing_class=tokenizer,
+                  peft_config=peft_config, callbacks=callbacks)
+    trainer.verifier_names = list(cfg.verifier)
+    trainer.verifier = [REWARDS[n](cfg) for n in cfg.verifier]
+    trainer.distill_init_kwargs = init_kwargs  # how to load the base again for an offline LoRA merge
+    trainer.distill_speed = speed
+    return trainer
+
+
+# ----------------------------------------------------------------------------------------------
+# the run
+
+
+@dataclass
+class OnPolicySummary:
+    out: str
+    problems: int
+    student: str = ""
+    teacher: str = ""
+    student_params: int = 0
+    teacher_params: int = 0
+    steps: int = 0
+    seconds: float = 0.0
+    completions: int = 0
+    tokens: int = 0  # TRL's num_tokens: prompt + completion tokens of the student's samples
+    first: dict = field(default_factory=dict)  # metric -> mean over the first quarter of the logged steps
+    last: dict = field(default_factory=dict)  # ... and the last quarter
+    flops: dict = field(default_factory=dict)  # the ledger: student generation, teacher forward, student fwd/bwd
+    resumed_from: str | None = None
+    log: list[dict] = field(default_factory=list)
+
+    METRICS = ("loss", "reverse_kl", "verifier/accuracy", "verifier/format", "completions/mean_length",
+               "completions/clipped_ratio", "entropy")
+
+    def table(self):
+        from rich.table import Table
+
+        t = Table("metric", "value", title="distill onpolicy")
+        rows = [("student / teacher", f"{self.student_params / 1e6:.0f}M / {self.teacher_params / 1e6:.0f}M parameters"),
+                ("problems", f"{self.problems}"), ("optimizer steps", f"{self.steps}"),
+                ("completions sampled", f"{self.completions}"), ("tokens (prompt + completion)", f"{self.tokens}"),
+                ("wall time", f"{self.seconds:.1f} s")]
+        for k in self.METRICS:
+            if k in self.first:
+                rows.append((f"{k}, first → last quarter of steps", f"{_f(self.first[k])} → {_f(self.last.get(k))}"))
+        rows += [(f"compute: {k}", f"{v:.3g} FLOPs") for k, v in self.flops.items()]
+        if self.resumed_from:
+            rows.append(("resumed from", self.resumed_from))
+        for k, v in rows:
+            t.add_row(k, v)
+        return t
+
+
+def _f(x):
+    return "-" if x is None else f"{x:.3f}"
+
+
+def train_onpolicy(recipe: Recipe, out: str | Path | None = None, resume: bool = True, callbacks=None) -> OnPolicySummary:
+    """Run on-policy distillation from the recipe; save the student like a distill student plus train_summary.json."""
+    from distill.compute import onpolicy_flops_per_token
+    from distill.train.common import (
+        check_layout,
+        check_reporters,
+        describe_layout,
+        is_main,
+        last_checkpoint,
+        layout,
+        save_student,
+        speed_dict,
+        versions,
+    )
+    from distill.train.examples import end_of_turn
+    from distill.train.grpo import build_dataset
+    from distill.train.rewards import REWARDS
+
+    cfg = recipe.onpolicy
+    out = out or cfg.output_dir
+    if not out:
+        raise RecipeError("no output directory: pass --out DIR or set onpolicy.output_dir")
+    out = Path(out)
+    unknown = [n for n in cfg.verifier if n not in REWARDS]
+    if unknown:
+        raise RecipeError(f"onpolicy.verifier: unknown score(s) {unknown}; known: {', '.join(REWARDS)}")
+    check_reporters(cfg.report_to)
+    pair, tok = preflight(recipe)
+    ds, n = build_dataset(recipe, tok, stage="onpolicy")
+    check_context(ds, tok, cfg, pair.context)
+    if is_main():
+        m = pair.memory
+        console.print(f"on-policy distillation: student {cfg.model} ({pair.student_params / 1e6:.0f}M), teacher "
+                      f"{cfg.teacher} ({pair.teacher_params / 1e6:.0f}M), vocabulary {pair.vocab_size}, tokenizer of "
+                      f"the {pair.tokenizer_from}; weights + optimizer {m['total'] / GB:.1f} GB of "
+                      f"{m['available'] / GB:.1f} GB {m['where']}")
+    trainer = build_trainer(recipe, pair, ds, tok, out, callbacks)
+    check_layout(trainer)
+    ckpt = last_checkpoint(out) if resume else None
+    world = trainer.accelerator.num_processes
+    if is_main():
+        console.print(f"layout: {describe_layout(layout(trainer), cfg.per_device_batch_size, cfg.gradient_accumulation_steps, 'completions')}")
+        if ckpt:
+            console.print(f"resuming from {ckpt}")
+    t0 = time.perf_counter()
+    try:
+        trainer.train(resume_from_checkpoint=ckpt)
+    finally:
+        for f in trainer.verifier:
+            if hasattr(f, "close"):
+                f.close()
+    s = OnPolicySummary(str(out), n, cfg.model, cfg.teacher, pair.student_params, pair.teacher_params,
+                        steps=trainer.state.global_step, seconds=time.perf_counter() - t0, resumed_from=ckpt)
+    s.log = trainer.state.log_history
+    steps = [x for x in s.log if "loss" in x and "step" in x]
+    if steps:
+        q = max(1, len(steps) // 4)
+        for k in OnPolicySummary.METRICS:
+            a, b = _mean(steps[:q], k), _mean(steps[-q:], k)
+            if a is not None:
+                s.first[k], s.last[k] = a, b
+        s.tokens = int(max(x.get("num_tokens", 0) for x in steps))
+    s.completions = s.steps * cfg.per_device_batch_size * cfg.gradient_accumulation_steps * world
+    s.flops = {k: v * s.tokens for k, v in onpolicy_flops_per_token(pair.student_params, pair.teacher_params).items()}
+    eot, _ = end_of_turn(tok)
+    save_student(trainer, tok, eot, out, merge=cfg.lora.enabled and cfg.lora.merge)
+    if is_main():
+        (out / "train_summary.json").write_text(json.dumps(
+            {"stage": "onpolicy", "summary": {k: v for k, v in s.__dict__.items() if k != "log"}, "log": s.log,
+             "layout": layout(trainer), "speed": speed_dict(trainer.distill_speed), "memory": pair.memory,
+             "prompt": recipe_dict(recipe.prompt), "recipe": recipe_dict(recipe), "student": pair.student,
+             "teacher": pair.teacher, "versions": versions()}, indent=1, default=str))
+        plot_onpolicy(s.log, out / "onpolicy.png", cfg.verifier)
+    return s
+
+
+def _mean(rows, key):
+    vals = [x[key] for x in rows if x.get(key) is not None]
+    return sum(vals) / len(vals) if vals else None
+
+
+def plot_onpolicy(log: list[dict], path: Path, verifier: list[str]) -> None:
+    """Three panels against the optimizer step: the loss and the reverse KL to the teacher; the verifier's scores of
+    the student's own samples; completion length and the share cut at max_completion_length."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pts = [x for x in log if "loss" in x and "step" in x]
+    if not pts:
+        return
+    steps = [x["step"] for x in pts]
+
+    def series(key):
+        return [x.get(key) if x.get(key) is not None else float("nan") for x in pts]
+
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    axes[0].plot(steps, series("loss"), marker="o", ms=3, label="loss (TRL's generalized JSD)")
+    axes[0].plot(steps, series("reverse_kl"), ls="--", label="reverse KL(student || teacher), nats/token")
+    axes[0].set_title("divergence to the teacher")
+    for n in verifier:
+        axes[1].plot(steps, series(f"verifier/{n}"), marker="o", ms=3, label=n)
+    axes[1].set_ylim(-0.02, 1.02)
+    axes[1].set_title("verifier on the student's samples (logged only)")
+    axes[2].plot(steps, series("completions/mean_length"), marker="o", ms=3, color="C2", label="mean length (tokens)")
+    ax2 = axes[2].twinx()
+    ax2.plot(steps, series("completions/clipped_ratio"), ls="--", color="C3", label="truncated share")
+    ax2.set_ylim(-0.02, 1.02)
+    axes[2].set_title("the student's completions")
+    for ax in axes:
+        ax.set_xlabel("optimizer step")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="best")
+    ax2.legend(fontsize=7, loc="lower right")
+    fig.suptitle("distill onpolicy")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
