@@ -491,6 +491,7 @@ class OnPolicyConfig(_Strict):
     vllm_tensor_parallel_size: int = Field(default=1, gt=0)
     vllm_server_base_url: str | None = None
     lora: LoraConfig = Field(default_factory=LoraConfig)
+    context: ContextConfig = Field(default_factory=ContextConfig)  # the student's RoPE base / positions, as train.context
 
     @model_validator(mode="after")
     def _server(self) -> OnPolicyConfig:

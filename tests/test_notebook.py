@@ -34,12 +34,15 @@ def test_notebook_executes_at_the_ci_setting(tmp_path):
     NotebookClient(nb, timeout=1800, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}).execute()
     res = json.loads((tmp_path / "run" / "ci" / "results.json").read_text())
     arms = {p["arm"] for p in res["points"]}
-    assert arms == {"base", "distill", "GRPO"}
-    # equal compute: GRPO stops on the first step that reaches arm A's budget
-    assert res["B_flops"] >= res["budget"] > 0
-    assert res["A"]["teacher generation"] > 0 and res["A"]["SFT"] > 0
+    assert arms == {"base", "distill", "GRPO", "on-policy"}
+    # matched student compute: GRPO and on-policy stop on the first step that reaches arm A's SFT compute
+    assert res["budget"] == res["A"]["SFT"] > 0 and res["A"]["teacher generation"] > 0
+    assert res["B_flops"] >= res["budget"] and res["C_flops"] >= res["budget"] and res["C_teacher"] > 0
+    # every pairwise comparison is stated as clear or unclear, for both figures
+    assert sorted(res["clear"] + res["unclear"]) == sorted(
+        f"{pair} {fig}" for pair in ("C - A", "C - B", "A - B") for fig in ("pass@1", "r1_format"))
     for p in res["points"]:
         f = p["pass@1"]
         assert f["low"] <= f["value"] <= f["high"]
-    assert "pass@1" in res["compare"]["figures"]
+    assert all("pass@1" in c["figures"] for c in res["compare"].values())
     assert (tmp_path / "run" / "ci" / "distill_vs_rl.png").stat().st_size > 0

@@ -233,7 +233,7 @@ def preflight(recipe: Recipe) -> tuple[Pair, object]:
     t_tok = load_tokenizer(t_model.path, cfg.teacher_revision, cfg.trust_remote_code, cfg.chat_template)
     differing = check_spellings(cfg.model, cfg.teacher, s_cfg, s_tok, t_tok, cfg.tokenizer)
     tok = t_tok if cfg.tokenizer == "teacher" else s_tok
-    contexts = [c for c in (_context(s_cfg), _context(t_cfg)) if c]
+    contexts = [c for c in (cfg.context.max_position_embeddings or _context(s_cfg), _context(t_cfg)) if c]
     pair = Pair(s_model.path, t_model.path, _params(s_cfg), _params(t_cfg), s_cfg.vocab_size,
                 min(contexts) if contexts else 1 << 30, cfg.tokenizer, differing)
     pair.memory = check_memory(pair, cfg, device_kind())
@@ -360,10 +360,11 @@ def build_trainer(recipe: Recipe, pair: Pair, ds, tokenizer, out: Path, callback
     from distill.train.common import checkpoint_callback, lora_config
     from distill.train.grpo import stop_ids
     from distill.train.rewards import REWARDS
+    from distill.train.sft import _model_init_extras
 
     cfg = recipe.onpolicy
     args, speed = onpolicy_args(recipe, out, pair)
-    init_kwargs = dict(args.model_init_kwargs or {})
+    init_kwargs = {**(args.model_init_kwargs or {}), **_model_init_extras(cfg, pair.student)}
     if student is None:
         kw = dict(init_kwargs)
         if args.distributed_state.distributed_type in ("MULTI_GPU", "DEEPSPEED"):
