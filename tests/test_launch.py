@@ -368,6 +368,42 @@ def test_grpo_on_two_processes(config, setup, tmp_path):
     _written_once_by_the_main_process(out)
 
 
+@pytest.mark.parametrize("config", ["ddp.yaml", "zero3.yaml"], ids=["ddp", "zero3"])
+def test_onpolicy_on_two_processes(config, setup, tmp_path):
+    """On-policy distillation with the batch split over two ranks (4 prompts, 2 a rank) and, under ZeRO-3, the
+    teacher sharded too: it ends, records the layout asked for, logs the reverse KL and the verifier's scores
+    gathered over both ranks, and saves a trained student that loads and generates, written by rank 0 only."""
+    _needs_deepspeed(config)
+    import torch
+    from safetensors.torch import load_file
+
+    from tests.conftest import tiny_llama
+
+    student, _ = setup
+    teacher = tiny_llama(tmp_path / "teacher", seed=1)
+    out = tmp_path / "out"
+    sets = ["onpolicy.model=" + str(student), "onpolicy.teacher=" + str(teacher), "problems.task=arithmetic",
+            "problems.count=8", "prompt.template=plain", "onpolicy.per_device_batch_size=2",
+            "onpolicy.max_completion_length=8", "onpolicy.max_steps=2", "onpolicy.learning_rate=1e-2",
+            "onpolicy.save_strategy=no", "onpolicy.reward_workers=0", "onpolicy.gradient_checkpointing=false"]
+    cfg = None if config == "ddp.yaml" else _cpu_config(config, tmp_path)
+    r = subprocess.run(_command(cfg, ["onpolicy", "--out", str(out)], sets), cwd=ROOT, env=_env(out),
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-4000:])
+    d = json.loads((out / "train_summary.json").read_text())
+    kind, stage = LAYOUTS[config]
+    lay = d["layout"]
+    assert lay["world_size"] == 2 and lay["distributed_type"] == kind and lay.get("zero_stage") == stage, lay
+    assert d["summary"]["steps"] == 2 and d["summary"]["completions"] == 8
+    steps = [x for x in d["log"] if "loss" in x]
+    assert steps and all(x["reverse_kl"] > 0 and "verifier/accuracy" in x for x in steps)
+    base = load_file(str(student / "model.safetensors"))
+    trained = load_file(str(out / "model.safetensors"))
+    assert set(trained) == set(base) and any(not torch.equal(trained[k], base[k]) for k in base)
+    _loads_and_generates(out)
+    _written_once_by_the_main_process(out)
+
+
 def _loads_and_generates(out: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
