@@ -345,8 +345,17 @@ def _trainer_class():
             valid = inputs["completion_mask"].reshape(-1) != 0
             s = s_h.detach().reshape(-1, s_h.size(-1))[valid]
             t = t_h.detach().reshape(-1, t_h.size(-1))[valid].to(s.device)
-            div, _ = ChunkedDivergenceFunction.apply(s, s_head.weight, s_head.bias, t, t_head.weight, t_head.bias,
-                                                     1.0, self.temperature)
+
+            def whole(w, dtype):
+                # FSDP2 shards the heads as DTensors: gathered once, in the hidden states' dtype, as TRL's own loss
+                # path does; ZeRO-3's partitioned heads are gathered inside the kernel
+                if isinstance(w, torch.distributed.tensor.DTensor):
+                    return w.full_tensor().to(dtype)
+                return w
+
+            div, _ = ChunkedDivergenceFunction.apply(
+                s, whole(s_head.weight, s.dtype), whole(s_head.bias, s.dtype), t, whole(t_head.weight, t.dtype),
+                whole(t_head.bias, t.dtype), 1.0, self.temperature)
             return div.sum()
 
     return OnPolicyTrainer
