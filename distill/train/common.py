@@ -223,6 +223,18 @@ def common_args(cfg, speed: Speed | None = None) -> dict:
     )
 
 
+def vllm_args(cfg) -> dict:
+    """The vLLM generation arguments a GrpoConfig and an OnPolicyConfig spell the same way (none without use_vllm)."""
+    if not cfg.use_vllm:
+        return {}
+    vllm = {"use_vllm": True, "vllm_mode": cfg.vllm_mode,
+            "vllm_gpu_memory_utilization": cfg.vllm_gpu_memory_utilization,
+            "vllm_tensor_parallel_size": cfg.vllm_tensor_parallel_size}
+    if cfg.vllm_server_base_url:
+        vllm["vllm_server_base_url"] = cfg.vllm_server_base_url
+    return vllm
+
+
 def lora_config(lora):
     from peft import LoraConfig
 

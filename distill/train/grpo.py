@@ -94,18 +94,12 @@ def build_dataset(recipe: Recipe, tokenizer, stage: str = "grpo"):
 def grpo_config(recipe: Recipe, out: Path):
     from trl import GRPOConfig
 
-    from distill.train.common import choose_speed, common_args
+    from distill.train.common import choose_speed, common_args, vllm_args
 
     cfg = recipe.grpo
     # The policy generates as well as trains: sdpa, or flash_attention_2 when installed (never varlen).
     speed = choose_speed(cfg, packing=False, training_only=False)
-    vllm = {}
-    if cfg.use_vllm:
-        vllm = {"use_vllm": True, "vllm_mode": cfg.vllm_mode,
-                "vllm_gpu_memory_utilization": cfg.vllm_gpu_memory_utilization,
-                "vllm_tensor_parallel_size": cfg.vllm_tensor_parallel_size}
-        if cfg.vllm_server_base_url:
-            vllm["vllm_server_base_url"] = cfg.vllm_server_base_url
+    vllm = vllm_args(cfg)
     return GRPOConfig(
         output_dir=str(out),
         num_generations=cfg.num_generations,

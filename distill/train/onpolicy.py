@@ -24,6 +24,7 @@ from pathlib import Path
 from distill.config import Recipe, RecipeError, recipe_dict
 from distill.console import console
 from distill.train.examples import PreflightError
+from distill.train.grpo import _f
 
 GB = 1e9
 
@@ -247,7 +248,7 @@ def preflight(recipe: Recipe) -> tuple[Pair, object]:
 def onpolicy_args(recipe: Recipe, out: Path, pair: Pair):
     from trl import DistillationConfig
 
-    from distill.train.common import choose_speed, common_args
+    from distill.train.common import choose_speed, common_args, vllm_args
 
     cfg = recipe.onpolicy
     speed = choose_speed(cfg, packing=False, training_only=False)
@@ -256,13 +257,7 @@ def onpolicy_args(recipe: Recipe, out: Path, pair: Pair):
     teacher_init = {"dtype": t_dtype, "trust_remote_code": cfg.trust_remote_code}
     if speed.attn_implementation and speed.attn_implementation not in ("auto", "varlen"):
         teacher_init["attn_implementation"] = speed.attn_implementation
-    vllm = {}
-    if cfg.use_vllm:
-        vllm = {"use_vllm": True, "vllm_mode": cfg.vllm_mode,
-                "vllm_gpu_memory_utilization": cfg.vllm_gpu_memory_utilization,
-                "vllm_tensor_parallel_size": cfg.vllm_tensor_parallel_size}
-        if cfg.vllm_server_base_url:
-            vllm["vllm_server_base_url"] = cfg.vllm_server_base_url
+    vllm = vllm_args(cfg)
     return DistillationConfig(
         output_dir=str(out),
         beta=cfg.beta,
@@ -441,10 +436,6 @@ class OnPolicySummary:
         for k, v in rows:
             t.add_row(k, v)
         return t
-
-
-def _f(x):
-    return "-" if x is None else f"{x:.3f}"
 
 
 def train_onpolicy(recipe: Recipe, out: str | Path | None = None, resume: bool = True, callbacks=None) -> OnPolicySummary:
