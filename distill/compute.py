@@ -76,6 +76,19 @@ def onpolicy_flops_per_token(student_params: int, teacher_params: int) -> dict[s
             "student forward/backward": 6.0 * student_params}
 
 
+def onpolicy_flops(student_params: int, teacher_params: int, tokens: int, teacher_share: float = 0.0) -> dict[str, float]:
+    """The ledger of an on-policy distillation run over `tokens` prompt + completion tokens, of which the share
+    `teacher_share` was sampled by the teacher (onpolicy.lmbda < 1: generation by the teacher, 2 x its parameters
+    a token) and the rest by the student. The teacher's forward and the student's forward/backward cover all."""
+    per = onpolicy_flops_per_token(student_params, teacher_params)
+    out = {"student generation": per["student generation"] * tokens * (1 - teacher_share)}
+    if teacher_share > 0:
+        out["teacher generation"] = 2.0 * teacher_params * tokens * teacher_share
+    out["teacher forward"] = per["teacher forward"] * tokens
+    out["student forward/backward"] = per["student forward/backward"] * tokens
+    return out
+
+
 def grpo_budget_callback(budget: float, params: int, beta: float, num_iterations: int = 1,
                          checkpoints: tuple[float, ...] = (), on_point=None):
     """A TrainerCallback that stops GRPO once its compute reaches `budget` FLOPs, and saves a checkpoint

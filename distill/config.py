@@ -454,6 +454,12 @@ class OnPolicyConfig(_Strict):
     # The divergence: 1.0 reverse KL(student || teacher) (mode-seeking: the on-policy distillation of the Qwen3
     # report and Thinking Machines), 0.0 forward KL, between: generalized JSD.
     beta: float = Field(default=1.0, ge=0, le=1)
+    # Who samples a step's completions (GKD's lambda, Agarwal et al. 2024; TRL's stable DistillationTrainer is
+    # always on-policy): each optimizer step the student samples with probability `lmbda`, else the teacher does
+    # (sequence-level KD on the teacher's own samples, same loss). 1.0: purely on-policy. Below 1 for a student
+    # that never samples the teacher's format (an untrained student of an R1-format teacher): the teacher's
+    # samples show it the format, its own samples correct its mistakes. Teacher samples use HF generation.
+    lmbda: float = Field(default=1.0, ge=0, le=1)
     temperature: float = Field(default=1.0, gt=0)  # sampling, and both distributions in the loss
     top_p: float = Field(default=1.0, gt=0, le=1)
     top_k: int = Field(default=0, ge=0)

@@ -187,3 +187,55 @@ def test_onpolicy_with_beta_between_logs_the_reverse_kl_separately_and_lora_merg
     assert all(0 < x["loss"] < 0.7 and x["reverse_kl"] > x["loss"] for x in steps)
     assert (tmp_path / "out" / "adapter").is_dir()
     AutoModelForCausalLM.from_pretrained(tmp_path / "out")  # merged full weights load as is
+
+
+@pytest.mark.slow
+def test_lmbda_below_one_lets_the_teacher_sample_some_steps_and_logs_them_apart(tmp_path):
+    """onpolicy.lmbda (GKD's lambda): on the steps the schedule gives the teacher, the teacher's own generate()
+    makes the completions and the student's is not called; the student's own-sample logs (reverse_kl, verifier/*,
+    completions/*) are missing on those steps and teacher_samples/* carry them; the ledger counts the teacher's
+    generation."""
+    from distill.compute import onpolicy_flops
+    from distill.train.grpo import build_dataset
+    from distill.train.onpolicy import build_trainer, preflight
+
+    student = tiny_llama(tmp_path / "s", seed=0)
+    teacher = tiny_llama(tmp_path / "t", seed=1)
+    r = _recipe(student, teacher, **{"onpolicy.max_steps": 8, "onpolicy.lmbda": 0.5, "onpolicy.seed": 3,
+                                     "onpolicy.max_completion_length": 8})
+    pair, tok = preflight(r)
+    ds, _ = build_dataset(r, tok, stage="onpolicy")
+    trainer = build_trainer(r, pair, ds, tok, tmp_path / "out")
+    calls = {"student": 0, "teacher": 0}
+    for who, m in (("student", trainer.model), ("teacher", trainer.teacher_model)):
+        real = m.generate
+
+        def spy(*a, _real=real, _who=who, **kw):
+            calls[_who] += 1
+            return _real(*a, **kw)
+
+        m.generate = spy
+    trainer.train()
+    steps = [x for x in trainer.state.log_history if "loss" in x]
+    assert len(steps) == 8
+    by_teacher = [x["teacher_sampled"] == 1.0 for x in steps]
+    assert 0 < sum(by_teacher) < 8  # both samplers ran (seed 3)
+    assert calls == {"student": 8 - sum(by_teacher), "teacher": sum(by_teacher)}
+    for x, t in zip(steps, by_teacher, strict=True):
+        if t:
+            assert all(x.get(k) is None for k in ("reverse_kl", "verifier/accuracy", "completions/mean_length"))
+            assert x["teacher_samples/reverse_kl"] > 0 and "teacher_samples/completions/mean_length" in x
+        else:
+            assert x["reverse_kl"] > 0 and x["verifier/accuracy"] is not None
+            assert x.get("teacher_samples/reverse_kl") is None
+    # the schedule is a function of (seed, step): a second trainer draws the same one
+    again = build_trainer(r, pair, ds, tok, tmp_path / "out2")
+    for step, t in enumerate(by_teacher):
+        again.state.global_step = step
+        assert again.teacher_samples_now() == t
+    got = trainer.sampled_tokens
+    assert got["teacher"] > 0 and got["student"] > 0
+    share = got["teacher"] / sum(got.values())
+    fl = onpolicy_flops(pair.student_params, pair.teacher_params, sum(got.values()), share)
+    assert fl["teacher generation"] == pytest.approx(2 * pair.teacher_params * got["teacher"])
+    assert fl["student generation"] == pytest.approx(2 * pair.student_params * got["student"])

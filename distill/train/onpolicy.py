@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -284,15 +285,53 @@ def _trainer_class():
         verifier: list = []
         verifier_names: list[str] = []
         _hidden: list | None = None
+        lmbda: float = 1.0  # the share of steps the student samples (GKD's lambda); the teacher samples the rest
+        sampler: str = "student"  # who sampled the generation batch being trained on
+        sampled_tokens: dict  # prompt + completion tokens (all processes) by sampler, for the compute ledger
+
+        def teacher_samples_now(self) -> bool:
+            """Who samples this optimizer step: a draw seeded by (seed, step), so every process agrees (a ZeRO-3
+            teacher must be gathered by all of them) and a resumed run repeats the same schedule."""
+            if self.lmbda >= 1.0:
+                return False
+            return random.Random(f"{self.args.seed}:{self.state.global_step}").random() >= self.lmbda
 
         def _generate_and_score_completions(self, inputs):
+            mode = "train" if self.model.training else "eval"
+            self.sampler = "teacher" if mode == "train" and self.teacher_samples_now() else "student"
+            seen = {k: len(v) for k, v in self._metrics[mode].items()}
             out = super()._generate_and_score_completions(inputs)
+            n = out["prompt_mask"].sum() + out["completion_mask"].sum()
+            self.sampled_tokens[self.sampler] += int(self.accelerator.gather(n.reshape(1)).sum().item())
+            if self.sampler == "teacher":
+                # TRL's completion statistics of this batch describe the teacher's samples: logged apart, so
+                # completions/* and verifier/* stay the student's own
+                for k in [k for k in self._metrics[mode] if k.startswith("completions/")]:
+                    new = self._metrics[mode][k][seen.get(k, 0):]
+                    del self._metrics[mode][k][seen.get(k, 0):]
+                    if not self._metrics[mode][k]:
+                        del self._metrics[mode][k]  # else TRL logs it as None
+                    self._metrics[mode][f"teacher_samples/{k}"].extend(new)
+            if mode == "train":
+                self._metrics[mode]["teacher_sampled"].append(float(self.sampler == "teacher"))
             if self.verifier:
-                self._score(inputs, out)
+                self._score(inputs, out, "verifier/" if self.sampler == "student" else "teacher_samples/verifier/")
             return out
 
-        def _score(self, inputs, out):
-            """The verifier on this generation batch (logged under verifier/<name>, mean over every process)."""
+        def _generate_single_turn(self, *args, **kwargs):
+            if self.sampler != "teacher":
+                return super()._generate_single_turn(*args, **kwargs)
+            # TRL's own HF generation path, pointed at the teacher: the same padding, stop tokens, sampling
+            # settings and ZeRO-3 gathering as the student's
+            saved = self.model_wrapped, self.use_vllm
+            self.model_wrapped, self.use_vllm = self.teacher_model, False
+            try:
+                return super()._generate_single_turn(*args, **kwargs)
+            finally:
+                self.model_wrapped, self.use_vllm = saved
+
+        def _score(self, inputs, out, prefix="verifier/"):
+            """The verifier on this generation batch (logged under <prefix><name>, mean over every process)."""
             ids, mask = out["completion_ids"], out["completion_mask"]
             texts = self.processing_class.batch_decode([row[m.bool()] for row, m in zip(ids, mask, strict=True)],
                                                        skip_special_tokens=True)
@@ -305,7 +344,7 @@ def _trainer_class():
                 t = self.accelerator.gather(t)
                 t = t[~torch.isnan(t)]
                 if t.numel():
-                    self._metrics[mode][f"verifier/{name}"].append(t.mean().item())
+                    self._metrics[mode][f"{prefix}{name}"].append(t.mean().item())
 
         def _get_last_hidden_state(self, unwrapped_model, *a, **kw):
             h = super()._get_last_hidden_state(unwrapped_model, *a, **kw)
@@ -325,8 +364,9 @@ def _trainer_class():
                 mode = "train" if self.model.training else "eval"
                 n = self.accelerator.gather(n_valid.detach().float().reshape(1)).sum()
                 s = self.accelerator.gather(torch.as_tensor(kl_sum, device=n.device).float().reshape(1)).sum()
-                if n > 0:
-                    self._metrics[mode]["reverse_kl"].append((s / n).item())
+                if n > 0:  # reverse_kl: on the student's own samples; on the teacher's, logged apart
+                    key = "reverse_kl" if self.sampler == "student" else "teacher_samples/reverse_kl"
+                    self._metrics[mode][key].append((s / n).item())
             finally:
                 self._hidden = None
             return loss, entropy_sum, n_valid
@@ -387,6 +427,8 @@ def build_trainer(recipe: Recipe, pair: Pair, ds, tokenizer, out: Path, callback
     cls = _trainer_class()
     trainer = cls(model=student, teacher_model=pair.teacher, args=args, train_dataset=ds, processing_class=tokenizer,
                   peft_config=peft_config, callbacks=callbacks)
+    trainer.lmbda = cfg.lmbda
+    trainer.sampled_tokens = {"student": 0, "teacher": 0}
     trainer.verifier_names = list(cfg.verifier)
     trainer.verifier = [REWARDS[n](cfg) for n in cfg.verifier]
     trainer.distill_init_kwargs = init_kwargs  # how to load the base again for an offline LoRA merge
@@ -409,7 +451,8 @@ class OnPolicySummary:
     steps: int = 0
     seconds: float = 0.0
     completions: int = 0
-    tokens: int = 0  # TRL's num_tokens: prompt + completion tokens of the student's samples
+    tokens: int = 0  # TRL's num_tokens: prompt + completion tokens of the samples trained on
+    teacher_share: float = 0.0  # the share of those tokens the teacher sampled (onpolicy.lmbda < 1)
     first: dict = field(default_factory=dict)  # metric -> mean over the first quarter of the logged steps
     last: dict = field(default_factory=dict)  # ... and the last quarter
     flops: dict = field(default_factory=dict)  # the ledger: student generation, teacher forward, student fwd/bwd
@@ -417,7 +460,8 @@ class OnPolicySummary:
     log: list[dict] = field(default_factory=list)
 
     METRICS = ("loss", "reverse_kl", "verifier/accuracy", "verifier/format", "completions/mean_length",
-               "completions/clipped_ratio", "entropy")
+               "completions/clipped_ratio", "entropy", "teacher_sampled", "teacher_samples/reverse_kl",
+               "teacher_samples/verifier/accuracy")
 
     def table(self):
         from rich.table import Table
@@ -430,6 +474,8 @@ class OnPolicySummary:
         for k in self.METRICS:
             if k in self.first:
                 rows.append((f"{k}, first → last quarter of steps", f"{_f(self.first[k])} → {_f(self.last.get(k))}"))
+        if self.teacher_share:
+            rows.append(("tokens the teacher sampled (onpolicy.lmbda < 1)", f"{self.teacher_share:.0%}"))
         rows += [(f"compute: {k}", f"{v:.3g} FLOPs") for k, v in self.flops.items()]
         if self.resumed_from:
             rows.append(("resumed from", self.resumed_from))
@@ -440,7 +486,7 @@ class OnPolicySummary:
 
 def train_onpolicy(recipe: Recipe, out: str | Path | None = None, resume: bool = True, callbacks=None) -> OnPolicySummary:
     """Run on-policy distillation from the recipe; save the student like a distill student plus train_summary.json."""
-    from distill.compute import onpolicy_flops_per_token
+    from distill.compute import onpolicy_flops
     from distill.train.common import (
         check_layout,
         check_reporters,
@@ -501,7 +547,9 @@ def train_onpolicy(recipe: Recipe, out: str | Path | None = None, resume: bool =
                 s.first[k], s.last[k] = a, b
         s.tokens = int(max(x.get("num_tokens", 0) for x in steps))
     s.completions = s.steps * cfg.per_device_batch_size * cfg.gradient_accumulation_steps * world
-    s.flops = {k: v * s.tokens for k, v in onpolicy_flops_per_token(pair.student_params, pair.teacher_params).items()}
+    sampled = trainer.sampled_tokens  # this process's run only (a resumed run's earlier steps: in s.tokens)
+    s.teacher_share = sampled["teacher"] / max(1, sum(sampled.values()))
+    s.flops = onpolicy_flops(pair.student_params, pair.teacher_params, s.tokens, s.teacher_share)
     eot, _ = end_of_turn(tok)
     save_student(trainer, tok, eot, out, merge=cfg.lora.enabled and cfg.lora.merge)
     if is_main():
@@ -530,22 +578,26 @@ def plot_onpolicy(log: list[dict], path: Path, verifier: list[str]) -> None:
     pts = [x for x in log if "loss" in x and "step" in x]
     if not pts:
         return
-    steps = [x["step"] for x in pts]
 
     def series(key):
-        return [x.get(key) if x.get(key) is not None else float("nan") for x in pts]
+        """(steps, values) where the key was logged: with onpolicy.lmbda < 1 the student's own-sample metrics
+        are missing on the steps the teacher sampled"""
+        got = [(x["step"], x[key]) for x in pts if x.get(key) is not None]
+        return [a for a, _ in got], [b for _, b in got]
 
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
-    axes[0].plot(steps, series("loss"), marker="o", ms=3, label="loss (TRL's generalized JSD)")
-    axes[0].plot(steps, series("reverse_kl"), ls="--", label="reverse KL(student || teacher), nats/token")
+    axes[0].plot(*series("loss"), marker="o", ms=3, label="loss (TRL's generalized JSD)")
+    axes[0].plot(*series("reverse_kl"), ls="--", marker=".", label="reverse KL(student || teacher), nats/token")
+    if series("teacher_samples/reverse_kl")[0]:
+        axes[0].plot(*series("teacher_samples/reverse_kl"), ls="", marker="x", label="reverse KL on the teacher's samples")
     axes[0].set_title("divergence to the teacher")
     for n in verifier:
-        axes[1].plot(steps, series(f"verifier/{n}"), marker="o", ms=3, label=n)
+        axes[1].plot(*series(f"verifier/{n}"), marker="o", ms=3, label=n)
     axes[1].set_ylim(-0.02, 1.02)
     axes[1].set_title("verifier on the student's samples (logged only)")
-    axes[2].plot(steps, series("completions/mean_length"), marker="o", ms=3, color="C2", label="mean length (tokens)")
+    axes[2].plot(*series("completions/mean_length"), marker="o", ms=3, color="C2", label="mean length (tokens)")
     ax2 = axes[2].twinx()
-    ax2.plot(steps, series("completions/clipped_ratio"), ls="--", color="C3", label="truncated share")
+    ax2.plot(*series("completions/clipped_ratio"), ls="--", color="C3", label="truncated share")
     ax2.set_ylim(-0.02, 1.02)
     axes[2].set_title("the student's completions")
     for ax in axes:
