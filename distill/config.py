@@ -460,6 +460,11 @@ class OnPolicyConfig(_Strict):
     # that never samples the teacher's format (an untrained student of an R1-format teacher): the teacher's
     # samples show it the format, its own samples correct its mistakes. Teacher samples use HF generation.
     lmbda: float = Field(default=1.0, ge=0, le=1)
+    # The divergence on the teacher's samples (lmbda < 1). 0.0: forward KL, token-level supervised KD, which
+    # raises a token the student gives no probability (the `<` of the teacher's `<think>`); reverse KL's gradient
+    # on a token is proportional to the student's own probability of it, so it cannot. `beta` stays the
+    # divergence on the student's own samples.
+    teacher_samples_beta: float = Field(default=0.0, ge=0, le=1)
     temperature: float = Field(default=1.0, gt=0)  # sampling, and both distributions in the loss
     top_p: float = Field(default=1.0, gt=0, le=1)
     top_k: int = Field(default=0, ge=0)

@@ -373,7 +373,8 @@ def test_onpolicy_on_two_processes(config, setup, tmp_path):
     """On-policy distillation with the batch split over two ranks (4 prompts, 2 a rank) and, under ZeRO-3, the
     teacher sharded too: it ends, records the layout asked for, logs the reverse KL and the verifier's scores
     gathered over both ranks, and saves a trained student that loads and generates, written by rank 0 only. Under
-    ZeRO-3 beta is 0.5, so the reverse KL is recomputed from the LM heads that ZeRO-3 partitions."""
+    ZeRO-3 beta is 0.5, so the reverse KL is recomputed from the LM heads that ZeRO-3 partitions, and lmbda is 0.5,
+    so the sharded teacher also samples a step through TRL's generation path (parameters gathered on both ranks)."""
     _needs_deepspeed(config)
     import torch
     from safetensors.torch import load_file
@@ -388,6 +389,8 @@ def test_onpolicy_on_two_processes(config, setup, tmp_path):
             "onpolicy.max_completion_length=8", "onpolicy.max_steps=2", "onpolicy.learning_rate=1e-2",
             "onpolicy.save_strategy=no", "onpolicy.reward_workers=0", "onpolicy.gradient_checkpointing=false",
             f"onpolicy.beta={1.0 if config == 'ddp.yaml' else 0.5}"]
+    if config == "zero3.yaml":  # seed 0, lmbda 0.5: the teacher samples step 0 (gathered from ZeRO-3 shards), the student step 1
+        sets += ["onpolicy.lmbda=0.5", "onpolicy.seed=0"]
     cfg = None if config == "ddp.yaml" else _cpu_config(config, tmp_path)
     r = subprocess.run(_command(cfg, ["onpolicy", "--out", str(out)], sets), cwd=ROOT, env=_env(out),
                        capture_output=True, text=True, timeout=600)
@@ -398,6 +401,11 @@ def test_onpolicy_on_two_processes(config, setup, tmp_path):
     assert lay["world_size"] == 2 and lay["distributed_type"] == kind and lay.get("zero_stage") == stage, lay
     assert d["summary"]["steps"] == 2 and d["summary"]["completions"] == 8
     steps = [x for x in d["log"] if "loss" in x]
+    if config == "zero3.yaml":
+        assert [x["teacher_sampled"] for x in steps] == [1.0, 0.0]
+        assert steps[0]["teacher_samples/reverse_kl"] > 0 and steps[0].get("reverse_kl") is None
+        assert d["summary"]["teacher_share"] > 0 and d["summary"]["flops"]["teacher generation"] > 0
+        steps = steps[1:]
     assert steps and all(x["reverse_kl"] > 0 and "verifier/accuracy" in x for x in steps)
     if config != "ddp.yaml":  # JSD(0.5) <= ln 2, and below the reverse KL of two random models
         assert all(0 < x["loss"] < 0.7 and x["reverse_kl"] > x["loss"] for x in steps)

@@ -207,11 +207,13 @@ def test_lmbda_below_one_lets_the_teacher_sample_some_steps_and_logs_them_apart(
     ds, _ = build_dataset(r, tok, stage="onpolicy")
     trainer = build_trainer(r, pair, ds, tok, tmp_path / "out")
     calls = {"student": 0, "teacher": 0}
+    betas = {"student": set(), "teacher": set()}  # the divergence TRL's loss uses for that batch
     for who, m in (("student", trainer.model), ("teacher", trainer.teacher_model)):
         real = m.generate
 
         def spy(*a, _real=real, _who=who, **kw):
             calls[_who] += 1
+            betas[_who].add(trainer.beta)
             return _real(*a, **kw)
 
         m.generate = spy
@@ -221,12 +223,14 @@ def test_lmbda_below_one_lets_the_teacher_sample_some_steps_and_logs_them_apart(
     by_teacher = [x["teacher_sampled"] == 1.0 for x in steps]
     assert 0 < sum(by_teacher) < 8  # both samplers ran (seed 3)
     assert calls == {"student": 8 - sum(by_teacher), "teacher": sum(by_teacher)}
+    assert betas == {"student": {1.0}, "teacher": {0.0}}  # forward KL on the teacher's samples (teacher_samples_beta)
     for x, t in zip(steps, by_teacher, strict=True):
         if t:
             assert all(x.get(k) is None for k in ("reverse_kl", "verifier/accuracy", "completions/mean_length"))
             assert x["teacher_samples/reverse_kl"] > 0 and "teacher_samples/completions/mean_length" in x
         else:
             assert x["reverse_kl"] > 0 and x["verifier/accuracy"] is not None
+            assert abs(x["loss"] - x["reverse_kl"]) < 1e-3 * max(1.0, x["loss"])  # beta 1 on its own samples
             assert x.get("teacher_samples/reverse_kl") is None
     # the schedule is a function of (seed, step): a second trainer draws the same one
     again = build_trainer(r, pair, ds, tok, tmp_path / "out2")

@@ -287,6 +287,7 @@ def _trainer_class():
         _hidden: list | None = None
         lmbda: float = 1.0  # the share of steps the student samples (GKD's lambda); the teacher samples the rest
         sampler: str = "student"  # who sampled the generation batch being trained on
+        teacher_samples_beta: float = 0.0  # the divergence on the teacher's samples (0: forward KL)
         sampled_tokens: dict  # prompt + completion tokens (all processes) by sampler, for the compute ledger
 
         def teacher_samples_now(self) -> bool:
@@ -299,6 +300,8 @@ def _trainer_class():
         def _generate_and_score_completions(self, inputs):
             mode = "train" if self.model.training else "eval"
             self.sampler = "teacher" if mode == "train" and self.teacher_samples_now() else "student"
+            # the loss of this generation batch's micro-steps (TRL reads self.beta in its loss)
+            self.beta = self.teacher_samples_beta if self.sampler == "teacher" else self.args.beta
             seen = {k: len(v) for k, v in self._metrics[mode].items()}
             out = super()._generate_and_score_completions(inputs)
             n = out["prompt_mask"].sum() + out["completion_mask"].sum()
@@ -428,6 +431,7 @@ def build_trainer(recipe: Recipe, pair: Pair, ds, tokenizer, out: Path, callback
     trainer = cls(model=student, teacher_model=pair.teacher, args=args, train_dataset=ds, processing_class=tokenizer,
                   peft_config=peft_config, callbacks=callbacks)
     trainer.lmbda = cfg.lmbda
+    trainer.teacher_samples_beta = cfg.teacher_samples_beta
     trainer.sampled_tokens = {"student": 0, "teacher": 0}
     trainer.verifier_names = list(cfg.verifier)
     trainer.verifier = [REWARDS[n](cfg) for n in cfg.verifier]
