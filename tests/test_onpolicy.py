@@ -99,7 +99,7 @@ def test_prompts_longer_than_the_context_are_refused_with_a_length_that_fits(tmp
     assert check_context(ds, tok, r.onpolicy.model_copy(update={"max_completion_length": 64 - longest}), 64) == longest
 
 
-def test_a_teacher_that_does_not_fit_is_refused_with_the_memory_arithmetic():
+def test_a_teacher_that_does_not_fit_is_refused_with_the_memory_arithmetic(monkeypatch):
     """Published shapes: an R1-Distill-Qwen-32B teacher beside a Qwen2.5-7B student on one 80 GB GPU."""
     from transformers import Qwen2Config
 
@@ -123,6 +123,15 @@ def test_a_teacher_that_does_not_fit_is_refused_with_the_memory_arithmetic():
     lora = cfg.model_copy(update={"lora": cfg.lora.model_copy(update={"enabled": True})})
     need = check_memory(pair, lora, "cuda", available=(141e9, "free on an H200"))  # LoRA fits one 141 GB GPU
     assert 80e9 < need["total"] < 82e9
+    # ZeRO-3 over 8 GPUs: (65.5 + 91.4) / 8 = 19.6 GB a device; with lmbda < 1 the teacher generates, gathered
+    # whole on every device: 65.5 + 91.4 / 8 = 77.0 GB, refused on 64 GB with the reason
+    monkeypatch.setenv("WORLD_SIZE", "8")
+    monkeypatch.setenv("ACCELERATE_DEEPSPEED_ZERO_STAGE", "3")
+    assert 19e9 < check_memory(pair, cfg, "cuda", available=(64e9, "free"))["total"] < 20e9
+    mixed = cfg.model_copy(update={"lmbda": 0.5})
+    with pytest.raises(PreflightError) as e:
+        check_memory(pair, mixed, "cuda", available=(64e9, "free"))
+    assert "77.0 GB" in str(e.value) and "the teacher whole" in str(e.value) and "onpolicy.lmbda: 1" in str(e.value)
 
 
 def test_onpolicy_recipes_validate():

@@ -123,12 +123,14 @@ def check_spellings(student: str, teacher: str, s_cfg, s_tok, t_tok, tokenizer_f
 
 
 def memory_need(student_params: int, teacher_params: int, student_bytes: int, teacher_bytes: int, lora: bool,
-                shards: int = 1) -> dict:
+                shards: int = 1, teacher_generates: bool = False) -> dict:
     """Bytes the weights and the optimizer need on one device, before activations.
 
     Full training keeps the student's weights and gradients in the training dtype and AdamW's two moments
     in fp32 (4 + 4 bytes a parameter); LoRA trains ~1% of the parameters. `shards`: processes the student
-    state and the teacher are partitioned over (ZeRO-3 / FSDP), 1 otherwise."""
+    state and the teacher are partitioned over (ZeRO-3 / FSDP), 1 otherwise. `teacher_generates`
+    (onpolicy.lmbda < 1): the teacher's HF generation gathers its whole weights on every device, so the peak
+    holds the whole teacher beside the student's shard."""
     teacher = teacher_params * teacher_bytes
     if lora:
         student = student_params * student_bytes + 0.01 * student_params * (student_bytes + 8)
@@ -136,8 +138,9 @@ def memory_need(student_params: int, teacher_params: int, student_bytes: int, te
     else:
         student = student_params * (2 * student_bytes + 8)
         how = f"{student_bytes}-byte weights and gradients + 8 bytes of fp32 AdamW moments a parameter"
-    return {"teacher": teacher / shards, "student": student / shards, "total": (teacher + student) / shards,
-            "student_how": how, "shards": shards}
+    t_dev = teacher if teacher_generates else teacher / shards
+    return {"teacher": t_dev, "student": student / shards, "total": t_dev + student / shards,
+            "student_how": how, "shards": shards, "teacher_gathered": teacher_generates and shards > 1}
 
 
 def available_memory() -> tuple[float, str]:
@@ -173,12 +176,15 @@ def _shards() -> int:
 def check_memory(pair: Pair, cfg, device: str, available: tuple[float, str] | None = None) -> dict:
     need = memory_need(pair.student_params, pair.teacher_params, _bytes(cfg.dtype, device),
                        _bytes(cfg.teacher_dtype if cfg.teacher_dtype != "auto" else cfg.dtype, device),
-                       cfg.lora.enabled, _shards())
+                       cfg.lora.enabled, _shards(), teacher_generates=cfg.lmbda < 1)
     have, where = available or available_memory()
     need["available"], need["where"] = have, where
     if cfg.check_memory and need["total"] > have:
         tb = _bytes(cfg.teacher_dtype if cfg.teacher_dtype != "auto" else cfg.dtype, device)
         sh = f" / {need['shards']} shards" if need["shards"] > 1 else ""
+        if need["teacher_gathered"]:
+            sh = (f" (the student / {need['shards']} shards; the teacher whole, as onpolicy.lmbda < 1 gathers it on "
+                  "every device to generate: onpolicy.lmbda: 1, or an SFT'd student that needs no teacher samples)")
         raise PreflightError(
             f"onpolicy: the teacher does not fit beside the student: teacher {pair.teacher_params / 1e9:.2f}B "
             f"parameters x {tb} bytes = {pair.teacher_params * tb / GB:.1f} GB, student "
