@@ -1,10 +1,10 @@
 """Sandboxed execution throughput: the cost of one sandbox start, and executions/s on real tests.
 
 Runs every MBPP and HumanEval reference solution (../shared/data/code) through
-`distill.verify.execute.check_program` with 1 and with `--workers` threads (each execution is its
+`distill.verify.judge.check_program` with 1 and with `--workers` threads (each execution is its
 own sandboxed process, so threads suffice), and times an empty program with and without the
 sandbox to isolate what bubblewrap adds. Then the same references as R1-style traces through the
-filter's whole check chain (`distill.filter.judge`, its worker pool), and a stdin/stdout problem of
+filter's whole check chain (`distill.verify.batch.judge`, its worker pool), and a stdin/stdout problem of
 10 cases (one process per case). Run:
 
     python benchmarks/executor_throughput.py [--workers 2] [--repeat 20]
@@ -24,14 +24,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from distill.verify.execute import check_program, run, sandbox_available  # noqa: E402
+from distill.verify.judge import check_program  # noqa: E402
+from distill.verify.sandbox import run, sandbox_available  # noqa: E402
 
 CODE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "code"
 
 
 def _bare(program: str) -> None:
     """The same run with the sandbox probe answering 'none': what the limits and Python cost alone."""
-    import distill.verify.execute as ex
+    import distill.verify.sandbox as ex
 
     real = ex.sandbox_available
     ex.sandbox_available = lambda: (False, "benchmark")
@@ -90,7 +91,8 @@ def through_filter(problems: list[dict], workers: int) -> None:
     import tempfile
 
     from distill.config import FilterConfig
-    from distill.filter import judge, read_samples
+    from distill.filter import read_samples
+    from distill.verify.batch import judge
 
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "in.jsonl"

@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 from distill.config import FilterConfig
-from distill.filter import judge
+from distill.verify.batch import judge
 from distill.verify.checks import ORDER
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "benchmarks"

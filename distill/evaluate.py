@@ -10,7 +10,7 @@ problem are not independent, so resampling samples would make the interval too n
 
 Generation goes through `distill.generate` into a sample store inside the output directory, so
 an interrupted evaluation resumes where it stopped; correctness is the filter's `correct` check
-(`distill.filter.judge`), so a sample the filter would keep as correct is a pass here.
+(`distill.verify.batch.judge`), so a sample the filter would keep as correct is a pass here.
 """
 
 from __future__ import annotations
@@ -221,10 +221,8 @@ class EvalResult:
 def score(samples: list[dict], verdicts: list[dict], k: int, ks: list[int], cfg: EvalConfig,
           order: list[str] | None = None) -> tuple[dict, list[dict]]:
     """(figures, per-problem rows) from judged samples; each figure is a mean over problems with its interval."""
-    from distill.filter import code_specs
-    from distill.verify import find_boxed
-    from distill.verify.code import fenced_blocks
-    from distill.verify.format import parse
+    from distill.verify.batch import code_specs
+    from distill.verify.response import r1_format, read_response
 
     code = code_specs(samples)
 
@@ -237,15 +235,12 @@ def score(samples: list[dict], verdicts: list[dict], k: int, ks: list[int], cfg:
         if not group:
             continue
         correct = [v["correct"]["pass"] is True for _, v in group]
-        parsed = [parse(s["completion"], "auto", s.get("prompt_template")) for s, _ in group]  # once a sample
+        # once a sample, read as the filter's checks read it (the same template and shape)
+        parsed = [read_response(s["completion"], s.get("prompt_template"), cfg.shape) for s, _ in group]
         preds = [voted_answer(p.final, v["correct"]) for p, (_, v) in zip(parsed, group, strict=True)]
         n, c = len(group), sum(correct)
-        r1 = []
         is_code = pid in code
-        for p in parsed:
-            # the answer a problem asks for: a \boxed{} value, or for code a fenced block
-            answered = bool(fenced_blocks(p.final or "")) if is_code else bool(find_boxed(p.final or ""))
-            r1.append(p.shape in ("r1", "r1-distill") and p.closed and p.blocks <= 1 and answered)
+        r1 = [r1_format(p, is_code) for p in parsed]  # the one format rule (distill/verify/response.py)
         # No majority vote over programs: two correct programs rarely have the same text.
         cons = {"score": None, "answer": None, "votes": None, "tied": None} if is_code else \
             majority(preds, correct, _equivalent)
@@ -285,7 +280,7 @@ def evaluate(recipe: Recipe, model: str, benchmark: str, out: str | Path, k: int
     protocol: the preset's record (distill/suite.py `apply_protocol`), kept in eval.json.
     shard: (i, N) generates only this slice of the problems into the store and returns None; several
     GPUs or nodes each run a shard, then one run without a shard finds every sample and scores."""
-    from distill.filter import judge, read_samples
+    from distill.filter import read_samples
     from distill.generate import generate, plan, teacher_identity
     from distill.store import versions
 
@@ -344,10 +339,10 @@ def evaluate(recipe: Recipe, model: str, benchmark: str, out: str | Path, k: int
         "language": {"enabled": False}, "readable": {"enabled": False},
         "dedup": {"enabled": False}, "decontaminate": {"enabled": False}, "workers": cfg.workers,
     })
+    from distill.verify.batch import gold_health, judge
+
     verdicts, _ = judge(samples, fcfg, progress=progress)
     figures, prows = score(samples, verdicts, k, ks, cfg, order=[p.id for p in plist])
-    from distill.filter import gold_health
-
     health = gold_health(samples, verdicts)
 
     settings = {

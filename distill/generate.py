@@ -30,7 +30,7 @@ from distill.prompts import build_prompt
 from distill.store import SampleStore, host, now, sample_key, shard_file_name, split_tests, versions
 from distill.teachers import Request, Teacher, load_teacher
 from distill.teachers.base import Failure
-from distill.verify.format import split_think
+from distill.verify.response import read_response
 
 
 @dataclass
@@ -213,7 +213,9 @@ def generate(
                                              "endpoint": c.endpoint, "created_at": now()})
                             continue
                         completion = prompt.prefill + c.text
-                        reasoning, final = split_think(completion)
+                        # the stored split is the one reading's (the filter, eval and rewards read the same)
+                        read = read_response(completion, recipe.prompt.template)
+                        reasoning, final = read.reasoning, read.final
                         if p.id not in split:
                             split[p.id] = split_tests(p.meta)
                         meta, tests = split[p.id]

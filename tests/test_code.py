@@ -18,7 +18,7 @@ from distill.data import DataError, load_problems
 from distill.filter import filter_samples
 from distill.prompts import build_prompt
 from distill.verify.code import CodeSpecError, code_spec, extract_code
-from distill.verify.execute import sandbox_available
+from distill.verify.sandbox import sandbox_available
 
 CODE = Path(__file__).resolve().parents[2] / "shared" / "data" / "code"
 OK, WHY = sandbox_available()
@@ -59,8 +59,9 @@ def test_the_three_kinds_and_the_public_sets_own_field_names():
     he = load("humaneval.jsonl")[0]
     s = code_spec(he)
     assert s["kind"] == "function" and s["entry_point"] == "has_close_elements"
-    assert s["prelude"] == "from typing import List\n"  # the prompt's imports run before the answer
-    assert s["context"] == he["problem"]  # the prompt's helpers are the judge's
+    # the prompt's code runs in the judge (its helpers are the judge's) and before the answer (so an
+    # answer may use its imports and helpers without repeating them)
+    assert s["context"] == he["problem"] and s["prelude"] == he["problem"] + "\n"
     # HumanEval as the hub has it: `test`, `prompt`, no kind
     hub = {"task_id": "HumanEval/0", "prompt": he["problem"], "test": he["tests"], "entry_point": he["entry_point"]}
     assert code_spec(hub)["kind"] == "function"
@@ -228,9 +229,9 @@ def test_code_verdicts_through_the_filter(tmp_path):
 
 
 def test_no_sandbox_stops_the_filter_before_it_starts_unless_told(tmp_path, monkeypatch):
-    from distill.verify import execute
+    from distill.verify import sandbox
 
-    monkeypatch.setattr(execute, "sandbox_available", lambda: (False, "bwrap not found. `apt-get install bubblewrap`"))
+    monkeypatch.setattr(sandbox, "sandbox_available", lambda: (False, "bwrap not found. `apt-get install bubblewrap`"))
     p = load("mbpp.jsonl")[0]
     rows = [{"problem_id": p["id"], "problem": p["problem"], "meta": {"kind": "asserts", "tests": p["tests"]},
              "completion": r1(p["reference"])}]

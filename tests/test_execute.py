@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from distill.verify import execute
-from distill.verify.execute import Limits, SandboxError, check_program, compare_stdout, sandbox_available
+from distill.verify import sandbox
+from distill.verify.judge import check_program, compare_stdout
+from distill.verify.sandbox import Limits, SandboxError, sandbox_available
 
 CODE = Path(__file__).resolve().parents[2] / "shared" / "data" / "code"
 OK, WHY = sandbox_available()
@@ -92,7 +93,7 @@ def test_stdio_problems_compare_tokens_and_floats():
 
 
 def test_no_sandbox_refuses_with_the_install_command(monkeypatch):
-    monkeypatch.setattr(execute, "sandbox_available", lambda: (False, "bwrap not found. Install the sandbox: "
+    monkeypatch.setattr(sandbox, "sandbox_available", lambda: (False, "bwrap not found. Install the sandbox: "
                                                                       "`apt-get install bubblewrap`"))
     p = {"kind": "asserts", "tests": ["assert f() == 1"]}
     with pytest.raises(SandboxError, match="refusing to run model-written code without a sandbox.*apt-get install"):
@@ -136,11 +137,11 @@ def test_the_answer_cannot_read_the_harness_or_run_its_demo():
 
 
 def test_parallel_runs_are_bounded_by_cores_and_by_memory(monkeypatch):
-    monkeypatch.setattr(execute, "available_mb", lambda: 10_000)
-    assert execute.parallel_runs(64, 2048) == 4  # 4 runs of 2 GB fit in 10 GB, not 64
-    assert execute.parallel_runs(2, 2048) == 2
-    monkeypatch.setattr(execute, "available_mb", lambda: 100)
-    assert execute.parallel_runs(8, 2048) == 1  # always at least one
+    monkeypatch.setattr(sandbox, "available_mb", lambda: 10_000)
+    assert sandbox.parallel_runs(64, 2048) == 4  # 4 runs of 2 GB fit in 10 GB, not 64
+    assert sandbox.parallel_runs(2, 2048) == 2
+    monkeypatch.setattr(sandbox, "available_mb", lambda: 100)
+    assert sandbox.parallel_runs(8, 2048) == 1  # always at least one
 
 
 @needs_sandbox
@@ -180,8 +181,8 @@ def test_the_probe_and_runs_hold_with_many_threads_of_this_user_alive():
     for t in idle:
         t.start()
     try:
-        execute.sandbox_available.cache_clear()
-        ok, why = execute.sandbox_available()
+        sandbox.sandbox_available.cache_clear()
+        ok, why = sandbox.sandbox_available()
         assert ok, why
         r = check_program({"kind": "asserts", "tests": ["assert f() == 1"]}, "import os\nif os.fork() == 0:\n"
                           "    os._exit(0)\nos.wait()\ndef f():\n    return 1\n")

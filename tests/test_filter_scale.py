@@ -16,7 +16,8 @@ import pytest
 
 from distill.config import ExportConfig, FilterConfig
 from distill.data import DataError
-from distill.filter import STATE, Tally, filter_samples, gold_health, judge, merge_filtered, read_samples
+from distill.filter import STATE, Tally, filter_samples, merge_filtered, read_samples
+from distill.verify.batch import gold_health, judge
 from distill.verify.checks import ORDER
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from distill.verify.execute import Limits, check_program, sandbox_available
+from distill.verify.judge import check_program
+from distill.verify.sandbox import Limits, sandbox_available
 
 CODE = Path(__file__).resolve().parents[2] / "shared" / "data" / "code"
 OK, WHY = sandbox_available()

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from distill.verify.execute import sandbox_available
+from distill.verify.sandbox import sandbox_available
 
 ROOT = Path(__file__).resolve().parents[1]
 CODE = ROOT.parent / "shared" / "data" / "code"
@@ -34,14 +34,15 @@ SCRIPT = textwrap.dedent('''
     idle = [threading.Thread(target=stop.wait, daemon=True) for _ in range(100)]
     for t in idle:
         t.start()
-    from distill.verify.execute import Limits, check_program, sandbox_available
+    from distill.verify.judge import check_program
+    from distill.verify.sandbox import Limits, sandbox_available
     ok, why = sandbox_available()
     assert ok, why
     wrong = open(sys.argv[3]).read()
     rows = [json.loads(x) for f in ("humaneval.jsonl", "mbpp.jsonl")
             for x in open(os.path.join(sys.argv[2], f)) if x.strip()]
     def one(p):
-        name = p.get("entry_point") or __import__("distill.verify.code", fromlist=["x"]).called_name(p["tests"])
+        name = p.get("entry_point") or __import__("distill.verify.code", fromlist=["x"]).code_spec(p)["entry_point"]
         # Limits well above the defaults: what is tested is the user and the threads, not this machine's
         # speed (mbpp_123's reference spends about 5 CPU seconds on a slow 2-core machine).
         lim = Limits(cpu_seconds=60, wall_seconds=120)
@@ -63,8 +64,9 @@ def _as_user(cmd: list[str]) -> list[str]:
 
 def _python_for_user(tmp: Path) -> tuple[str, str]:
     """(interpreter, path holding `distill`) the user can read: this environment when it is readable by
-    others, else the system Python with a copy of the two stdlib-only modules the executor needs."""
-    probe = subprocess.run(_as_user([sys.executable, "-c", "import distill.verify.execute"]), cwd="/",
+    others, else the system Python with a copy of the modules the judge needs (the sandbox, the judge,
+    their boot programs, the code problems' reader) and of markdown-it-py, which reads the answers' fences."""
+    probe = subprocess.run(_as_user([sys.executable, "-c", "import distill.verify.judge, markdown_it"]), cwd="/",
                            env={"PYTHONPATH": str(ROOT), "PATH": os.environ.get("PATH", "")}, capture_output=True)
     if probe.returncode == 0:
         return sys.executable, str(ROOT)
@@ -72,8 +74,14 @@ def _python_for_user(tmp: Path) -> tuple[str, str]:
     (pkg / "distill" / "verify").mkdir(parents=True)
     (pkg / "distill" / "__init__.py").write_text("")
     (pkg / "distill" / "verify" / "__init__.py").write_text("")
-    for name in ("execute.py", "code.py"):
+    for name in ("sandbox.py", "judge.py", "code.py"):
         shutil.copy(ROOT / "distill" / "verify" / name, pkg / "distill" / "verify" / name)
+    shutil.copytree(ROOT / "distill" / "verify" / "boot", pkg / "distill" / "verify" / "boot")
+    import markdown_it
+    import mdurl
+
+    for mod in (markdown_it, mdurl):
+        shutil.copytree(Path(mod.__file__).parent, pkg / mod.__name__)
     return shutil.which("python3", path="/usr/bin:/usr/local/bin") or "python3", str(pkg)
 
 

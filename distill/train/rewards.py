@@ -8,7 +8,7 @@ as keyword arguments. Weights come from the recipe (`grpo.rewards: {accuracy: 1,
 | name | value | as in |
 |---|---|---|
 | `accuracy` | 1 when the final answer equals the gold (the filter's `correct` check), else 0 | R1-Zero's accuracy reward |
-| `format` | 1 for one closed `<think>` block followed by a `\\boxed{}` answer (`<answer>` for R1-Zero prompts), else 0 | R1-Zero's format reward |
+| `format` | 1 when the response has the R1 format (`distill.verify.response.r1_format`: one closed, non-empty `<think>` block, then a `\\boxed{}` answer, a fenced block for code, `<answer>` for R1-Zero prompts), else 0 | R1-Zero's format reward |
 | `language` | the share of the reasoning's words in the target language, 0..1 | the R1 report's language-consistency reward, added to accuracy |
 | `code` | code problems: 1 when the final ```python block passes every test, else 0 (`grpo.code.score: all`), or the share of tests passed (`fraction`); run in the bubblewrap sandbox | R1's rule-based reward for code ("compile and pass the test cases") |
 
@@ -28,9 +28,9 @@ from collections.abc import Callable
 
 from distill.verify.answer import check_answer
 from distill.verify.checks import unfinished
-from distill.verify.code import budget, code_spec, fenced_blocks, verify_code
-from distill.verify.format import find_boxed, parse
+from distill.verify.code import budget, code_spec, verify_code
 from distill.verify.language import detect_language, language_share
+from distill.verify.response import r1_format, read_response
 
 
 def completion_text(completion) -> str:
@@ -59,15 +59,17 @@ def _meta(x) -> dict:
     return {}
 
 
-def _parsed(completions, kw):
-    """(full text, Parsed) per completion; the prompt's prefill (e.g. "<think>\\n") is part of the answer."""
+def _parsed(completions, kw, specs: list[dict | None] | None = None):
+    """(full text, Response) per completion, through the one reading (distill/verify/response.py): the
+    prompt's prefill (e.g. "<think>\\n") is part of the answer, and the template names the shape."""
     n = len(completions)
     prefills = _column(kw, "prefill", n, "")
     templates = _column(kw, "prompt_template", n, None)
+    specs = specs if specs is not None else [None] * n
     out = []
-    for c, pre, tpl in zip(completions, prefills, templates, strict=True):
+    for c, pre, tpl, spec in zip(completions, prefills, templates, specs, strict=True):
         text = (pre or "") + completion_text(c)
-        out.append((text, parse(text, "auto", tpl)))
+        out.append((text, read_response(text, tpl, "auto", spec)))
     return out
 
 
@@ -113,7 +115,8 @@ class AccuracyReward:
         # A cut completion has no final answer, as in the filter and eval (`unfinished`: an unclosed
         # box, an unbalanced final part); one cut at max_completion_length is TRL's to mask.
         items = [(str(a), None if unfinished({"completion": t}, p)["problems"] else p.final, _meta(m), inner)
-                 for (t, p), a, m, sp in zip(_parsed(completions, kw), answers, metas, specs, strict=True) if sp is None]
+                 for (t, p), a, m, sp in zip(_parsed(completions, kw, specs), answers, metas, specs, strict=True)
+                 if sp is None]
         pool = self._get_pool()
         if pool is None:
             scores = iter([_check_one(x) for x in items])
@@ -130,11 +133,11 @@ class AccuracyReward:
         return {**self.__dict__, "_pool": None}
 
 
-def _run_code(item: tuple[dict, str | None, dict, str]) -> float:
-    spec, final, cfg, score = item
-    if final is None:
+def _run_code(item: tuple[dict, dict | None, dict, str]) -> float:
+    spec, program, cfg, score = item
+    if program is None:
         return 0.0
-    r = verify_code(spec, final, cfg, stop_at_first=score == "all")
+    r = verify_code(spec, program, cfg, stop_at_first=score == "all")
     if score == "all":
         return 1.0 if r["status"] == "passed" else 0.0
     return r["passed"] / max(1, r["total"])
@@ -154,7 +157,7 @@ class CodeReward:
         self._pool = None
         if not self.cfg.get("unsafe_no_sandbox"):
             from distill.config import RecipeError
-            from distill.verify.execute import sandbox_available
+            from distill.verify.sandbox import sandbox_available
 
             ok, why = sandbox_available()
             if not ok:
@@ -163,11 +166,11 @@ class CodeReward:
     def __call__(self, prompts, completions, completion_ids=None, **kw) -> list[float | None]:
         n = len(completions)
         specs = _specs(kw, n)
-        items = [(sp, None if unfinished({"completion": t}, p)["problems"] else p.final, self.cfg, self.score)
-                 for (t, p), sp in zip(_parsed(completions, kw), specs, strict=True) if sp is not None]
+        items = [(sp, None if unfinished({"completion": t}, p)["problems"] else p.program, self.cfg, self.score)
+                 for (t, p), sp in zip(_parsed(completions, kw, specs), specs, strict=True) if sp is not None]
         if self._pool is None and self.workers > 0:
-            from distill.verify.execute import parallel_runs
             from distill.verify.pool import VerifyPool
+            from distill.verify.sandbox import parallel_runs
 
             workers = parallel_runs(self.workers, int(self.cfg.get("memory_mb", 2048)), int(self.cfg.get("tmp_mb", 64)))
             self._pool = VerifyPool(workers, 60.0, max_in_flight=4 * workers)
@@ -193,15 +196,8 @@ class FormatReward:
     def __call__(self, prompts, completions, completion_ids=None, **kw) -> list[float]:
         out = []
         specs = _specs(kw, len(completions))
-        for (text, p), spec in zip(_parsed(completions, kw), specs, strict=True):
-            if spec is not None:  # a code answer: one closed think block, then a fenced block
-                ok = (p.shape in ("r1", "r1-distill") and p.closed and p.blocks <= 1 and bool((p.reasoning or "").strip())
-                      and bool(fenced_blocks(p.final or "")))
-            elif p.shape == "r1-zero":
-                ok = p.closed and p.blocks == 1 and "<answer>" in text.split("</think>", 1)[-1] and "</answer>" in text
-            else:
-                ok = (p.shape in ("r1", "r1-distill") and p.closed and p.blocks <= 1
-                      and bool((p.reasoning or "").strip()) and bool(find_boxed(p.final or "")))
+        for (_, p), spec in zip(_parsed(completions, kw, specs), specs, strict=True):
+            ok = r1_format(p, spec is not None)  # the one format rule, as the filter and eval apply it
             out.append(1.0 if ok else 0.0)
         return out
 

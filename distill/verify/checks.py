@@ -12,11 +12,12 @@ import time
 from typing import Any
 
 from distill.verify.answer import check_answer
-from distill.verify.code import fenced_blocks, unclosed_fence, verify_code
+from distill.verify.code import fenced_blocks, program_digest, unclosed_fence, verify_code, without_fences
 from distill.verify.dedup import fingerprint
-from distill.verify.format import BLOCK_SHAPES, find_boxed, parse
+from distill.verify.format import BLOCK_SHAPES, find_boxed
 from distill.verify.language import detect_language, language_share
 from distill.verify.readable import code_blocks, longest_paragraph, repetition
+from distill.verify.response import format_problems, read_response
 
 SAMPLE_CHECKS = ("complete", "format", "correct", "language", "readable")
 SET_CHECKS = ("dedup", "decontaminate")
@@ -38,9 +39,6 @@ def _last_box_unclosed(text: str) -> bool:
         depth += {"{": 1, "}": -1}.get(text[i], 0)
         i += 1
     return depth > 0
-
-
-_FENCED = re.compile(r"(```|~~~).*?(\1|$)", re.S)
 
 
 def unfinished(s: dict, p) -> dict:
@@ -66,7 +64,7 @@ def unfinished(s: dict, p) -> dict:
             problems.append("unclosed_code_block")
             how["unclosed_code_block"] = "the final part opens a ``` code block that never closes"
         # Braces inside code blocks are the code's (a dict, a format string), not the answer's.
-        final = _FENCED.sub("", final)
+        final = without_fences(final)
     # A plain trace's final part is the whole text, where a stray brace in the working says nothing.
     if final and p.shape != "plain" and "unclosed_boxed" not in problems and "unclosed_code_block" not in problems:
         if _open_braces(final) > 0:
@@ -106,19 +104,18 @@ def check_complete(s: dict, p, cut: dict | None = None) -> dict:
 
 
 def check_format(s: dict, p, cfg: dict) -> dict:
+    """The format rule of distill/verify/response.py (the one eval and the GRPO reward use), with the
+    recipe's allowed shapes: a `plain` trace, where allowed, is not asked for a reasoning block."""
     problems = []
     if p.shape not in cfg["allowed_shapes"]:
         problems.append(f"shape_{p.shape}_not_allowed")
-    boxed = bool(find_boxed(p.final or ""))
-    if s.get("_code"):  # a code answer is a code block, judged by `correct`; nothing to box
-        return {"pass": not problems, "value": {"problems": problems, "shape": p.shape, "boxed": boxed,
-                                                "code_blocks": len(fenced_blocks(p.final or ""))}}
-    if p.shape == "r1-zero":
-        if "<answer>" not in s["completion"]:
-            problems.append("no_answer_tag")
-    elif cfg["require_boxed"] and not boxed:
-        problems.append("no_boxed_answer")
-    return {"pass": not problems, "value": {"problems": problems, "shape": p.shape, "boxed": boxed}}
+    code = bool(s.get("_code"))
+    rule = format_problems(p, code, cfg["require_boxed"])
+    problems += [x for x in rule if not (p.shape == "plain" and x == "no_reasoning_block")]
+    value = {"problems": problems, "shape": p.shape, "boxed": bool(find_boxed(p.final or ""))}
+    if code:
+        value["code_blocks"] = len(fenced_blocks(p.final or ""))
+    return {"pass": not problems, "value": value}
 
 
 def check_correct(s: dict, p, cfg: dict, cut: dict | None = None) -> dict:
@@ -130,7 +127,7 @@ def check_correct(s: dict, p, cfg: dict, cut: dict | None = None) -> dict:
         return {"pass": False, "value": {"status": "unfinished", "why": cut["problems"], "gold": s["answer"],
                                          "pred": None}}
     if s.get("_code"):  # a code problem: its tests, run in the sandbox, are the gold
-        r = verify_code(s["_code"], p.final, cfg["code"])
+        r = verify_code(s["_code"], p.program, cfg["code"])
         return {"pass": r["status"] == "passed", "value": r}
     # math-verify's own limit at about half the hard one: most slow expressions end gracefully,
     # and the pool's kill is left for hangs that signals cannot interrupt.
@@ -142,7 +139,7 @@ def check_language(s: dict, p, cfg: dict) -> dict:
     target = cfg["language"] or detect_language(s["problem"])
     text = p.reasoning or ""
     if s.get("_code"):  # code is in no natural language: judge the prose around it
-        text = _FENCED.sub(" ", text)
+        text = without_fences(text, " ")
     r = language_share(text, target)
     return {"pass": r["share"] >= cfg["min_share"], "value": {"target": target, **r}}
 
@@ -177,11 +174,12 @@ def run_checks(item: tuple[dict, dict, str | None]) -> dict:
     secs: dict[str, float] = {}
     t = time.perf_counter()
     fmt = cfg["format"]
-    p = parse(s["completion"], fmt["shape"], s.get("prompt_template"))
+    spec = s.get("_code")
+    p = read_response(s["completion"], s.get("prompt_template"), fmt["shape"], spec)
     tc = s.get("_teacher_closes")
     if tc and p.shape == "plain" and tc["tag"] not in s["completion"]:
         # Read as the teacher's shape: a block opened (in the prompt) that never closed.
-        p = parse(s["completion"], tc["shape"], s.get("prompt_template"))
+        p = read_response(s["completion"], s.get("prompt_template"), tc["shape"], spec)
     cut = unfinished(s, p)
     secs["parse"] = time.perf_counter() - t
     for name in SAMPLE_CHECKS:
@@ -211,5 +209,7 @@ def run_checks(item: tuple[dict, dict, str | None]) -> dict:
     # Only the shape goes back to the parent: shipping a 20,000-character reasoning back through
     # the pool's pipe for every sample costs more than parsing it again for the few that are exported.
     out["_parsed"] = {"shape": p.shape, "closed": p.closed}
+    if p.code is not None:  # the export checks that it writes this program, byte for byte
+        out["_parsed"]["program_sha256"] = program_digest(p.code)
     out["_seconds"] = secs
     return out

@@ -19,9 +19,11 @@ public sets are read as they are: HumanEval's `test`, MBPP's `test_list`, APPS's
 from __future__ import annotations
 
 import ast
+import functools
 import json
 import math
 import re
+from dataclasses import dataclass
 from typing import Any
 
 CODE_KINDS = ("function", "asserts", "stdio", "call")
@@ -153,19 +155,106 @@ def call_asserts(spec: dict) -> dict:
             "test_imports": [], "entry_point": spec.get("class_name") or spec["fn_name"]}
 
 
-def called_name(tests: list[str]) -> str | None:
-    """The function an MBPP-style assert list calls (`assert set(similar_elements(...)) == ...`): the first
-    called name that is not a builtin, else the first called name (MBPP's task 126 defines `sum`)."""
-    import builtins
-
-    called = []
+def _called(tests: list[str]) -> list[str]:
+    """Names the tests call as plain names (`f(...)`), in order of first call."""
+    called: list[str] = []
     for t in tests:
         try:
             tree = ast.parse(t)
         except SyntaxError:
             continue
         called += [n.func.id for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)]
-    return next((c for c in called if not hasattr(builtins, c)), called[0] if called else None)
+    return list(dict.fromkeys(called))
+
+
+def _bindings(code: str) -> dict[str, set[str]]:
+    """{name: {'import', 'def'}}: what a piece of code binds at module level (imports; def, class and
+    assignments), at any nesting of if/for/while/try/with/match."""
+    try:
+        tree = ast.parse(code or "")
+    except (SyntaxError, ValueError):
+        return {}
+    out: dict[str, set[str]] = {}
+    for node in _top_statements(tree.body):
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            for a in node.names:
+                if a.name != "*":
+                    out.setdefault((a.asname or a.name).split(".")[0], set()).add("import")
+        elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            out.setdefault(node.name, set()).add("def")
+        elif isinstance(node, ast.Assign | ast.AnnAssign | ast.AugAssign):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            for t in targets:
+                for n in ast.walk(t):
+                    if isinstance(n, ast.Name):
+                        out.setdefault(n.id, set()).add("def")
+    return out
+
+
+def bound_names(code: str) -> set[str]:
+    """Names a piece of the judge's own code binds (`from math import isclose` binds `isclose`): these
+    are the judge's and never taken from the answer."""
+    return set(_bindings(code))
+
+
+def defined_names(code: str) -> set[str]:
+    """Names a program defines itself (def, class, assignment), at module level under any if/try/with."""
+    return {n for n, kinds in _bindings(code).items() if "def" in kinds}
+
+
+def _top_statements(body: list[ast.stmt]):
+    """Every statement that runs at module level: into if/for/while/try/with/match, not into functions or classes."""
+    for node in body:
+        yield node
+        for field in ("body", "orelse", "finalbody"):
+            inner = getattr(node, field, None)
+            if isinstance(inner, list) and not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+                yield from _top_statements(inner)
+        for h in getattr(node, "handlers", []) or []:
+            yield from _top_statements(h.body)
+        for c in getattr(node, "cases", []) or []:
+            yield from _top_statements(c.body)
+
+
+# A data set's reference solution, under the names the public sets give it (MBPP `code`, ours
+# `reference`, APPS/CodeContests `solutions`): it names the function under test when nothing else does.
+REFERENCE_FIELDS = ("reference", "code", "canonical_solution", "solution", "solutions")
+
+
+def reference_solution(rec: dict) -> str | None:
+    ref = _first(rec, *REFERENCE_FIELDS)
+    if isinstance(ref, str) and ref.lstrip().startswith("["):
+        try:
+            ref = json.loads(ref)
+        except json.JSONDecodeError:
+            pass
+    if isinstance(ref, dict):  # CodeContests: {language: [...], solution: [...]}
+        ref = ref.get("solution")
+    if isinstance(ref, list):
+        ref = next((r for r in ref if isinstance(r, str) and r.strip()), None)
+    return ref if isinstance(ref, str) and ref.strip() else None
+
+
+def asserts_entry_point(tests: list[str], test_imports: list[str], reference: str | None, where: str = "") -> str:
+    """The function an assert list tests, when the problem does not declare `entry_point`.
+
+    Never a name the tests' own imports bind (`from math import isclose`: `isclose` is the judge's).
+    With a reference solution: the first called name it defines (MBPP task 126 defines `sum`). Without
+    one: the first called name that is neither a builtin nor imported. None found: CodeSpecError."""
+    import builtins
+
+    imported = bound_names("\n".join(test_imports)) | {n for t in tests for n in bound_names(t)}
+    called = [c for c in _called(tests) if c not in imported]
+    if reference:
+        defined = defined_names(reference)
+        hit = next((c for c in called if c in defined), None)
+        if hit:
+            return hit
+    hit = next((c for c in called if not hasattr(builtins, c)), None)
+    if hit:
+        return hit
+    raise CodeSpecError(f"{where}no function under test: the tests call {called or 'nothing'} (builtins or imported "
+                        "names only); declare `entry_point` in the record")
 
 
 def code_spec(rec: dict | None) -> dict | None:
@@ -189,10 +278,11 @@ def code_spec(rec: dict | None) -> dict | None:
                 spec["prelude"] = CALL_PRELUDE
             if spec["kind"] == "function":
                 text = str(rec.get("problem") or src.get("problem") or src.get("prompt") or "")
-                if not spec.get("prelude"):
-                    spec["prelude"] = prelude(text)
-                # The prompt's own helpers (HumanEval's `poly`, `encode_cyclic`) are the judge's, not the answer's.
-                spec.setdefault("context", text if _is_python(text) else "")
+                # The prompt's own code (HumanEval's imports and helpers: `poly`, `encode_cyclic`) runs in
+                # the judge, where its names are the judge's and not the answer's, and before the answer in
+                # the answer's process, so an answer may call a helper without repeating it.
+                spec["context"] = prompt_code(text)
+                spec["prelude"] = spec["context"] + "\n" if spec["context"] else ""
             return spec
     return None
 
@@ -240,7 +330,18 @@ def _spec(rec: dict) -> dict | None:
         imports = rec.get("test_imports") or []
         if isinstance(imports, str):
             imports = [imports]
-        spec.update(tests=list(tests), test_imports=[str(x) for x in imports], entry_point=called_name(tests))
+        imports = [str(x) for x in imports]
+        declared = rec.get("entry_point")
+        if declared:  # a declared name is never replaced by an inference
+            if not re.fullmatch(r"[A-Za-z_]\w*", str(declared)):
+                raise CodeSpecError(f"entry_point {declared!r} is not a Python name")
+            entry = str(declared)
+        else:
+            entry = asserts_entry_point(tests, imports, reference_solution(rec))
+        if entry in bound_names("\n".join(imports)):
+            raise CodeSpecError(f"entry_point {entry!r} is bound by the problem's test_imports: the function under "
+                                "test must be the answer's; fix entry_point or test_imports")
+        spec.update(tests=list(tests), test_imports=imports, entry_point=entry)
     elif kind == "call":
         if not fn or not re.fullmatch(r"[A-Za-z_]\w*", str(fn)):
             raise CodeSpecError(f"a `call` problem needs `fn_name`, the function or method to call (got {fn!r})")
@@ -294,51 +395,170 @@ def _parses(code: str, what: str) -> None:
         raise CodeSpecError(f"the {what} do not parse as Python ({e.msg}, line {e.lineno}): {code[:120]!r}") from None
 
 
-def prelude(problem: str) -> str:
-    """The import lines of a HumanEval-style prompt (`from typing import List`): run before the answer,
-    as the prompt is part of the program the tests expect, so an answer that repeats only the
-    function is not failed for a missing import."""
-    return "".join(line + "\n" for line in problem.splitlines()
-                   if re.match(r"(import\s+\w|from\s+[\w.]+\s+import\s)", line))
+_ALLOWED_TOP = (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Assign,
+                ast.AnnAssign)
+
+
+def prompt_code(problem: str) -> str:
+    """The code a function problem's prompt gives (imports, helpers, constants, the stub), whatever
+    prose surrounds it: the whole prompt when it is Python (HumanEval), else its Python code blocks,
+    else the longest stretch of lines from a line that starts Python (`import`, `from`, `def`, `class`,
+    `@`) that parses. Only definitions are kept: a usage line of the prompt (`print(f(1))`) is not run."""
+    text = problem or ""
+    code = text if _is_python(text) else ""
+    if not code:
+        blocks = [c for t, c in fenced_blocks(text) if (t in PYTHON_TAGS or not t) and _is_python(c)]
+        code = "\n".join(blocks)
+    if not code:
+        lines = _lines_of(text)
+        starts = [i for i, line in enumerate(lines) if re.match(r"(import\s|from\s+[\w.]+\s+import\s|def\s|async\s+def\s|class\s|@)", line)]
+        tries = 0
+        for i in starts[:8]:
+            for j in range(len(lines), i, -1):
+                tries += 1
+                if tries > 400:  # a long prompt of prose: no code worth a quadratic search
+                    break
+                if lines[j - 1].strip() and _is_python("\n".join(lines[i:j])):
+                    code = "\n".join(lines[i:j]) + "\n"
+                    break
+            if code:
+                break
+    if not code:
+        return ""
+    tree = ast.parse(code)
+    if all(isinstance(n, _ALLOWED_TOP) or (isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant))
+           for n in tree.body):
+        return code  # as the prompt gives it
+    tree.body = [n for n in tree.body if isinstance(n, _ALLOWED_TOP)]
+    return ast.unparse(tree) + "\n" if tree.body else ""
 
 
 # -- the answer ----------------------------------------------------------------------------------
 
-_FENCE = re.compile(r"(?P<fence>```|~~~)[ \t]*(?P<tag>[\w+#.\- ]*?)[ \t]*\n(?P<code>.*?)(?:\n[ \t]*)?(?P=fence)", re.S)
+@dataclass(frozen=True)
+class Fence:
+    tag: str  # the info string's first word, lower-cased ("" when untagged)
+    code: str  # the block's text, as CommonMark reads it (container indentation removed)
+    start: int  # first line (0-based) of the opening fence
+    end: int  # line after the block
+    closed: bool
+
+
+@functools.lru_cache(maxsize=1)
+def _markdown():
+    # CommonMark's rules for fences (a closing fence is a line of its own, at least as long as the
+    # opening one, of the same character), not a regular expression: a "```" inside a comment or a
+    # string of the code does not end the block for a reader, so it does not end it here.
+    from markdown_it import MarkdownIt
+
+    return MarkdownIt("commonmark")
+
+
+def _lines_of(text: str) -> list[str]:
+    return text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+
+
+@functools.lru_cache(maxsize=256)
+def fences(text: str) -> tuple[Fence, ...]:
+    """Every fenced code block of a Markdown text, in order, as a CommonMark renderer shows them."""
+    if not text or ("```" not in text and "~~~" not in text):
+        return ()
+    lines = _lines_of(text)
+    out = []
+    for tok in _markdown().parse(text):
+        if tok.type != "fence" or not tok.map:
+            continue
+        start, end = tok.map
+        char = tok.markup[0]
+        last = lines[end - 1] if 0 < end <= len(lines) else ""
+        closed = end - start >= 2 and re.fullmatch(rf"[ \t>]*{re.escape(char)}{{{len(tok.markup)},}}[ \t]*", last) is not None
+        info = tok.info.strip()
+        out.append(Fence(info.split()[0].lower() if info else "", tok.content, start, end, closed))
+    return tuple(out)
 
 
 def fenced_blocks(text: str) -> list[tuple[str, str]]:
     """(language tag, code) for every closed fenced block, in order."""
-    return [(m.group("tag").strip().lower(), m.group("code")) for m in _FENCE.finditer(text or "")]
+    return [(f.tag, f.code) for f in fences(text or "") if f.closed]
 
 
 def unclosed_fence(text: str) -> bool:
     """A fence opened and never closed: the text was cut inside a code block."""
-    rest = _FENCE.sub("", text or "")
-    return bool(re.search(r"^[ \t]*(```|~~~)", rest, re.M))
+    return any(not f.closed for f in fences(text or ""))
 
 
-def _defines(code: str, name: str) -> bool:
-    return bool(re.search(rf"^(?:async\s+)?(?:def|class)\s+{re.escape(name)}\b|^{re.escape(name)}\s*=", code, re.M))
+def without_fences(text: str, fill: str = "") -> str:
+    """The text with its fenced blocks (fence lines included) replaced by `fill`: the prose around the code."""
+    fs = fences(text or "")
+    if not fs:
+        return text
+    lines, out, i = _lines_of(text), [], 0
+    for f in fs:
+        out += lines[i:f.start] + ([fill] if fill else [])
+        i = f.end
+    return "\n".join(out + lines[i:])
+
+
+def _is_python_tag(tag: str) -> bool:
+    return tag in PYTHON_TAGS
+
+
+def reads_stdin(code: str) -> bool:
+    """The program reads standard input, in any spelling: input(), sys.stdin, `from sys import stdin`,
+    an alias of sys, open(0), open('/dev/stdin'), os.read(0, ...), fileinput."""
+    try:
+        tree = ast.parse(code)
+    except (SyntaxError, ValueError):
+        return bool(re.search(r"\binput\s*\(|\bstdin\b|open\(\s*0|fileinput", code))
+    for n in ast.walk(tree):
+        if isinstance(n, ast.Attribute) and n.attr in ("stdin", "__stdin__"):
+            return True
+        if isinstance(n, ast.ImportFrom) and (n.module or "").split(".")[0] in ("sys", "fileinput") \
+                and any(a.name in ("stdin", "__stdin__", "input", "*") for a in n.names):
+            return True
+        if isinstance(n, ast.Import) and any(a.name == "fileinput" for a in n.names):
+            return True
+        if isinstance(n, ast.Call):
+            f = n.func
+            name = f.id if isinstance(f, ast.Name) else f.attr if isinstance(f, ast.Attribute) else ""
+            first = n.args[0] if n.args else None
+            if name == "input" and isinstance(f, ast.Name):
+                return True
+            if name in ("open", "read", "fdopen", "readlines") and isinstance(first, ast.Constant) \
+                    and first.value in (0, "/dev/stdin", "/proc/self/fd/0"):
+                return True
+        if isinstance(n, ast.Name) and n.id == "stdin":
+            return True
+    return False
 
 
 def _norm(code: str) -> str:
     return "\n".join(line.rstrip() for line in code.strip().splitlines() if line.strip())
 
 
+def _parses_ok(code: str) -> bool:
+    try:
+        ast.parse(code)
+    except (SyntaxError, ValueError):
+        return False
+    return True
+
+
 def extract_code(final: str | None, spec: dict) -> dict:
-    """The answer of a code problem: the last fenced Python block of the final part.
+    """The answer of a code problem: the last program of the final part, read as CommonMark reads it.
 
     {'status': ok | no_code_block | conflicting_blocks | code_does_not_parse, 'code', 'blocks', 'detail'}.
-    Blocks tagged python (or untagged, when none is tagged python) are candidates; blocks in another
-    language (an input example, a shell line) are not. Where the problem names its function, the answer
-    is the last block that defines it (a usage example after it is not the answer), and two blocks
-    that define it differently are `conflicting_blocks`: the answer must be one program. For stdin
-    problems, two different blocks that both read the input conflict the same way.
+    Candidates are the closed blocks tagged python and the untagged ones that parse as Python, in
+    order; blocks in another language (an input example, a shell line) are not. Where the problem
+    names its function, the answer is the last candidate that defines it (at any nesting: under
+    `if True:` too), and two candidates that define it differently are `conflicting_blocks`: the
+    answer must be one program. For stdin problems, two different candidates that read the input (in
+    any spelling: `input()`, `from sys import stdin`, `open(0)`) conflict the same way.
     """
     blocks = fenced_blocks(final or "")
-    tagged = [c for t, c in blocks if t in PYTHON_TAGS]
-    cands = tagged or [c for t, c in blocks if not t]
+    cands = [c for t, c in blocks if _is_python_tag(t) or (not t and _parses_ok(c))]
+    if not cands:
+        cands = [c for t, c in blocks if _is_python_tag(t)]
     if not cands:
         other = sorted({t for t, _ in blocks if t})
         why = (f"the final part has code blocks only in {', '.join(other)}; the answer must be Python" if other
@@ -346,10 +566,10 @@ def extract_code(final: str | None, spec: dict) -> dict:
         return {"status": "no_code_block", "code": None, "blocks": len(blocks), "detail": why}
     name = spec.get("entry_point")
     if name:
-        defining = [c for c in cands if _defines(c, name)]
+        defining = [c for c in cands if name in bound_names(c)]
         pool, what = (defining, f"define {name}") if defining else (cands[-1:], "")
     else:
-        pool = [c for c in cands if re.search(r"\binput\s*\(|sys\.stdin|open\(0\)", c)] or cands[-1:]
+        pool = [c for c in cands if reads_stdin(c)] or cands[-1:]
         what = "read the input"
     distinct = list(dict.fromkeys(_norm(c) for c in pool))
     if len(distinct) > 1:
@@ -368,7 +588,7 @@ def extract_code(final: str | None, spec: dict) -> dict:
 
 def limits_for(spec: dict, cfg: dict | None):
     """execute.Limits from the recipe's `code` section, with the problem's own time limit if it has one."""
-    from distill.verify.execute import Limits
+    from distill.verify.sandbox import Limits
 
     cfg = dict(cfg or {})
     cfg.pop("unsafe_no_sandbox", None)
@@ -387,15 +607,24 @@ def budget(spec: dict, cfg: dict | None) -> float:
     return runs * (lim.wall_seconds + 2.0) + 10.0
 
 
-def verify_code(spec: dict, final: str | None, cfg: dict | None, stop_at_first: bool = True) -> dict:
-    """The `correct` verdict of a code answer: extraction, then every test in the sandbox.
+def program_digest(code: str) -> str:
+    """sha256 of a program's text: what the judge ran, and what the export must write."""
+    import hashlib
 
-    {'status', 'kind', 'passed', 'total', 'tests', 'runs', 'sandboxed', 'code_chars', 'detail'}; status
-    is `passed` only when every test passed.
+    return hashlib.sha256(code.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def verify_code(spec: dict, answer: dict | str | None, cfg: dict | None, stop_at_first: bool = True) -> dict:
+    """The `correct` verdict of a code answer: every test in the sandbox.
+
+    `answer`: the extracted program (`Response.program`, from `read_response`: the one reading every
+    consumer shares), or a final part's text to extract it from. Returns {'status', 'kind', 'passed',
+    'total', 'tests', 'runs', 'sandboxed', 'code_chars', 'program_sha256', 'detail'}; status is `passed`
+    only when every test passed.
     """
-    from distill.verify.execute import check_program
+    from distill.verify.judge import check_program
 
-    x = extract_code(final, spec)
+    x = answer if isinstance(answer, dict) else extract_code(answer, spec)
     base = {"kind": spec["kind"], "blocks": x["blocks"], "gold": None, "pred": None}
     if spec["kind"] == "call":  # run as the judge's assert lines (same sandbox, same verdicts)
         spec = call_asserts(spec)
@@ -405,6 +634,6 @@ def verify_code(spec: dict, final: str | None, cfg: dict | None, stop_at_first: 
     program = (spec.get("prelude") or "") + x["code"]
     r = check_program(spec, program, limits_for(spec, cfg), allow_unsandboxed=bool((cfg or {}).get("unsafe_no_sandbox")),
                       stop_at_first=stop_at_first)
-    return {**base, **r, "code_chars": len(x["code"]),
+    return {**base, **r, "code_chars": len(x["code"]), "program_sha256": program_digest(x["code"]),
             "detail": next((f"test {t['test']}: {t['status']} {t['detail']}".strip() for t in r["tests"]
                             if t["status"] != "passed"), "")}

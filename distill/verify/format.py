@@ -29,6 +29,7 @@ class Parsed:
     final: str | None  # None: the block never closed, so there is no final part
     closed: bool  # the reasoning block closed (always True for `plain`)
     blocks: int  # how many reasoning blocks were opened
+    answer_tag: bool = False  # r1-zero: the final part held an <answer>...</answer> element
 
 
 def split_think(completion: str) -> tuple[str | None, str | None]:
@@ -46,19 +47,43 @@ def split_think(completion: str) -> tuple[str | None, str | None]:
     return None, completion.strip()
 
 
+# What each prompt template makes a completion look like (the completion includes the template's prefill):
+# the shape is the template's, and markers the model writes inside its reasoning change nothing.
+TEMPLATE_SHAPES = {"r1": "r1", "r1-zero": "r1-zero"}
+
+
 def detect_shape(text: str, template: str | None = None) -> str:
-    if QWQ[0] in text or QWQ[2] in text:
+    """The trace's shape, read at the top level only: from the template it was generated with when
+    known, else from how the text begins (`<think>`, `<|begin_of_thought|>`) or a `</think>` that
+    closes a block the chat template opened. Nothing inside the reasoning decides it: another
+    template's markers or an `<answer>` tag written in the reasoning or after the answer do not
+    switch the shape. Without a template, R1-Zero is recognised only when the whole final part is
+    one `<answer>...</answer>` element."""
+    head = text.lstrip()
+    if template in TEMPLATE_SHAPES:
+        shape = TEMPLATE_SHAPES[template]
+        if shape == "r1" and not head.startswith(THINK_OPEN):
+            # the teacher's chat template opened the block itself, or no block at all was written
+            return "r1-distill" if THINK_CLOSE in text else "plain"
+        return shape
+    if head.startswith(QWQ[0]):
         return "qwq"
-    if template == "r1-zero" or (THINK_CLOSE in text and ANSWER_RE.search(text.split(THINK_CLOSE)[-1])):
-        return "r1-zero"
-    if THINK_OPEN in text:
+    if head.startswith(THINK_OPEN):
+        final = text.partition(THINK_CLOSE)[2].strip() if THINK_CLOSE in text else ""
+        if template is None and _ANSWER_ONLY.fullmatch(final):
+            return "r1-zero"
         return "r1"
     if THINK_CLOSE in text:
         return "r1-distill"
     return "plain"
 
 
+_ANSWER_ONLY = re.compile(r"<answer>(?:(?!</?answer>).)*</answer>", re.S)
+
+
 def parse(text: str, shape: str = "auto", template: str | None = None) -> Parsed:
+    """The trace split by its shape (`detect_shape` when `shape` is auto). Consumers call
+    `distill.verify.response.read_response`, which adds the answer or the program to this split."""
     if shape == "auto":
         shape = detect_shape(text, template)
     if shape == "qwq":
@@ -67,11 +92,13 @@ def parse(text: str, shape: str = "auto", template: str | None = None) -> Parsed
         closed = b1 in text
         reasoning = text.split(b0, 1)[1].split(b1, 1)[0].strip() if b0 in text else None
         final = None
-        if s0 in text:
-            sol = text.split(s0, 1)[1]
-            final = sol.split(s1, 1)[0].strip() if s1 in sol else None
-        elif closed:
-            final = text.split(b1, 1)[1].strip()
+        if closed:
+            after = text.split(b1, 1)[1]
+            if s0 in after:
+                sol = after.split(s0, 1)[1]
+                final = sol.split(s1, 1)[0].strip() if s1 in sol else None
+            else:
+                final = after.strip()
         return Parsed(shape, reasoning, final, closed, blocks)
     if shape == "plain":
         # No markers: nothing tells reasoning from answer, so both are the whole text (the answer
@@ -83,10 +110,13 @@ def parse(text: str, shape: str = "auto", template: str | None = None) -> Parsed
     reasoning, final = split_think(text)
     if shape == "r1-distill" and not closed:
         reasoning, final = text.strip(), None  # the block opened in the prompt never closed
+    answer_tag = False
     if shape == "r1-zero" and final is not None:
-        m = ANSWER_RE.search(final)
-        final = m.group(1).strip() if m else final
-    return Parsed(shape, reasoning, final, closed, blocks)
+        m = _ANSWER_ONLY.search(final)
+        answer_tag = m is not None
+        # R1-Zero's answer is what its <answer> tag holds; nothing outside the tag is the answer.
+        final = m.group(0)[len("<answer>"):-len("</answer>")].strip() if m else final
+    return Parsed(shape, reasoning, final, closed, blocks, answer_tag)
 
 
 def find_boxed(text: str) -> list[str]:
