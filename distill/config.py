@@ -23,6 +23,8 @@ from pydantic import (
     model_validator,
 )
 
+from distill.verify.sandbox import Limits
+
 
 class RecipeError(ValueError):
     """A recipe that cannot be used; the message names the file, the key and the fix."""
@@ -176,15 +178,18 @@ class FormatCheck(_Check):
 
 
 class ExecConfig(_Strict):
-    """Running model-written code (code problems, docs/code.md): bubblewrap sandbox plus these limits per run."""
+    """Running model-written code (code problems, docs/code.md): bubblewrap sandbox plus these limits per
+    run. One type with one set of defaults (`distill.verify.sandbox.Limits`), used by the filter, eval and
+    the GRPO / on-policy code reward alike."""
 
-    cpu_seconds: int = Field(default=10, gt=0)  # the run's processes together; a problem's `time_limit` replaces it
-    wall_seconds: float = Field(default=20.0, gt=0)  # the whole process group is killed at this
-    memory_mb: int = Field(default=2048, gt=0)  # resident memory of the run's processes together
-    processes: int = Field(default=64, gt=0)  # processes and threads of the run
-    file_mb: int = Field(default=16, gt=0)  # largest file the program may write, and the most stdout compared
-    tmp_mb: int = Field(default=64, gt=0)  # the run's private /tmp (working directory, home), in its memory budget
-    output_bytes: int = Field(default=65536, gt=0)  # stdout/stderr kept in the verdict (not what is compared)
+    cpu_seconds: int = Field(default=Limits.cpu_seconds, gt=0)  # the run's processes together; a problem's `time_limit` replaces it
+    wall_seconds: float = Field(default=Limits.wall_seconds, gt=0)  # the whole process group is killed at this
+    memory_mb: int = Field(default=Limits.memory_mb, gt=0)  # resident memory of the run's processes together
+    processes: int = Field(default=Limits.processes, gt=0)  # processes and threads of the run
+    file_mb: int = Field(default=Limits.file_mb, gt=0)  # largest file the program may write, and the most stdout compared
+    tmp_mb: int = Field(default=Limits.tmp_mb, gt=0)  # the run's private /tmp (working directory, home), in its memory budget
+    open_files: int = Field(default=Limits.open_files, gt=0)
+    output_bytes: int = Field(default=Limits.output_bytes, gt=0)  # stdout/stderr kept in the verdict (not what is compared)
     # Run model-written code WITHOUT the sandbox (limits still apply): only inside a container of your
     # own, where bubblewrap cannot start. Same as the --unsafe-no-sandbox flag.
     unsafe_no_sandbox: bool = False
@@ -358,8 +363,6 @@ class CodeRewardConfig(ExecConfig):
     # all: 1 when every test passes, else 0 (R1's rule-based reward). fraction: the share of tests
     # passed (denser, and exploitable by special-casing the visible tests; see docs/code.md).
     score: Literal["all", "fraction"] = "all"
-    cpu_seconds: int = Field(default=5, gt=0)
-    wall_seconds: float = Field(default=10.0, gt=0)
 
 
 class GrpoConfig(_Strict):

@@ -172,7 +172,7 @@ class CodeReward:
             from distill.verify.pool import VerifyPool
             from distill.verify.sandbox import parallel_runs
 
-            workers = parallel_runs(self.workers, int(self.cfg.get("memory_mb", 2048)), int(self.cfg.get("tmp_mb", 64)))
+            workers = parallel_runs(self.workers, int(self.cfg["memory_mb"]), int(self.cfg["tmp_mb"]))
             self._pool = VerifyPool(workers, 60.0, max_in_flight=4 * workers)
         if self._pool is None:
             scores = iter([_run_code(x) for x in items])

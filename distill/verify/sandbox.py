@@ -49,9 +49,13 @@ class SandboxError(RuntimeError):
 
 @dataclass
 class Limits:
-    cpu_seconds: int = 5  # CPU seconds of the run's whole process tree
-    wall_seconds: float = 10.0
-    memory_mb: int = 1024  # resident memory of the run's whole process tree (and each process's address space)
+    """The limits of one run: the one set of defaults. The recipe's `code` sections (the filter's and
+    eval's `filter.correct.code`, the GRPO and on-policy `code` reward) are `distill.config.ExecConfig`,
+    whose defaults are these, so a program is held to the same limits wherever it is judged."""
+
+    cpu_seconds: int = 10  # CPU seconds of the run's whole process tree; a problem's `time_limit` replaces it
+    wall_seconds: float = 20.0  # the whole process group is killed at this
+    memory_mb: int = 2048  # resident memory of the run's whole process tree (and each process's address space)
     processes: int = 64  # processes and threads of the run
     file_mb: int = 16  # largest file the program may write, and the most stdout compared
     tmp_mb: int = 64  # the private /tmp (working directory, home), counted in the run's memory
