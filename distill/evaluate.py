@@ -218,6 +218,17 @@ class EvalResult:
         return t
 
 
+def judge_config(cfg: EvalConfig, code: dict) -> FilterConfig:
+    """The filter's own checks, with only what decides a pass switched on: complete (for the record: a
+    truncated sample has no final answer and fails `correct` anyway), format, correct."""
+    return FilterConfig.model_validate({
+        "format": {"shape": cfg.shape, "require_boxed": False},
+        "correct": {"timeout": cfg.timeout, "code": code},
+        "language": {"enabled": False}, "readable": {"enabled": False},
+        "dedup": {"enabled": False}, "decontaminate": {"enabled": False}, "workers": cfg.workers,
+    })
+
+
 def score(samples: list[dict], verdicts: list[dict], k: int, ks: list[int], cfg: EvalConfig,
           order: list[str] | None = None) -> tuple[dict, list[dict]]:
     """(figures, per-problem rows) from judged samples; each figure is a mean over problems with its interval."""
@@ -331,14 +342,7 @@ def evaluate(recipe: Recipe, model: str, benchmark: str, out: str | Path, k: int
         s["answer"] = gold.get(s["problem_id"], s["answer"])
     samples.sort(key=lambda s: (s["problem_id"], s["sample_index"]))
 
-    # The filter's own checks, with only what decides a pass switched on: complete (for the
-    # record: a truncated sample has no final answer and fails `correct` anyway), format, correct.
-    fcfg = FilterConfig.model_validate({
-        "format": {"shape": cfg.shape, "require_boxed": False},
-        "correct": {"timeout": cfg.timeout, "code": recipe.filter.correct.code.model_dump()},
-        "language": {"enabled": False}, "readable": {"enabled": False},
-        "dedup": {"enabled": False}, "decontaminate": {"enabled": False}, "workers": cfg.workers,
-    })
+    fcfg = judge_config(cfg, recipe.filter.correct.code.model_dump())
     from distill.verify.batch import gold_health, judge
 
     verdicts, _ = judge(samples, fcfg, progress=progress)

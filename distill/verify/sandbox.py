@@ -218,6 +218,20 @@ class _Tree:
 
     def __init__(self, pid: int):
         self.pid = pid
+        self.seen: dict[int, str] = {}  # every process of the run seen so far: pid -> start time
+
+    def kill_rest(self) -> None:
+        """Kill every process of the run seen so far that is still there (the same process: its start
+        time still matches). A child that outlives the run's main process goes with it, even one that
+        left the process group; inside the sandbox the PID namespace already ends them all."""
+        for p, started in list(self.seen.items()):
+            try:
+                with open(f"/proc/{p}/stat") as f:
+                    s = f.read()
+                if s[s.rfind(")") + 2:].split()[19] == started:
+                    os.kill(p, signal.SIGKILL)
+            except (OSError, IndexError):
+                pass
 
     def pids(self) -> list[int]:
         out, todo = [], [self.pid]
@@ -247,6 +261,7 @@ class _Tree:
             except OSError:
                 continue
             v = s[s.rfind(")") + 2:].split()
+            self.seen.setdefault(p, v[19])
             cpu += sum(int(x) for x in v[11:15]) / self._TICK
             tasks += int(v[17])  # num_threads
             rss += int(v[21]) * self._PAGE
@@ -288,10 +303,14 @@ def _spawn(argv: list[str], limits: Limits, sandbox: bool, fds: tuple[int, ...],
 def _watch(procs: list[subprocess.Popen], watched: subprocess.Popen, limits: Limits, deadline: float,
            until: subprocess.Popen) -> str | None:
     """Wait for `until` to exit, killing every process group at the wall clock or when `watched`'s
-    tree passes the run's memory, CPU or process limit. The reason, or None."""
+    tree passes the run's memory, CPU or process limit. The reason, or None.
+
+    The run's processes are watched until every one is gone: when `watched` (the answer's main
+    process) ends, every process of its tree still there is killed with it, so a forked child cannot
+    go on answering the judge's calls or outlive the run."""
     import select
 
-    tree, reason, pause = _Tree(watched.pid), None, 0.005
+    tree, reason, pause, orphans_killed = _Tree(watched.pid), None, 0.005, False
     try:  # wakes the moment `until` exits, where sleeping would add up to a poll interval to every run
         pidfd = os.pidfd_open(until.pid)
     except (AttributeError, OSError):
@@ -308,6 +327,13 @@ def _watch(procs: list[subprocess.Popen], watched: subprocess.Popen, limits: Lim
                     reason = "processes"
                 elif rss > limits.memory_mb and (tree.pss_mb() or rss) > limits.memory_mb:
                     reason = "memory"
+            elif not orphans_killed:  # the answer's main process ended: its children go with it
+                try:
+                    os.killpg(watched.pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+                tree.kill_rest()
+                orphans_killed = True
             if reason:
                 for p in procs:
                     _kill_group(p)
@@ -320,6 +346,7 @@ def _watch(procs: list[subprocess.Popen], watched: subprocess.Popen, limits: Lim
     finally:
         if pidfd is not None:
             os.close(pidfd)
+        tree.kill_rest()
     return reason
 
 
