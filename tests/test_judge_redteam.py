@@ -233,3 +233,24 @@ def test_the_cases_hold_as_an_unprivileged_user(tmp_path):
         assert not bad, bad
     finally:
         shutil.rmtree(d, ignore_errors=True)
+
+
+@needs_sandbox
+def test_the_filter_reports_a_broken_problem_in_gold_health_and_keeps_none_of_it(tmp_path):
+    from distill.config import ExportConfig, FilterConfig
+    from distill.filter import filter_samples
+
+    broken = {"kind": "function", "entry_point": "f", "tests": "def check(candidate):\n    assert candidate(1) == 1\n"}
+    rows = [{"problem_id": "broken", "sample_index": i, "source": "t", "answer": None, "finish_reason": "stop",
+             "problem": "import no_such_module_here\n\ndef f(x):\n    \"\"\"x\"\"\"\n", "meta": broken,
+             "prompt_template": "r1", "completion": _r1(_py("def f(x):\n    return x\n"))} for i in range(2)]
+    rows.append({**rows[0], "problem_id": "fine", "problem": "def f(x):\n    \"\"\"x\"\"\"\n"})
+    inp = tmp_path / "in.jsonl"
+    inp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = FilterConfig.model_validate({"language": {"enabled": False}, "readable": {"enabled": False},
+                                       "dedup": {"enabled": False}, "workers": 0})
+    report = filter_samples(inp, tmp_path / "out", cfg, ExportConfig(), progress=False)
+    kept = [json.loads(x)["problem_id"] for x in (tmp_path / "out" / "kept.jsonl").read_text().splitlines()]
+    assert kept == ["fine"]
+    health = report["gold_health"]["t"]
+    assert health["unparseable"] == 1 and health["examples"][0]["problem_id"] == "broken"

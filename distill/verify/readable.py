@@ -10,7 +10,6 @@ import re
 
 import numpy as np
 
-_FENCE = re.compile(r"^\s*```", re.M)
 _PARA = re.compile(r"\n\s*\n")
 
 
@@ -19,10 +18,10 @@ def longest_paragraph(text: str) -> int:
 
 
 def code_blocks(text: str) -> int:
-    if "```" not in text:
-        return 0
-    fences = len(_FENCE.findall(text))
-    return fences // 2 + fences % 2  # an unclosed fence still opens a block
+    """Fenced code blocks, as CommonMark reads them (the reading `extract_code` uses); an unclosed one counts."""
+    from distill.verify.code import fences
+
+    return len(fences(text))
 
 
 def repetition(text: str, n: int = 10) -> dict:
