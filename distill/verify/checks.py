@@ -14,10 +14,10 @@ from typing import Any
 from distill.verify.answer import check_answer
 from distill.verify.code import fenced_blocks, program_digest, unclosed_fence, verify_code, without_fences
 from distill.verify.dedup import fingerprint
-from distill.verify.format import BLOCK_SHAPES, find_boxed
+from distill.verify.format import find_boxed
 from distill.verify.language import detect_language, language_share
 from distill.verify.readable import code_blocks, longest_paragraph, repetition
-from distill.verify.response import format_problems, read_response
+from distill.verify.response import block_problems, format_problems, read_response
 
 SAMPLE_CHECKS = ("complete", "format", "correct", "language", "readable")
 SET_CHECKS = ("dedup", "decontaminate")
@@ -88,13 +88,7 @@ def check_complete(s: dict, p, cut: dict | None = None) -> dict:
         problems.remove("missing_close_tag")
         if "unclosed_reasoning" not in problems:
             problems.append("unclosed_reasoning")
-    if p.shape in BLOCK_SHAPES:
-        if not p.closed:
-            problems.append("unclosed_reasoning")
-        elif p.blocks > 1:
-            problems.append(f"{p.blocks}_reasoning_blocks")
-    if not (p.reasoning or "").strip():
-        problems.append("empty_reasoning")
+    problems += block_problems(p)
     if not (p.final or "").strip():
         problems.append("no_final_answer")
     problems = list(dict.fromkeys(problems))

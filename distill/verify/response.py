@@ -64,20 +64,26 @@ def read_response(text: str, template: str | None = None, shape: str = "auto", s
                     boxes[-1] if boxes else None, program)
 
 
+def block_problems(r) -> list[str]:
+    """What is wrong with the reasoning block (the filter's `complete` check reports the same): never
+    closed, several blocks, or nothing in it. `r`: a Response or a Parsed."""
+    problems = []
+    if r.shape in BLOCK_SHAPES:
+        if not r.closed:
+            problems.append("unclosed_reasoning")
+        elif r.blocks > 1:
+            problems.append(f"{r.blocks}_reasoning_blocks")
+    if not (r.reasoning or "").strip():
+        problems.append("empty_reasoning")
+    return problems
+
+
 def format_problems(r: Response, code: bool, require_answer: bool = True) -> list[str]:
     """What keeps a response from the format: [] when it has one closed, non-empty reasoning block and
     a final part holding its answer. `require_answer`: math answers must be boxed (R1-Zero's must be
     in an <answer> element whatever this says; code answers must be a fenced block)."""
-    problems = []
-    if r.shape not in BLOCK_SHAPES:
-        problems.append("no_reasoning_block")
-    else:
-        if not r.closed:
-            problems.append("unclosed_reasoning")
-        if r.blocks > 1:
-            problems.append(f"{r.blocks}_reasoning_blocks")
-        if not (r.reasoning or "").strip():
-            problems.append("empty_reasoning")
+    problems = [] if r.shape in BLOCK_SHAPES else ["no_reasoning_block"]
+    problems += block_problems(r)
     if code:
         if not fenced_blocks(r.final or ""):
             problems.append("no_code_block")
