@@ -205,6 +205,10 @@ def filter(
     console.print(t)
     if report["bad_lines_skipped"]:
         console.print(f"[yellow]{report['bad_lines_skipped']} malformed line(s) skipped[/]: {report['bad_lines'][0]}")
+    if report.get("undecided"):
+        from distill.filter import UNDECIDED_NOTE
+
+        console.print("[yellow]" + UNDECIDED_NOTE.format(n=report["undecided"]).replace("**", "") + "[/]")
     for src, h in report.get("gold_health", {}).items():
         if h["unparseable"]:
             ex = "; ".join(f"{e['problem_id']}: {e['gold']!r}" for e in h["examples"][:3])

@@ -72,6 +72,7 @@ from distill.verify.batch import (
     _workers,
     dedup_verdicts,
     judge,
+    undecided,
 )
 from distill.verify.checks import ORDER, run_checks
 from distill.verify.code import CodeSpecError, budget, code_spec, program_digest
@@ -83,6 +84,10 @@ STATE = ".filter-state.sqlite"
 # /2: verdicts of the one reading (distill/verify/response.py) and the judge that takes nothing from the
 # answer; verdicts saved by /1 are judged again.
 STATE_FORMAT = "distill-filter-state/2"
+UNDECIDED = "undecided"  # the digest column of a verdict the machine could not decide: never reused
+UNDECIDED_NOTE = ("**{n} sample(s) undecided**: their check timed out or lost its worker twice, on this machine "
+                  "rather than by the answer (a loaded machine, a too short `filter.correct.timeout`). They are "
+                  "rejected in this output and judged again by the next run of the same command.")
 
 
 # -- input -------------------------------------------------------------------------------------
@@ -193,7 +198,7 @@ class Tally:
     """The report's counts, added one sample at a time (nothing kept per sample but its length)."""
 
     def __init__(self):
-        self.total = self.kept = 0
+        self.total = self.kept = self.undecided = 0
         self.checks = {c: Counter() for c in ORDER}
         self.details: dict[str, Counter] = defaultdict(Counter)
         self.by_source: dict[str, Counter] = defaultdict(Counter)
@@ -207,6 +212,7 @@ class Tally:
     def add(self, s: dict, v: dict, spec: dict | None) -> None:
         self.total += 1
         self.kept += v["kept"]
+        self.undecided += undecided(v)
         for c in ORDER:
             p = v[c]["pass"]
             if p is not None:
@@ -246,6 +252,7 @@ class Tally:
             **({"code": code} if code else {}),
             "gold_health": gold,
             "input": str(inp), "created_at": now(), "total": self.total, "kept": self.kept,
+            "undecided": self.undecided,
             "bad_lines_skipped": len(bad), "bad_lines": bad[:20], "order": list(ORDER), "checks": checks,
             "details": {k: dict(c) for k, c in self.details.items()},
             "by_source": {k: dict(c) for k, c in sorted(self.by_source.items())},
@@ -473,7 +480,10 @@ def _filter(inp, out: Path, cfg: FilterConfig, export: ExportConfig, skip_bad_li
                 fp = v.pop("_fingerprint", None)
                 c = v["correct"]
                 status = c["value"].get("status") if c["pass"] is not None and isinstance(c["value"], dict) else None
-                rows.append((key, h, int(_passed_sample_checks(v)), status, json.dumps(v, ensure_ascii=False),
+                # an undecided verdict is written for this run's outputs under a digest no rerun matches,
+                # so the next run judges the sample again (it was the machine's outcome, not the answer's)
+                rows.append((key, UNDECIDED if undecided(v) else h, int(_passed_sample_checks(v)), status,
+                             json.dumps(v, ensure_ascii=False),
                              json.dumps(took), fp[0] if fp else None, fp[1].tobytes() if fp else None))
                 counters["judged"] += 1
                 if len(rows) >= 1000 or time.monotonic() - last_commit > 5:
@@ -802,6 +812,7 @@ def write_markdown(report: dict, kept, rej, out: Path, suffix: str = "") -> None
         + f": {report['total']} samples, **{report['kept']} kept** "
         f"({report['kept'] / max(1, report['total']):.1%}), {report['total'] - report['kept']} rejected"
         + (f", {report['bad_lines_skipped']} bad lines skipped" if report["bad_lines_skipped"] else "") + ".", "",
+        *([UNDECIDED_NOTE.format(n=report["undecided"]), ""] if report.get("undecided") else []),
         "| # | check | enabled | evaluated | failed | rejected here (first failing check) | seconds |",
         "|---|---|---|---|---|---|---|",
     ]
@@ -1011,7 +1022,7 @@ def merge_reports(reports: list[dict]) -> dict:
         **({"code": code} if code else {}),
         "gold_health": dict(sorted(gold.items())),
         "input": r0["input"], "created_at": now(), "total": sum(r["total"] for r in reports),
-        "kept": sum(r["kept"] for r in reports),
+        "kept": sum(r["kept"] for r in reports), "undecided": sum(r.get("undecided", 0) for r in reports),
         "bad_lines_skipped": r0["bad_lines_skipped"], "bad_lines": r0["bad_lines"], "order": r0["order"],
         "checks": checks, "details": details, "by_source": dict(sorted(by_source.items())), "shapes": shapes,
         "seconds": {"total": round(max(r["seconds"]["total"] for r in reports), 2),

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import time
+from pathlib import Path
 
 import pytest
 
@@ -293,3 +295,77 @@ def test_decontamination_by_name_catches_exact_copies_shorter_than_the_ngram(tmp
     (src,) = benchmark_sources(["gsm8k"])
     assert (src.source, src.subset, src.split, src.fields.problem) == ("openai/gsm8k", "main", "test", "question")
     assert src.fields.answer_pattern
+
+
+def _additions(n: int) -> list[dict]:
+    """Plain working as the quickstart's teacher writes it ("5 + 6 = 11"), right and wrong."""
+    out = []
+    for i in range(n):
+        a, b = i % 9 + 1, (i * 7) % 9 + 1
+        said = a + b + (i % 3 == 0)  # every third one wrong
+        out.append({"problem_id": f"p{i}", "sample_index": 0, "problem": f"What is {a} + {b}?", "answer": str(a + b),
+                    "completion": f"{a} + {b} = {said}", "finish_reason": "stop", "prompt_template": "plain"})
+    return out
+
+
+def _stalled_checks(item):
+    """The checks after a stall no answer causes (a worker starved of CPU), as long as the test says."""
+    import time
+
+    from distill.verify.checks import run_checks
+
+    time.sleep(float(os.environ.get("DISTILL_TEST_STALL", "0")))
+    return run_checks(item)
+
+
+def test_a_check_the_machine_could_not_decide_is_undecided_and_judged_again(tmp_path, monkeypatch):
+    """A timeout of the infrastructure is never saved as a verdict: with workers that stall past the
+    limit on both tries, every sample is undecided (counted, rejected in this output); the next run
+    judges them all again instead of reading the timeouts back."""
+    import distill.filter
+
+    monkeypatch.setattr(distill.filter, "run_checks", _stalled_checks)
+    inp = tmp_path / "in.jsonl"
+    inp.write_text("".join(json.dumps(r) + "\n" for r in _additions(6)))
+    base = {"format": {"require_boxed": False}, "language": {"enabled": False}, "readable": {"enabled": False},
+            "dedup": {"enabled": False}, "workers": 2, "correct": {"timeout": 0.3}}
+    monkeypatch.setenv("DISTILL_TEST_STALL", "1.5")
+    r1 = filter_samples(inp, tmp_path / "out", FilterConfig.model_validate(base), ExportConfig(), progress=False)
+    assert r1["undecided"] == 6 and r1["kept"] == 0 and r1["details"]["correct"] == {"undecided": 6}
+    assert "6 sample(s) undecided" in (tmp_path / "out" / "report.md").read_text()
+    monkeypatch.setenv("DISTILL_TEST_STALL", "0")
+    r2 = filter_samples(inp, tmp_path / "out", FilterConfig.model_validate(base), ExportConfig(), progress=False)
+    assert r2["undecided"] == 0 and r2["kept"] == 4  # judged again, not read back from the saved state
+
+
+@pytest.mark.slow
+def test_under_four_cpu_hogs_a_one_second_limit_keeps_what_an_idle_machine_keeps(tmp_path):
+    """The quickstart's filter with `filter.correct.timeout=1`, idle and beside four CPU-bound processes
+    on this machine's cores: the same samples kept (worker start-up is not the sample's time, and a
+    check that ran out of time on a starved worker is tried again)."""
+    import subprocess
+    import sys
+
+    from distill.config import load_recipe
+
+    recipe = load_recipe(Path(__file__).resolve().parents[1] / "recipes" / "quickstart.yaml",
+                         ["filter.correct.timeout=1"])
+    inp = tmp_path / "in.jsonl"
+    inp.write_text("".join(json.dumps(r) + "\n" for r in _additions(256)))
+
+    def kept(out):
+        filter_samples(inp, out, recipe.filter, recipe.export, progress=False)
+        return sorted(json.loads(x)["key"] for x in (out / "kept.jsonl").read_text().splitlines())
+
+    idle = kept(tmp_path / "idle")
+    hogs = [subprocess.Popen([sys.executable, "-c", "import time\nt = time.time()\nwhile time.time() - t < 300:\n    pass\n"])
+            for _ in range(4)]
+    try:
+        loaded = kept(tmp_path / "loaded")
+    finally:
+        for h in hogs:
+            h.kill()
+            h.wait()
+    report = json.loads((tmp_path / "loaded" / "report.json").read_text())
+    assert len(idle) > 100 and loaded == idle, (len(idle), len(loaded), report["details"].get("correct"))
+    assert report["undecided"] == 0

@@ -21,7 +21,8 @@ from distill.verify.pool import VerifyPool
 # -- what the in-memory judge and the streaming filter share ------------------------------------
 
 def _fallback(item, reason: str) -> dict:
-    """A worker timed out or died: every other check still runs here; `correct` records why it failed."""
+    """A worker timed out or died twice (distill/verify/pool.py): every other check still runs here;
+    `correct` is `undecided`, with why. The filter does not keep the verdict for a rerun."""
     s, cfg, _ = item
     return run_checks((s, cfg, reason))
 
@@ -119,6 +120,12 @@ def _workers(cfg: FilterConfig, has_code: bool) -> int | None:
 
         return parallel_runs(default_workers(), cfg.correct.code.memory_mb, cfg.correct.code.tmp_mb)
     return cfg.workers
+
+
+def undecided(v: dict) -> bool:
+    """The verdict is not the answer's outcome: the machine could not decide it (a rerun judges it again)."""
+    c = v["correct"]
+    return c["pass"] is False and isinstance(c["value"], dict) and c["value"].get("status") == "undecided"
 
 
 def _passed_sample_checks(v: dict) -> bool:
@@ -236,10 +243,10 @@ def judge(samples: list[dict], cfg: FilterConfig, progress: bool = True,
 
 
 def _sample_seconds(v: dict, took: dict, cfg: FilterConfig) -> float:
-    # A sample whose worker was killed took the whole timeout, plus the checks rerun here.
+    # A sample whose worker was killed took the whole timeout (twice: it was retried), plus the checks rerun here.
     timed_out = v["correct"]["pass"] is False and isinstance(v["correct"]["value"], dict) \
-        and v["correct"]["value"].get("status") == "timeout"
-    return sum(took.values()) + (cfg.correct.timeout if timed_out else 0.0)
+        and v["correct"]["value"].get("status") == "undecided"
+    return sum(took.values()) + (3 * cfg.correct.timeout if timed_out else 0.0)
 
 
 # A code problem whose own code (its tests' imports, its prompt's helpers) does not run in the judge: no

@@ -186,8 +186,9 @@ def run_checks(item: tuple[dict, dict, str | None]) -> dict:
         elif name == "format":
             out[name] = check_format(s, p, fmt)
         elif name == "correct":
-            if forced:
-                out[name] = {"pass": False, "value": {"status": forced, "gold": s["answer"], "pred": None}}
+            if forced:  # the pool could not decide it (distill/verify/pool.py): not the answer's outcome
+                why = forced.removeprefix("undecided: ")
+                out[name] = {"pass": False, "value": {"status": "undecided", "why": why, "gold": s["answer"], "pred": None}}
             else:
                 out[name] = check_correct(s, p, cfg["correct"], cut)
         elif name == "language":
