@@ -50,12 +50,13 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     if not _USER_ERRORS:
         from distill.config import RecipeError
         from distill.data import DataError
+        from distill.lock import OutputLocked
         from distill.models import ModelError
         from distill.prompts import PromptError
         from distill.store import StoreError
         from distill.teachers.base import TeacherError
 
-        _USER_ERRORS = (RecipeError, DataError, ModelError, PromptError, StoreError, TeacherError)
+        _USER_ERRORS = (RecipeError, DataError, ModelError, PromptError, StoreError, TeacherError, OutputLocked)
     return _USER_ERRORS
 
 

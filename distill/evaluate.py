@@ -290,7 +290,17 @@ def evaluate(recipe: Recipe, model: str, benchmark: str, out: str | Path, k: int
 
     protocol: the preset's record (distill/suite.py `apply_protocol`), kept in eval.json.
     shard: (i, N) generates only this slice of the problems into the store and returns None; several
-    GPUs or nodes each run a shard, then one run without a shard finds every sample and scores."""
+    GPUs or nodes each run a shard, then one run without a shard finds every sample and scores.
+    One run per `out` (per shard of it), refused at once otherwise (distill/lock.py)."""
+    from distill.lock import output_lock
+
+    name = f".distill.eval-{shard[0]}-of-{shard[1]}.lock" if shard else ".distill.lock"
+    with output_lock(out, "distill eval", name=name):
+        return _evaluate(recipe, model, benchmark, out, k, backend, progress, teacher, protocol, shard)
+
+
+def _evaluate(recipe: Recipe, model: str, benchmark: str, out, k, backend, progress: bool, teacher, protocol,
+              shard) -> EvalResult | None:
     from distill.filter import read_samples
     from distill.generate import generate, plan, teacher_identity
     from distill.store import versions

@@ -335,13 +335,30 @@ class _State:
 def filter_samples(inp: str | Path, out: str | Path, cfg: FilterConfig, export: ExportConfig | None = None,
                    skip_bad_lines: bool = False, progress: bool = True, eval_cfg=None,
                    shard: tuple[int, int] | None = None) -> dict:
+    """Filter `inp` into `out`; a second run on the same `out` is refused at once (distill/lock.py)."""
+    from distill.lock import output_lock
+
+    created = not Path(out).exists()
+    try:
+        with output_lock(out, "distill filter"):
+            return _filter_samples(inp, out, cfg, export, skip_bad_lines, progress, eval_cfg, shard, created)
+    except DataError:
+        if created:  # refused before judging: leave nothing behind (not even the lock file)
+            import shutil
+
+            if not (Path(out) / STATE).exists():
+                shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
+def _filter_samples(inp, out, cfg: FilterConfig, export: ExportConfig | None, skip_bad_lines: bool, progress: bool,
+                    eval_cfg, shard, created: bool) -> dict:
     export = export or ExportConfig()
     _check_shard(shard)
     start = time.perf_counter()
     files, _, _ = input_files(inp)
     sizes = [p.stat().st_size for p in files]
     out = Path(out)
-    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     state = None
     try:
@@ -864,7 +881,14 @@ def _shard_dirs(dirs) -> list[Path]:
 def merge_filtered(dirs, out: str | Path, progress: bool = True) -> dict:
     """Join the output directories of `distill filter --shard i/N` (i = 0..N-1) into one: kept,
     rejected, train and problems concatenated, one report whose counts are the sums (what one
-    unsharded run reports)."""
+    unsharded run reports). One writer per `out`, as for the filter."""
+    from distill.lock import output_lock
+
+    with output_lock(out, "distill filter --merge"):
+        return _merge_filtered(dirs, out, progress)
+
+
+def _merge_filtered(dirs, out: str | Path, progress: bool) -> dict:
     dirs = _shard_dirs(dirs)
     out = Path(out)
     reports = []

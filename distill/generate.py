@@ -149,6 +149,17 @@ def generate(
     teacher: Teacher | None = None,
     max_failures: float | None = None,
 ) -> Summary:
+    """Generate the store's missing samples. A second run on the same store and shard is refused at
+    once, before any weights load (distill/lock.py); other shards may write beside it."""
+    from distill.lock import output_lock
+
+    part = shard_file_name(shard).removesuffix(".jsonl")
+    with output_lock(out, "distill generate", name=f".distill.{part}.lock"):
+        return _generate(recipe, out, shard, progress, teacher, max_failures)
+
+
+def _generate(recipe: Recipe, out: str | Path, shard, progress: bool, teacher: Teacher | None,
+              max_failures: float | None) -> Summary:
     start = time.monotonic()
     store = SampleStore(out)
     problems, rows = plan(recipe, shard)

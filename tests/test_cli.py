@@ -144,16 +144,39 @@ def test_ctrl_c_stops_cleanly_and_keeps_samples(tmp_path):
 
 @pytest.mark.slow
 def test_second_writer_on_same_shard_is_refused(tmp_path):
+    """Refused at once, before any weights load, naming the other run; deterministic: this test holds
+    the shard's lock itself (the old version raced a real first writer against the second's loading)."""
+    from distill.lock import output_lock
+
     out = tmp_path / "s"
-    proc = _start(out)
-    try:
-        _wait_lines(out / "data" / "part-all.jsonl", 1, proc)
+    with output_lock(out, "the test", name=".distill.part-all.lock"):
         second = distill("generate", "--recipe", "recipes/quickstart.yaml", "--out", str(out),
                          "--set", "problems.count=6", "--set", "sampling.n=2", "--set", "sampling.max_tokens=24")
-        assert second.returncode == 2 and "being written by another process" in second.stderr
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+    assert second.returncode == 2 and "being written by another run" in second.stderr
+    assert f"pid {os.getpid()}" in second.stderr and "loading teacher" not in second.stderr + second.stdout
+    assert not (out / "data").exists()  # nothing was written
+
+
+def test_second_filter_or_eval_on_one_out_is_refused_and_other_shards_are_not(tmp_path):
+    from distill.lock import output_lock
+
+    inp = tmp_path / "in.jsonl"
+    inp.write_text(json.dumps({"id": "a", "problem": "What is 5 + 6?", "answer": "11",
+                               "completion": "<think>\n5 + 6 = 11\n</think>\n\n\\boxed{11}"}) + "\n")
+    out = tmp_path / "f"
+    with output_lock(out, "the test"):
+        r = distill("filter", "--in", str(inp), "--out", str(out), "--no-progress")
+    assert r.returncode == 2 and "being written by another run" in r.stderr and not (out / "report.json").exists()
+    r = distill("filter", "--in", str(inp), "--out", str(out), "--no-progress")  # free again: it runs
+    assert r.returncode == 0 and (out / "report.json").exists(), r.stderr[-2000:]
+    ev = tmp_path / "ev"
+    with output_lock(ev, "the test"):
+        r = distill("eval", "--model", "embedded", "--benchmark", str(inp), "--out", str(ev), "--no-progress")
+    assert r.returncode == 2 and "being written by another run" in r.stderr
+    # a store's other shard is another part: not blocked by this one
+    with output_lock(tmp_path / "s", "the test", name=".distill.part-00000-of-00002.lock"):
+        with output_lock(tmp_path / "s", "the test", name=".distill.part-00001-of-00002.lock"):
+            pass
 
 
 @pytest.mark.slow

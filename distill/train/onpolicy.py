@@ -496,6 +496,16 @@ class OnPolicySummary:
 
 def train_onpolicy(recipe: Recipe, out: str | Path | None = None, resume: bool = True, callbacks=None) -> OnPolicySummary:
     """Run on-policy distillation from the recipe; save the student like a distill student plus train_summary.json."""
+    out = out or recipe.onpolicy.output_dir
+    if not out:
+        return _train_onpolicy(recipe, out, resume, callbacks)
+    from distill.lock import output_lock
+
+    with output_lock(out, "distill onpolicy"):  # one run per output directory (rank 0 holds it)
+        return _train_onpolicy(recipe, out, resume, callbacks)
+
+
+def _train_onpolicy(recipe: Recipe, out, resume: bool, callbacks) -> OnPolicySummary:
     from distill.compute import onpolicy_flops
     from distill.train.common import (
         check_layout,

@@ -324,6 +324,17 @@ def build_trainer(recipe: Recipe, model, ds, tokenizer, out: Path, speed: Speed 
 
 def train(recipe: Recipe, data: str | Path | None = None, out: str | Path | None = None, dry_run: bool = False,
           resume: bool = True) -> TrainSummary:
+    """SFT on the filter's output. One run per output directory (distill/lock.py, rank 0 holds it)."""
+    out = out or recipe.train.output_dir
+    if not out or dry_run:
+        return _train(recipe, data, out, dry_run, resume)
+    from distill.lock import output_lock
+
+    with output_lock(out, "distill train"):
+        return _train(recipe, data, out, dry_run, resume)
+
+
+def _train(recipe: Recipe, data, out, dry_run: bool, resume: bool) -> TrainSummary:
     from distill.models import resolve_model
 
     cfg = recipe.train
