@@ -64,12 +64,12 @@ def output_lock(out: str | Path, what: str, name: str = LOCK_NAME) -> Iterator[N
             yield
         except BaseException:
             # a run refused before it wrote anything leaves no directory behind (only its lock was there)
-            if created and os.listdir(out) == [name]:
-                path.unlink(missing_ok=True)
-                try:
+            try:
+                if created and os.listdir(out) == [name]:
+                    path.unlink(missing_ok=True)
                     out.rmdir()
-                except OSError:
-                    pass
+            except OSError:  # already removed by the stage's own clean-up, or not empty
+                pass
             raise
     finally:
         f.close()

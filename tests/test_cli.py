@@ -268,3 +268,21 @@ def test_quickstart_student_learns_the_r1_format(tmp_path):
     assert shares["base"][0] == 0.0, shares
     assert shares["student"][0] >= 0.5, shares
     assert shares["student"][1] > shares["base"][1], shares
+
+
+def test_progress_reaches_a_log_file_as_plain_lines(tmp_path):
+    """stderr to a file (as under Slurm): plain progress lines at the interval, with done/total, rate and ETA."""
+    rows = [{"id": f"p{i}", "problem": f"What is {i % 9} + 1?", "answer": str(i % 9 + 1),
+             "completion": f"<think>\n{i % 9} + 1 = {i % 9 + 1}\n</think>\n\n\\boxed{{{i % 9 + 1}}}"} for i in range(3000)]
+    inp = tmp_path / "in.jsonl"
+    inp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    log = tmp_path / "log"
+    with log.open("w") as f:
+        r = subprocess.run([sys.executable, "-m", "distill", "filter", "--in", str(inp), "--out", str(tmp_path / "o"),
+                            "--set", "filter.dedup.enabled=false"], stdout=f, stderr=subprocess.STDOUT,
+                           env={**os.environ, "DISTILL_PROGRESS_SECONDS": "0.3"}, cwd=ROOT, timeout=600)
+    text = log.read_text()
+    assert r.returncode == 0, text[-2000:]
+    lines = [x for x in text.splitlines() if x.startswith("filter: ")]
+    assert len(lines) >= 2 and any("ETA" in x for x in lines) and lines[-1].startswith("filter: 3,000/3,000"), text[-2000:]
+    assert "\x1b[" not in text  # no terminal codes in a file
