@@ -104,10 +104,25 @@ def resolve_benchmark(ref: str, cfg: EvalConfig) -> ProblemsConfig:
     path = Path(ref).expanduser()
     if path.exists():
         return _local_source(str(path), path.stem, fields, cfg)
-    if "/" in ref and not ref.startswith((".", "/")):  # a dataset id
+    if looks_like_path(ref):  # never sent to the hub: that would retry for half a minute, then say less
+        raise BenchmarkError(f"--benchmark {ref!r}: no such file or directory (from {Path.cwd()}); give an existing "
+                             "path, a benchmark name or a dataset id (owner/name)")
+    if "/" in ref:  # a dataset id
         return ProblemsConfig(source=ref, split=cfg.split, fields=fields or FieldMap(), limit=cfg.limit)
-    raise BenchmarkError(f"--benchmark {ref!r}: not a benchmark name ({', '.join(HUB_BENCHMARKS)}), not a file "
-                         "here, and not a dataset id (owner/name)")
+    names = ", ".join(DISPLAY_NAMES.get(n, n) for n in HUB_BENCHMARKS)
+    raise BenchmarkError(f"--benchmark {ref!r}: not a benchmark name ({names}), not a file here, and not a dataset "
+                         "id (owner/name)")
+
+
+# The spellings the docs use, for messages (names are compared without '-' and '_').
+DISPLAY_NAMES = {"gpqadiamond": "gpqa_diamond"}
+_FILE_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv", ".arrow", ".txt", ".gz")
+
+
+def looks_like_path(ref: str) -> bool:
+    """A reference that is a path, not a hub dataset id (`owner/name`, one slash, no file suffix)."""
+    return (ref.startswith((".", "/", "~")) or ref.count("/") > 1 or ref.lower().endswith(_FILE_SUFFIXES)
+            or os.sep != "/" and os.sep in ref)
 
 
 def _local_source(path: str, name: str, fields: FieldMap | None, cfg: EvalConfig) -> ProblemsConfig:

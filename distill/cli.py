@@ -20,6 +20,20 @@ app = typer.Typer(
 store_app = typer.Typer(help="Inspect and merge sample stores.", no_args_is_help=True)
 app.add_typer(store_app, name="store")
 
+
+def _version(value: bool) -> None:
+    if value:
+        from distill import __version__
+
+        typer.echo(f"distill {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                                help="Print the version and exit.")] = False) -> None:
+    """R1-style reasoning distillation: generate teacher traces, filter them, train students, evaluate."""
+
 RecipeOpt = Annotated[Path | None, typer.Option("--recipe", "-r", help="YAML recipe (see recipes/).")]
 SetOpt = Annotated[
     list[str] | None,
@@ -73,7 +87,7 @@ def generate(
     shard: Annotated[str | None, typer.Option(help="i/N: this node's slice of the problems, i from 0 to N-1.")] = None,
     progress: Annotated[bool, typer.Option(help="Show the progress bar.")] = True,
     max_failures: Annotated[float | None, typer.Option(
-        "--max-failures", help="Stop when more requests than this failed for good: a count (50) or, below 1, a "
+        "--max-failures", min=0, help="Stop when more requests than this failed for good: a count (50) or, below 1, a "
                                "share of the finished ones (0.1). Default: teacher.max_failures.")] = None,
 ) -> None:
     """Generate teacher traces into a resumable sample store (only missing samples are generated).
@@ -141,12 +155,13 @@ def store_info(store: Annotated[Path, typer.Argument(help="A sample store direct
         m, c = s.read_manifest(), s.count()
     except _user_errors() as e:
         _fail(e)
-    console.print(f"{store}: {c['samples']} samples of {c['problems']} problems in {c['files']} file(s)")
+    # to stdout: what a user asked to see (`distill store info S > file` keeps it)
+    typer.echo(f"{store}: {c['samples']} samples of {c['problems']} problems in {c['files']} file(s)")
     for run in m.get("runs", []):
         if "merge" in run:
-            console.print(f"  merge at {run['at']}: {run['merge']['written']} written")
+            typer.echo(f"  merge at {run['at']}: {run['merge']['written']} written")
         else:
-            console.print(f"  run {run.get('started_at')} shard={run.get('shard')} {run.get('status')}: "
+            typer.echo(f"  run {run.get('started_at')} shard={run.get('shard')} {run.get('status')}: "
                           f"{run.get('generated')} generated")
 
 
@@ -294,12 +309,12 @@ class _LazyTeacher:
 def eval_(
     model: Annotated[str | None, typer.Option("--model", "-m", help="The student: a local HF directory, .gguf, hub id, or 'embedded'.")] = None,
     benchmark: Annotated[str | None, typer.Option("--benchmark", "-b", help="math500, aime24, aime25, amc23, gsm8k, gpqa_diamond, livecodebench, humaneval, mbpp, a JSONL file, or a dataset id.")] = None,
-    k: Annotated[int | None, typer.Option("--k", help="Samples per problem (default: the protocol's for the benchmark, else eval.k, 4).")] = None,
+    k: Annotated[int | None, typer.Option("--k", min=1, help="Samples per problem (default: the protocol's for the benchmark, else eval.k, 4).")] = None,
     backend: Annotated[str | None, typer.Option(help="hf, vllm or openai (default: the recipe's teacher.backend).")] = None,
     recipe: RecipeOpt = None,
     set_: SetOpt = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Output directory (default: runs/eval/<model>-<benchmark>-k<k>).")] = None,
-    limit: Annotated[int | None, typer.Option(help="Only the first N problems (a smoke run).")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="Only the first N problems (a smoke run).")] = None,
     protocol: Annotated[str | None, typer.Option(help="A named preset of prompt, sampling and k per benchmark: r1 (the R1 report's).")] = None,
     suite: Annotated[str | None, typer.Option(help="A set of benchmarks with a report in the R1 report's Table 5 shape: r1 (AIME 2024, MATH-500, GPQA Diamond, LiveCodeBench; protocol r1 unless --protocol).")] = None,
     shard: Annotated[str | None, typer.Option(help="i/N: generate only this slice of the problems (one per GPU or node), then rerun without --shard to score.")] = None,
@@ -331,7 +346,7 @@ def eval_(
         if benchmark and suite:
             raise typer.BadParameter("give --benchmark or --suite, not both")
         sets = _unsafe(set_, unsafe_no_sandbox, "filter.correct.code.unsafe_no_sandbox")
-        if limit:
+        if limit is not None:
             sets.append(f"eval.limit={limit}")
         r = load_recipe(recipe, sets)
         explicit = {x.split("=", 1)[0].strip() for x in sets}

@@ -105,6 +105,11 @@ def _records(cfg: ProblemsConfig) -> tuple[str, list[tuple[str, dict]]]:
                 raise DataError(f"{path}: a .json problem file must hold a list of objects (or use .jsonl)")
             return path.stem, [(f"{path} item {i}", r) for i, r in enumerate(data)]
         raise DataError(f"{path}: unknown problem file type {suffix!r}; use .jsonl, .json or .parquet")
+    from distill.benchmarks import looks_like_path
+
+    if not path.exists() and looks_like_path(str(src)):  # a path, never a hub id: no half-minute of hub retries
+        raise DataError(f"problems.source {src!r}: no such file or directory (from {Path.cwd()}); fix the path, or "
+                        "give a Hugging Face dataset id (owner/name)")
     return src, _dataset_records(cfg, path)
 
 

@@ -286,3 +286,28 @@ def test_progress_reaches_a_log_file_as_plain_lines(tmp_path):
     lines = [x for x in text.splitlines() if x.startswith("filter: ")]
     assert len(lines) >= 2 and any("ETA" in x for x in lines) and lines[-1].startswith("filter: 3,000/3,000"), text[-2000:]
     assert "\x1b[" not in text  # no terminal codes in a file
+
+
+def test_arguments_are_checked_where_they_are_read(tmp_path):
+    assert distill("--version").stdout.startswith("distill ")
+    for bad in (["--k", "0"], ["--k", "-2"], ["--limit", "0"]):
+        r = distill("eval", "--model", "embedded", "--benchmark", "math500", *bad)
+        assert r.returncode == 2 and "Traceback" not in r.stderr and "Invalid value" in r.stderr, (bad, r.stderr[-500:])
+    r = distill("generate", "--out", str(tmp_path / "s"), "--max-failures", "-1")
+    assert r.returncode == 2 and "Invalid value" in r.stderr
+    # a relative path that does not exist is a path, not a hub id (no retries against a hub)
+    r = distill("eval", "--model", "embedded", "--benchmark", "data/missing.jsonl", "--out", str(tmp_path / "e"))
+    assert r.returncode == 2 and "no such file or directory" in r.stderr
+    r = distill("eval", "--model", "embedded", "--benchmark", "nope", "--out", str(tmp_path / "e"))
+    assert "gpqa_diamond" in r.stderr and "gpqadiamond" not in r.stderr
+
+
+def test_store_info_prints_to_stdout(tmp_path):
+    from distill.store import SampleStore
+
+    store = SampleStore(tmp_path / "s")
+    w = store.writer("part-all.jsonl")
+    w.write([{"key": "k1", "problem_id": "p", "sample_index": 0, "completion": "x"}])
+    w.close()
+    r = distill("store", "info", str(tmp_path / "s"))
+    assert r.returncode == 0 and "1 samples of 1 problems" in r.stdout, (r.stdout, r.stderr)
