@@ -177,10 +177,21 @@ def paired_bootstrap(a, b, reps: int = 2000, confidence: float = 0.95, seed: int
         low = pa - pb - math.sqrt((pa - la) ** 2 + (ub - pb) ** 2)
         high = pa - pb + math.sqrt((ua - pa) ** 2 + (pb - lb) ** 2)
         method = "newcombe (wilson)"
+        # The resamples cannot vary, so their sign says nothing: the sign probability comes from the same
+        # interval (a normal reading of its half-width on zero's side), so that an interval holding 0 never
+        # sits beside "P(other sign) = 0.000" (it did: [-17.5, 87.5] beside 0.000).
+        from statistics import NormalDist
+
+        z = NormalDist().inv_cdf(1 - q)
+        diff = float(d.mean())
+        half = (diff - low) if diff >= 0 else (high - diff)
+        p_sign = 0.5 if diff == 0 else float(NormalDist().cdf(-abs(diff) * z / half)) if half > 0 else 0.0
+    else:
+        # share of resamples on the other side of zero: a bootstrap analogue of a one-sided p-value, from
+        # the same resamples as the interval
+        p_sign = float(min((means <= 0).mean(), (means >= 0).mean()))
     return {"a": float(a.mean()), "b": float(b.mean()), "diff": float(d.mean()), "low": low, "high": high,
-            "method": method,
-            # share of resamples on the other side of zero: a bootstrap analogue of a one-sided p-value
-            "p_sign": float(min((means <= 0).mean(), (means >= 0).mean()))}
+            "method": method, "p_sign": p_sign}
 
 
 def default_ks(k: int, extra: list[int] | None = None) -> list[int]:

@@ -480,3 +480,21 @@ def test_eval_spread_over_shards_then_scored_once(tmp_path):
         t.close()
     assert res.settings["generation"]["generated"] == 0 and res.settings["problems"] == 3
     assert [s["completion"] for s in res.samples] == [s["completion"] for s in whole.samples]
+
+
+def test_compare_interval_and_sign_probability_agree():
+    """One bootstrap (or, where resampling cannot vary, one interval) gives both: 0 inside the interval
+    exactly when P(other sign) is at least the interval's tail share."""
+    import numpy as np
+
+    from distill.evaluate import paired_bootstrap
+
+    rng = np.random.default_rng(0)
+    cases = [([1.0], [0.0]), ([1.0, 1.0], [0.0, 0.0]), ([0.5] * 3, [0.5] * 3)]
+    cases += [(list(rng.random(n).round(1)), list(rng.random(n).round(1))) for n in (3, 8, 40, 200) for _ in range(5)]
+    for a, b in cases:
+        r = paired_bootstrap(a, b, reps=4000, confidence=0.95, seed=1)
+        inside = r["low"] <= 0 <= r["high"]
+        assert inside == (r["p_sign"] >= 0.025) or abs(r["p_sign"] - 0.025) < 0.01, (a, b, r)
+    r = paired_bootstrap([1.0], [0.0])  # the case of the issue: a wide interval, never P = 0
+    assert r["low"] < 0 < r["high"] and r["p_sign"] > 0.025
