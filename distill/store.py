@@ -404,16 +404,41 @@ def _read_source(src: Path) -> tuple[Iterator[dict], dict, list[Path]]:
 def merge(sources: list[str | Path], dest: str | Path) -> dict:
     """Join stores (or JSONL files of samples) into `dest`; only exact repeats of a key are dropped."""
     out = SampleStore(dest)
+    for src in map(Path, sources):  # refused before anything is opened for writing
+        if src.resolve() == out.root.resolve():
+            raise StoreError(f"{src}: cannot merge a store into itself")
     have = {s["key"]: _fingerprint(s) for s in out.iter_samples(resolve=False)}
     side = out.side_table()
     stats = {"read": 0, "written": 0, "already_present": 0, "conflicts": 0, "sources": []}
     tag = f"merged-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
     manifests = []
+    try:
+        stats = _merge_into(out, sources, tag, have, side, stats, manifests)
+    except BaseException:
+        # a refused or failed merge leaves no empty file behind (what it wrote before failing stays: whole batches)
+        for f in (out.data_dir / shard_file_name(None, tag), out.problems_dir / shard_file_name(None, tag)):
+            if f.is_file() and f.stat().st_size == 0:
+                f.unlink()
+        raise
+
+    def record(m: dict) -> None:
+        m["runs"].append({"merge": stats, "at": now(), "host": host()})
+        m.setdefault("merged_manifests", []).extend(manifests)
+        if "recipe" not in m:
+            recipes = [x["manifest"].get("recipe") for x in manifests if x["manifest"].get("recipe")]
+            if recipes:
+                m["recipe"] = recipes[0]
+        m["counts"] = out.count()
+        m["versions"] = versions()
+
+    out.update_manifest(record)
+    return stats
+
+
+def _merge_into(out: SampleStore, sources, tag: str, have: dict, side, stats: dict, manifests: list) -> dict:
     pw = None
     with out.writer(shard_file_name(None, tag)) as w:
         for src in map(Path, sources):
-            if src.resolve() == out.root.resolve():
-                raise StoreError(f"{src}: cannot merge a store into itself")
             records, manifest, side_paths = _read_source(src)
             manifests.append({"source": str(src), "manifest": manifest})
             src_side = SideTable(side_paths)
@@ -452,18 +477,6 @@ def merge(sources: list[str | Path], dest: str | Path) -> dict:
         pw.close()
     if w.written == 0 and w.path.stat().st_size == 0:
         w.path.unlink()  # nothing new: leave no empty file behind
-
-    def record(m: dict) -> None:
-        m["runs"].append({"merge": stats, "at": now(), "host": host()})
-        m.setdefault("merged_manifests", []).extend(manifests)
-        if "recipe" not in m:
-            recipes = [x["manifest"].get("recipe") for x in manifests if x["manifest"].get("recipe")]
-            if recipes:
-                m["recipe"] = recipes[0]
-        m["counts"] = out.count()
-        m["versions"] = versions()
-
-    out.update_manifest(record)
     return stats
 
 

@@ -142,3 +142,21 @@ def test_merge_errors(tmp_path):
     bad.write_text('{"problem": "no key"}\n')
     with pytest.raises(StoreError, match="has no 'key'"):
         merge([bad], tmp_path / "m")
+
+
+def test_a_refused_or_failed_merge_leaves_no_empty_file(tmp_path):
+    from distill.store import SampleStore, StoreError, merge
+
+    src = SampleStore(tmp_path / "a")
+    w = src.writer("part-all.jsonl")
+    w.write([{"key": "k1", "problem_id": "p", "sample_index": 0, "completion": "x"}])
+    w.close()
+    before = sorted(p.name for p in (tmp_path / "a" / "data").iterdir())
+    with pytest.raises(StoreError, match="into itself"):
+        merge([tmp_path / "a"], tmp_path / "a")
+    assert sorted(p.name for p in (tmp_path / "a" / "data").iterdir()) == before
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"problem_id": "p", "completion": "no key"}) + "\n")
+    with pytest.raises(StoreError, match="has no 'key'"):
+        merge([bad], tmp_path / "dest")
+    assert not list((tmp_path / "dest" / "data").glob("part-merged-*.jsonl"))
