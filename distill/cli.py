@@ -152,7 +152,7 @@ def store_info(store: Annotated[Path, typer.Argument(help="A sample store direct
     try:
         if not s.exists():
             raise typer.BadParameter(f"{store}: not a sample store")
-        m, c = s.read_manifest(), s.count()
+        m, c = s.read_manifest(), s.count(warn=True)
     except _user_errors() as e:
         _fail(e)
     # to stdout: what a user asked to see (`distill store info S > file` keeps it)

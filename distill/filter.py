@@ -170,6 +170,10 @@ def iter_records(inp: str | Path, skip_bad_lines: bool = False, bad: list[str] |
                 except (json.JSONDecodeError, UnicodeDecodeError, DataError, StoreError) as e:
                     msg = e if isinstance(e, DataError | StoreError) else f"{where}: not valid JSON ({e})"
                     if not raw.endswith(b"\n") and is_store:  # a store's torn last line: the store ignores it too
+                        if bad is not None:  # once, in the pass that collects bad lines
+                            console.print(f"[yellow]warning:[/] {where}: ignoring a torn last line ({len(raw)} bytes, "
+                                          "a write cut off by a kill or a full disk); `distill generate` on this "
+                                          "store regenerates that sample")
                         continue
                     if not skip_bad_lines:
                         raise DataError(f"{msg}. Fix or delete the line, or pass --skip-bad-lines to skip and count it.") from None

@@ -285,9 +285,10 @@ class SampleStore:
             os.replace(tmp, self.root / MANIFEST)
         return manifest
 
-    def count(self) -> dict:
+    def count(self, warn: bool = False) -> dict:
+        """Samples, problems, files. `warn`: say so when a torn last line is skipped (`store info` does)."""
         n, problems = 0, set()
-        for s in self.iter_samples(warn=False, resolve=False):
+        for s in self.iter_samples(warn=warn, resolve=False):
             n += 1
             problems.add(s.get("problem_id"))
         return {"samples": n, "problems": len(problems), "files": len(self.files())}

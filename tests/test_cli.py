@@ -311,3 +311,19 @@ def test_store_info_prints_to_stdout(tmp_path):
     w.close()
     r = distill("store", "info", str(tmp_path / "s"))
     assert r.returncode == 0 and "1 samples of 1 problems" in r.stdout, (r.stdout, r.stderr)
+
+
+def test_a_torn_last_line_is_skipped_with_a_warning(tmp_path):
+    from distill.store import SampleStore
+
+    store = SampleStore(tmp_path / "s")
+    w = store.writer("part-all.jsonl")
+    w.write([{"key": "k1", "problem_id": "p", "sample_index": 0, "problem": "What is 1 + 1?", "answer": "2",
+              "completion": "<think>\n1 + 1 = 2\n</think>\n\n\\boxed{2}"}])
+    w.close()
+    with (tmp_path / "s" / "data" / "part-all.jsonl").open("ab") as f:
+        f.write(b'{"key": "k2", "problem_id": "p", "compl')  # a writer killed mid-line
+    r = distill("store", "info", str(tmp_path / "s"))
+    assert r.returncode == 0 and "1 samples" in r.stdout and "torn last line" in r.stderr
+    r = distill("filter", "--in", str(tmp_path / "s"), "--out", str(tmp_path / "f"), "--no-progress")
+    assert r.returncode == 0 and r.stderr.count("torn last line") == 1, r.stderr[-1500:]
