@@ -161,8 +161,26 @@ def store_info(store: Annotated[Path, typer.Argument(help="A sample store direct
         if "merge" in run:
             typer.echo(f"  merge at {run['at']}: {run['merge']['written']} written")
         else:
-            typer.echo(f"  run {run.get('started_at')} shard={run.get('shard')} {run.get('status')}: "
-                          f"{run.get('generated')} generated")
+            status = run.get("status")
+            if status == "running" and _gone(run.get("host") or {}):
+                status = "ended without finishing (killed?)"
+            typer.echo(f"  run {run.get('started_at')} shard={run.get('shard')} {status}: "
+                       f"{run.get('generated')} generated")
+
+
+def _gone(h: dict) -> bool:
+    """A run recorded as running by a process of this host that no longer exists."""
+    import socket
+
+    if h.get("hostname") != socket.gethostname() or not h.get("pid"):
+        return False
+    try:
+        os.kill(int(h["pid"]), 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, ValueError):
+        return False
+    return False
 
 
 @app.command()

@@ -12,6 +12,7 @@ run (its key has no sample); the run goes on unless more than `teacher.max_failu
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 import time
@@ -141,6 +142,11 @@ def _too_many(failed: int, finished: int, limit: float | None) -> bool:
     return failed > limit
 
 
+# How often a running generate writes its counts into the manifest (each write is a small atomic rename);
+# DISTILL_MANIFEST_SECONDS overrides it.
+MANIFEST_EVERY_S = 30.0
+
+
 def generate(
     recipe: Recipe,
     out: str | Path,
@@ -210,7 +216,7 @@ def _generate(recipe: Recipe, out: str | Path, shard, progress: bool, teacher: T
                     teacher = load_teacher(recipe.teacher)
             run["template_hash"] = getattr(teacher, "template_hash", None)
             writer = store.writer(shard_file_name(shard))
-            gen_start = time.monotonic()
+            gen_start = last_manifest = time.monotonic()
             with progress_bar("generate", progress) as bar:
                 task = bar.add_task("generate", total=len(todo), rate="- tok/s")
                 stream = teacher.generate(requests, recipe.sampling)
@@ -268,6 +274,11 @@ def _generate(recipe: Recipe, out: str | Path, shard, progress: bool, teacher: T
                     rate = s.tokens / max(s.gen_s, 1e-9)
                     bar.update(task, advance=len(samples) + len(failures),
                                rate=f"{rate:.1f} tok/s" + (f", {s.failed} failed" if s.failed else ""))
+                    if time.monotonic() - last_manifest > float(os.environ.get("DISTILL_MANIFEST_SECONDS", MANIFEST_EVERY_S)):
+                        # the run's counts as they stand: a run killed with -9 still says what it wrote
+                        run.update(generated=s.generated, tokens=s.tokens, failed=s.failed, updated_at=now())
+                        store.update_manifest(finish_run)
+                        last_manifest = time.monotonic()
                     if stopping.is_set():  # a signal whose KeyboardInterrupt was swallowed below us
                         raise KeyboardInterrupt
                     if _too_many(s.failed, s.generated + s.failed, limit):

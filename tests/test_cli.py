@@ -73,12 +73,12 @@ def test_generate_end_to_end_then_nothing_new(tmp_path):
     assert (out / "data" / "part-all.jsonl").stat().st_size == size
 
 
-def _start(out: Path, *extra) -> subprocess.Popen:
+def _start(out: Path, *extra, env: dict | None = None) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "distill", "generate", "--recipe", "recipes/quickstart.yaml", "--out", str(out),
          "--set", "problems.count=6", "--set", "sampling.n=2", "--set", "sampling.max_tokens=24",
          "--set", "teacher.batch_size=1", "--no-progress", *extra],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})},
     )
 
 
@@ -103,12 +103,17 @@ def _expected_keys() -> set[str]:
 def test_sigkill_mid_run_then_restart_gives_every_key_once(tmp_path):
     out = tmp_path / "s"
     part = out / "data" / "part-all.jsonl"
-    proc = _start(out)
+    proc = _start(out, env={"DISTILL_MANIFEST_SECONDS": "0"})
     _wait_lines(part, 3, proc)
+    time.sleep(0.5)  # the manifest is written after the batch it counts
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     partial = part.read_bytes().count(b"\n")
     assert 3 <= partial < 12
+    # the killed run's record says what it wrote by its last update, and `store info` that it never finished
+    run = json.loads((out / "manifest.json").read_text())["runs"][-1]
+    assert run["status"] == "running" and run["generated"] >= 2, run
+    assert "ended without finishing" in distill("store", "info", str(out)).stdout
 
     rerun = _start(out)
     stdout, stderr = rerun.communicate(timeout=600)
