@@ -376,6 +376,10 @@ def eval_(
                 r.prompt = type(r.prompt).model_validate(trained)
                 console.print(f"[dim]prompt: {trained['template']} (from {model}/train_summary.json)[/]")
         part = parse_shard(shard)
+        if len(benches) > 1:
+            from distill.evaluate import check_loadable
+
+            check_loadable(benches, r.eval)
         # One teacher for every benchmark of a suite, loaded when a benchmark first has samples to
         # generate (a vLLM engine start is minutes; a rerun that only rescores loads nothing).
         shared = _LazyTeacher(r, model, backend) if len(benches) > 1 else None

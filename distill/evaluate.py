@@ -229,6 +229,23 @@ class EvalResult:
         return t
 
 
+def check_loadable(benchmarks: list[str], cfg: EvalConfig) -> None:
+    """Every benchmark of a suite loads, before anything is generated: a suite that would fail at its third
+    benchmark fails now, with the eval keys that fix it (not after hours of generating the first two)."""
+    from distill.data import DataError, load_problems
+
+    for b in benchmarks:
+        try:
+            load_problems(resolve_benchmark(b, cfg))
+        except (DataError, ValueError) as e:
+            from distill.benchmarks import canonical
+
+            name = canonical(b)
+            raise EvalError(f"benchmark {b} cannot be loaded, and nothing was generated: {e}. For `distill eval`, "
+                            f"point eval.benchmarks.{b} (or $DISTILL_BENCHMARK_{name.upper()}, or a directory in "
+                            f"$DISTILL_BENCHMARKS holding {name}.jsonl) at a local copy") from None
+
+
 def judge_config(cfg: EvalConfig, code: dict) -> FilterConfig:
     """The filter's own checks, with only what decides a pass switched on: complete (for the record: a
     truncated sample has no final answer and fails `correct` anyway), format, correct."""

@@ -332,3 +332,12 @@ def test_a_torn_last_line_is_skipped_with_a_warning(tmp_path):
     assert r.returncode == 0 and "1 samples" in r.stdout and "torn last line" in r.stderr
     r = distill("filter", "--in", str(tmp_path / "s"), "--out", str(tmp_path / "f"), "--no-progress")
     assert r.returncode == 0 and r.stderr.count("torn last line") == 1, r.stderr[-1500:]
+
+
+def test_a_suite_checks_every_benchmark_loads_before_generating(tmp_path):
+    data = ROOT.parent / "shared" / "data" / "benchmarks"
+    r = distill("eval", "--model", "embedded", "--suite", "r1", "--limit", "1", "--out", str(tmp_path / "s"),
+                "--no-progress", env={**os.environ, "DISTILL_BENCHMARKS": str(data), "HF_HUB_OFFLINE": "1"})
+    assert r.returncode == 2 and "benchmark gpqa_diamond cannot be loaded, and nothing was generated" in r.stderr, \
+        r.stderr[-1500:]
+    assert "eval.benchmarks.gpqa_diamond" in r.stderr and not list(tmp_path.rglob("*.jsonl"))
