@@ -252,3 +252,14 @@ def test_lmbda_below_one_lets_the_teacher_sample_some_steps_and_logs_them_apart(
     fl = onpolicy_flops(pair.student_params, pair.teacher_params, sum(got.values()), share)
     assert fl["teacher generation"] == pytest.approx(2 * pair.teacher_params * got["teacher"])
     assert fl["student generation"] == pytest.approx(2 * pair.student_params * got["student"])
+
+
+def test_a_missing_teacher_path_names_its_key(tmp_path):
+    from distill.config import load_recipe
+    from distill.models import ModelError
+    from distill.train.onpolicy import preflight
+
+    r = load_recipe(Path(__file__).resolve().parents[1] / "recipes/onpolicy/quickstart.yaml",
+                    [f"onpolicy.teacher={tmp_path / 'no-such-student'}"])
+    with pytest.raises(ModelError, match=r"^onpolicy\.teacher: .*no such file or directory"):
+        preflight(r)

@@ -222,18 +222,27 @@ def check_context(ds, tokenizer, cfg, context: int) -> int:
     return longest
 
 
+def _resolve(key: str, ref: str, revision: str | None):
+    """resolve_model, with the recipe key in the message (two models are named here: which one is wrong?)."""
+    from distill.models import ModelError, resolve_model
+
+    try:
+        return resolve_model(ref, revision)
+    except ModelError as e:
+        raise ModelError(f"{key}: {e}") from None
+
+
 def preflight(recipe: Recipe) -> tuple[Pair, object]:
     """Everything that can be refused from configs and tokenizers, before any weights load.
     Returns the pair and the tokenizer the student uses."""
-    from distill.models import resolve_model
     from distill.train.common import device_kind, load_tokenizer
 
     cfg = recipe.onpolicy
     if not cfg.teacher:
         raise RecipeError("onpolicy.teacher is not set: name the teacher (a local directory, `embedded`, a .gguf "
                           "file or a hub id), e.g. --set onpolicy.teacher=runs/quick/student")
-    s_model = resolve_model(cfg.model, cfg.revision)
-    t_model = resolve_model(cfg.teacher, cfg.teacher_revision)
+    s_model = _resolve("onpolicy.model", cfg.model, cfg.revision)
+    t_model = _resolve("onpolicy.teacher", cfg.teacher, cfg.teacher_revision)
     s_cfg = _text_config(s_model.path, cfg.revision, cfg.trust_remote_code)
     t_cfg = _text_config(t_model.path, cfg.teacher_revision, cfg.trust_remote_code)
     check_vocab_size(cfg.model, cfg.teacher, s_cfg, t_cfg)
