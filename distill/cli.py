@@ -479,6 +479,25 @@ def main() -> None:
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]")
         raise SystemExit(130) from None
+    except Exception as e:
+        # A full, read-only or forbidden disk, wherever it surfaced: one line with the file and the fix (a
+        # message of ours in the chain first: it says what was kept), never chained tracebacks.
+        from distill.fs import describe, disk_error
+
+        disk = disk_error(e)
+        if disk is None:
+            raise
+        ours = next((x for x in _chain(e) if isinstance(x, _user_errors())), None)
+        console.print(f"[bold red]error:[/] {ours if ours is not None else describe(disk)}")
+        raise SystemExit(2) from None
+
+
+def _chain(e: BaseException):
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        yield e
+        e = e.__cause__ or e.__context__
 
 
 if __name__ == "__main__":

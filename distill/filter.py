@@ -639,7 +639,10 @@ class _Outputs:
     """kept, rejected, train and problems written to temporary files, renamed into place by `commit`."""
 
     def __init__(self, out: Path, export: ExportConfig):
+        from distill.fs import sweep_temps
+
         self.out, self.export = out, export
+        sweep_temps(out)  # what a killed run (or one stopped by a full disk) left
         self.tag = f"{os.getpid()}.tmp"
         self.final: dict[str, Path] = {}
         self.files: dict[str, object] = {}

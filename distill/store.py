@@ -275,14 +275,21 @@ class SampleStore:
     def update_manifest(self, fn) -> dict:
         """Read-modify-write the manifest under a lock, replaced atomically (never half-written)."""
         self.root.mkdir(parents=True, exist_ok=True)
+        from distill.fs import sweep_temps
+
+        sweep_temps(self.root)  # copies a killed run left
         with open(self.root / ".manifest.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             manifest = self.read_manifest() or {"format": FORMAT, "created_at": now(), "runs": []}
             fn(manifest)
             manifest["updated_at"] = now()
             tmp = self.root / f".{MANIFEST}.{os.getpid()}.tmp"
-            tmp.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
-            os.replace(tmp, self.root / MANIFEST)
+            try:
+                tmp.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+                os.replace(tmp, self.root / MANIFEST)
+            except BaseException:
+                tmp.unlink(missing_ok=True)  # a full disk leaves no half-written copy behind
+                raise
         return manifest
 
     def count(self, warn: bool = False) -> dict:
