@@ -599,3 +599,18 @@ def test_missing_logger_fails_before_loading(tmp_path, tiny_student, monkeypatch
     with pytest.raises(TrainDataError, match="report_to names wandb, which is not installed: pip install wandb"):
         train(_recipe(tiny_student, **{"train.report_to": "[wandb]"}), data=_data(tmp_path), out=tmp_path / "o")
     assert not (tmp_path / "o").exists()
+
+
+def test_training_progress_reaches_a_log_file(tmp_path, tiny_student):
+    """stderr not a terminal: plain `train steps: i/N` lines, no tqdm carriage returns."""
+    import os
+
+    cmd = [sys.executable, "-m", "distill", "train", "--set", f"train.model={tiny_student}", "--set",
+           "prompt.template=plain", "--set", "train.max_steps=3", "--set", "train.save_strategy=no", "--set",
+           "train.warmup=0", "--set", "train.max_length=128", "--data", str(_data(tmp_path)), "--out", str(tmp_path / "o")]
+    r = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "DISTILL_PROGRESS_SECONDS": "0"},
+                       cwd=ROOT, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    steps = [x for x in r.stderr.splitlines() if x.startswith("train steps: ")]
+    assert steps and steps[-1].startswith("train steps: 3/3"), r.stderr[-3000:]
+    assert "\r" not in r.stderr

@@ -220,7 +220,45 @@ def common_args(cfg, speed: Speed | None = None) -> dict:
         save_total_limit=cfg.save_total_limit,
         report_to=list(cfg.report_to) or "none",
         model_init_kwargs=init,
+        # a log file gets plain lines (log_progress) instead of tqdm's carriage returns
+        disable_tqdm=not _terminal(),
     )
+
+
+def _terminal() -> bool:
+    from distill.console import _kernel, console
+
+    return console.is_terminal or _kernel
+
+
+def log_progress(callbacks: list | None) -> list | None:
+    """The trainers' progress where stderr is no terminal (Slurm, `> log 2>&1`): the callbacks with one
+    added that prints `train: step/total, rate, elapsed, ETA` at distill's steady interval on rank 0."""
+    if _terminal():
+        return callbacks
+    from transformers import TrainerCallback
+
+    from distill.console import LogProgress
+
+    class LogProgressCallback(TrainerCallback):
+        def __init__(self):
+            self.bar, self.task = None, None
+
+        def on_train_begin(self, args, state, control, **kw):
+            if state.is_world_process_zero:
+                self.bar = LogProgress("train")
+                self.task = self.bar.add_task("train steps", total=state.max_steps, rate="")
+
+        def on_step_end(self, args, state, control, **kw):
+            if self.bar is not None:
+                self.bar.update(self.task, completed=state.global_step)
+
+        def on_train_end(self, args, state, control, **kw):
+            if self.bar is not None:
+                self.bar.__exit__(None, None, None)
+                self.bar = None
+
+    return [*(callbacks or []), LogProgressCallback()]
 
 
 def vllm_args(cfg) -> dict:

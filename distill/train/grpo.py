@@ -168,7 +168,7 @@ def build_trainer(recipe: Recipe, model, ds, tokenizer, out: Path, callbacks=Non
     from trl import GRPOTrainer
     from trl.trainer.utils import create_model_from_path
 
-    from distill.train.common import checkpoint_callback, choose_speed, lora_config
+    from distill.train.common import checkpoint_callback, choose_speed, log_progress, lora_config
     from distill.train.rewards import build_rewards
 
     cfg = recipe.grpo
@@ -194,7 +194,7 @@ def build_trainer(recipe: Recipe, model, ds, tokenizer, out: Path, callbacks=Non
     if 0 < speed.checkpointing < 1:
         callbacks = [*(callbacks or []), checkpoint_callback(speed.checkpointing)]
     trainer = GRPOTrainer(model=model, reward_funcs=funcs, args=args, train_dataset=ds, processing_class=tokenizer,
-                          peft_config=peft_config, callbacks=callbacks)
+                          peft_config=peft_config, callbacks=log_progress(callbacks))
     trainer.distill_init_kwargs = init_kwargs  # how to load the base again for an offline LoRA merge
     return trainer
 

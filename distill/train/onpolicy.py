@@ -419,7 +419,7 @@ def build_trainer(recipe: Recipe, pair: Pair, ds, tokenizer, out: Path, callback
     TRL's loader, then the end-of-turn joins the model's EOS before TRL reads it (TRL stops rollouts there)."""
     from trl.trainer.utils import create_model_from_path
 
-    from distill.train.common import checkpoint_callback, lora_config
+    from distill.train.common import checkpoint_callback, log_progress, lora_config
     from distill.train.grpo import stop_ids
     from distill.train.rewards import REWARDS
     from distill.train.sft import _model_init_extras
@@ -444,7 +444,7 @@ def build_trainer(recipe: Recipe, pair: Pair, ds, tokenizer, out: Path, callback
         callbacks = [*(callbacks or []), checkpoint_callback(speed.checkpointing)]
     cls = _trainer_class()
     trainer = cls(model=student, teacher_model=pair.teacher, args=args, train_dataset=ds, processing_class=tokenizer,
-                  peft_config=peft_config, callbacks=callbacks)
+                  peft_config=peft_config, callbacks=log_progress(callbacks))
     trainer.lmbda = cfg.lmbda
     trainer.teacher_samples_beta = cfg.teacher_samples_beta
     trainer.sampled_tokens = {"student": 0, "teacher": 0}

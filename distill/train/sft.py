@@ -32,6 +32,7 @@ from distill.train.common import (
     last_checkpoint,
     layout,
     load_tokenizer,
+    log_progress,
     lora_config,
     save_student,
     speed_dict,
@@ -317,7 +318,7 @@ def build_trainer(recipe: Recipe, model, ds, tokenizer, out: Path, speed: Speed 
         callbacks = [checkpoint_callback(speed.checkpointing, speed.checkpointing_auto, tokens, speed.liger)]
     peft_config = lora_config(cfg.lora) if cfg.lora.enabled else None
     trainer = SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tokenizer, peft_config=peft_config,
-                         callbacks=callbacks)
+                         callbacks=log_progress(callbacks))
     trainer.distill_speed = speed
     return trainer
 
