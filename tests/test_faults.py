@@ -98,24 +98,40 @@ def test_a_killed_runs_temporary_files_are_removed_at_the_next_start(tmp_path):
 
 
 def test_an_unwritable_directory_as_an_ordinary_user_says_read_only(tmp_path):
+    """As uid 65534, `--out` under a directory of root's. Where this environment is readable by other users
+    the whole command runs; where it is not (an interpreter under a private home), the system Python runs
+    the same disk reading (`distill.fs`, standard library only) on the same real error."""
     if os.geteuid() != 0 or not shutil.which("setpriv"):
         pytest.skip("needs root to become another user")
     import tempfile
 
+    user = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
     d = Path(tempfile.mkdtemp(prefix="distill-ro-", dir="/tmp"))
     try:
         os.chmod(d, 0o755)  # root's: others may read, not write
         inp = _samples(d / "in.jsonl", 3)
         os.chmod(inp, 0o644)
-        probe = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c",
-                                "import distill.cli"], cwd="/", capture_output=True,
-                               env={"PYTHONPATH": str(ROOT), "PATH": os.environ.get("PATH", "")})
-        if probe.returncode != 0:
-            pytest.skip("this environment is not readable by other users")
-        r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-m",
-                            "distill", "filter", "--in", str(inp), "--out", str(d / "sub"), "--no-progress"],
-                           cwd="/", capture_output=True, text=True, timeout=300,
-                           env={"PYTHONPATH": str(ROOT), "PATH": os.environ.get("PATH", ""), "HOME": "/tmp"})
-        _one_line_error(r, "not writable by this user")
+        env = {"PYTHONPATH": str(ROOT), "PATH": os.environ.get("PATH", ""), "HOME": "/tmp"}
+        probe = subprocess.run([*user, sys.executable, "-c", "import distill.cli"], cwd="/", capture_output=True, env=env)
+        if probe.returncode == 0:
+            r = subprocess.run([*user, sys.executable, "-m", "distill", "filter", "--in", str(inp), "--out",
+                                str(d / "sub"), "--no-progress"], cwd="/", capture_output=True, text=True, timeout=300,
+                               env=env)
+            _one_line_error(r, "not writable by this user")
+            return
+        pkg = d / "pkg" / "distill"
+        pkg.mkdir(parents=True)
+        (pkg / "__init__.py").write_text("")
+        shutil.copy(ROOT / "distill" / "fs.py", pkg / "fs.py")
+        for p in (d / "pkg").rglob("*"):
+            p.chmod(0o755 if p.is_dir() else 0o644)
+        (d / "pkg").chmod(0o755)
+        script = ("import sys\nsys.path.insert(0, sys.argv[1])\nfrom distill.fs import describe, disk_error, sweep_temps\n"
+                  "from pathlib import Path\ntry:\n    Path(sys.argv[2]).mkdir(parents=True)\nexcept OSError as e:\n"
+                  "    print(describe(disk_error(e)))\n")
+        python = shutil.which("python3", path="/usr/bin:/usr/local/bin") or "python3"
+        r = subprocess.run([*user, python, "-c", script, str(d / "pkg"), str(d / "sub" / "f")], cwd="/",
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0 and "read-only (not writable by this user)" in r.stdout, (r.stdout, r.stderr)
     finally:
         shutil.rmtree(d, ignore_errors=True)
