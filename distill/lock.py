@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import functools
 import os
 import shlex
 import sys
@@ -73,3 +74,21 @@ def output_lock(out: str | Path, what: str, name: str = LOCK_NAME) -> Iterator[N
             raise
     finally:
         f.close()
+
+
+def locks_output(what: str, section: str):
+    """Decorate a training arm `fn(recipe, out=None, ...)`: its output directory (`out`, else the recipe's
+    `<section>.output_dir`) is locked for the run."""
+
+    def deco(fn):
+        @functools.wraps(fn)
+        def run(recipe, out=None, *args, **kwargs):
+            out = out or getattr(recipe, section).output_dir
+            if not out:  # the arm says what is missing
+                return fn(recipe, out, *args, **kwargs)
+            with output_lock(out, what):
+                return fn(recipe, out, *args, **kwargs)
+
+        return run
+
+    return deco

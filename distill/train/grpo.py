@@ -19,6 +19,7 @@ from pathlib import Path
 
 from distill.config import Recipe, RecipeError, recipe_dict
 from distill.console import console
+from distill.lock import locks_output
 
 
 @dataclass
@@ -199,18 +200,9 @@ def build_trainer(recipe: Recipe, model, ds, tokenizer, out: Path, callbacks=Non
     return trainer
 
 
+@locks_output("distill grpo", "grpo")  # one run per output directory (rank 0 holds it)
 def train_grpo(recipe: Recipe, out: str | Path | None = None, resume: bool = True, callbacks=None) -> GrpoSummary:
     """Run GRPO from the recipe; save the policy like a distill student (weights, template, EOS) plus grpo_summary.json."""
-    out = out or recipe.grpo.output_dir
-    if not out:
-        return _train_grpo(recipe, out, resume, callbacks)
-    from distill.lock import output_lock
-
-    with output_lock(out, "distill grpo"):  # one run per output directory (rank 0 holds it)
-        return _train_grpo(recipe, out, resume, callbacks)
-
-
-def _train_grpo(recipe: Recipe, out, resume: bool, callbacks) -> GrpoSummary:
     from distill.models import resolve_model
     from distill.train.common import (
         check_layout,

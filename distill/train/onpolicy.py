@@ -24,6 +24,7 @@ from pathlib import Path
 
 from distill.config import Recipe, RecipeError, recipe_dict
 from distill.console import console
+from distill.lock import locks_output
 from distill.train.examples import PreflightError
 from distill.train.grpo import _f
 
@@ -503,18 +504,9 @@ class OnPolicySummary:
         return t
 
 
+@locks_output("distill onpolicy", "onpolicy")  # one run per output directory (rank 0 holds it)
 def train_onpolicy(recipe: Recipe, out: str | Path | None = None, resume: bool = True, callbacks=None) -> OnPolicySummary:
     """Run on-policy distillation from the recipe; save the student like a distill student plus train_summary.json."""
-    out = out or recipe.onpolicy.output_dir
-    if not out:
-        return _train_onpolicy(recipe, out, resume, callbacks)
-    from distill.lock import output_lock
-
-    with output_lock(out, "distill onpolicy"):  # one run per output directory (rank 0 holds it)
-        return _train_onpolicy(recipe, out, resume, callbacks)
-
-
-def _train_onpolicy(recipe: Recipe, out, resume: bool, callbacks) -> OnPolicySummary:
     from distill.compute import onpolicy_flops
     from distill.train.common import (
         check_layout,
