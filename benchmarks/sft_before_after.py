@@ -10,7 +10,8 @@ scores the same, as at 0% and 100%, and the bootstrap would collapse to a point)
   Dedup and decontamination are off here: they judge a dataset, not a model, and dedup would
   penalise a student for answering the same problem consistently.
 - correct: math-verify says the final answer equals the gold one.
-- R1 format: a closed <think> block, then a \\boxed{} answer after it.
+- R1 format: the one format rule of `distill.verify.response.r1_format` (one closed, non-empty <think>
+  block, then a \\boxed{} answer), as the filter, eval and the GRPO reward apply it.
 - R1 format and correct.
 The problems are the recipe's task drawn with another seed (--seed); for one-digit additions the
 problem space is small (100 sums), so "fresh" means a new draw, not necessarily unseen sums.
@@ -44,10 +45,12 @@ def figures(filtered: Path) -> dict[str, list[tuple[str, bool]]]:
     for name in ("kept.jsonl", "rejected.jsonl"):
         with (filtered / name).open() as f:
             rows += [json.loads(line) for line in f if line.strip()]
+    from distill.verify.response import r1_format, read_response
+
     out = {k: [] for k in FIGURES}
     for r in rows:
         v = r["verdicts"]
-        r1 = r["shape"] in ("r1", "r1-distill") and bool(v["format"]["value"].get("boxed"))
+        r1 = r1_format(read_response(r["completion"], r.get("prompt_template"), r["shape"]), code=False)
         correct = v["correct"]["pass"] is True
         for k, hit in zip(FIGURES, (r["kept"], correct, r1, r1 and correct), strict=False):
             out[k].append((r["problem_id"], bool(hit)))

@@ -258,6 +258,8 @@ def test_quickstart_student_learns_the_r1_format(tmp_path):
     assert tr.returncode == 0, tr.stderr[-3000:]
     summary = json.loads((tmp_path / "student" / "train_summary.json").read_text())["summary"]
     assert summary["final_loss"] < summary["first_loss"]
+    from distill.verify.response import r1_format, read_response
+
     shares = {}
     for name, model in (("base", "embedded"), ("student", str(tmp_path / "student"))):
         fresh = ["--set", f"teacher.model={model}", "--set", "problems.seed=1", "--set", "problems.count=8",
@@ -268,7 +270,8 @@ def test_quickstart_student_learns_the_r1_format(tmp_path):
                        "--out", str(tmp_path / f"{name}-f"), "--no-progress", *fresh).returncode == 0
         rows = [json.loads(x) for f in ("kept.jsonl", "rejected.jsonl")
                 for x in (tmp_path / f"{name}-f" / f).read_text().splitlines()]
-        r1 = [r["shape"] in ("r1", "r1-distill") and r["verdicts"]["format"]["value"]["boxed"] for r in rows]
+        r1 = [r1_format(read_response(r["completion"], r.get("prompt_template"), r["shape"]), code=False)
+              for r in rows]  # the one format rule
         shares[name] = (sum(r1) / len(rows), sum(r["kept"] for r in rows) / len(rows))
     assert shares["base"][0] == 0.0, shares
     assert shares["student"][0] >= 0.5, shares
