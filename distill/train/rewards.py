@@ -61,7 +61,8 @@ def _meta(x) -> dict:
 
 def _parsed(completions, kw, specs: list[dict | None] | None = None):
     """(full text, Response) per completion, through the one reading (distill/verify/response.py): the
-    prompt's prefill (e.g. "<think>\\n") is part of the answer, and the template names the shape."""
+    prompt's prefill (e.g. "<think>\\n") is part of the answer, and the template names the shape. `specs`:
+    the code problems, for the reward that needs the program itself (`code`)."""
     n = len(completions)
     prefills = _column(kw, "prefill", n, "")
     templates = _column(kw, "prompt_template", n, None)
@@ -115,7 +116,7 @@ class AccuracyReward:
         # A cut completion has no final answer, as in the filter and eval (`unfinished`: an unclosed
         # box, an unbalanced final part); one cut at max_completion_length is TRL's to mask.
         items = [(str(a), None if unfinished({"completion": t}, p)["problems"] else p.final, _meta(m), inner)
-                 for (t, p), a, m, sp in zip(_parsed(completions, kw, specs), answers, metas, specs, strict=True)
+                 for (t, p), a, m, sp in zip(_parsed(completions, kw), answers, metas, specs, strict=True)
                  if sp is None]
         pool = self._get_pool()
         if pool is None:
@@ -196,7 +197,8 @@ class FormatReward:
     def __call__(self, prompts, completions, completion_ids=None, **kw) -> list[float]:
         out = []
         specs = _specs(kw, len(completions))
-        for (_, p), spec in zip(_parsed(completions, kw, specs), specs, strict=True):
+        # the rule needs the fences, not the program: no extraction (and no AST parse) per completion here
+        for (_, p), spec in zip(_parsed(completions, kw), specs, strict=True):
             ok = r1_format(p, spec is not None)  # the one format rule, as the filter and eval apply it
             out.append(1.0 if ok else 0.0)
         return out
