@@ -102,6 +102,13 @@ CASES: dict[str, tuple[dict, str, str]] = {
         _r1(_py("import os\ndef add(a, b):\n    return a + b\nif os.fork():\n    os._exit(0)\n")),
         _r1(_py("import os\ndef add(a, b):\n    return a + b\npid = os.fork()\nif pid == 0:\n    os._exit(0)\n"
                 "os.waitpid(pid, 0)\n"))),
+    # the parent waits before it exits, so the child has every call answered first: without the rule
+    # that only the started process answers, this passed every time (and the one above now and then)
+    "a forked child serves the calls while its parent waits to exit": (
+        ADD_ASSERTS,
+        _r1(_py("import os, time\ndef add(a, b):\n    return a + b\nif os.fork():\n    time.sleep(0.5)\n"
+                "    os._exit(0)\n")),
+        _r1(_py("import os, time\ndef add(a, b):\n    return a + b\nif os.fork() == 0:\n    os._exit(0)\n"))),
 }
 
 

@@ -2,14 +2,23 @@
 """The answer's process for function, asserts and call problems: the program runs as module `solution`,
 then serves the judge's calls over two pipes. argv[2]: the program's memfd; argv[3], argv[4]: the
 pipe from the judge and the pipe to it. Everything here runs in the answer's process, so the answer
-can change any of it: it can then send other plain data, nothing more."""
+can change any of it: it can then send other plain data, nothing more.
+
+Only the process the run started answers: a process the answer forked (its child goes on after the
+parent exits, or a call forks and returns in both) ends at its first reply instead of sending it. Were
+it let answer, whether the tests finish before the parent's exit ends the run would be a race that
+the machine's load decides (the same answer passed and failed in two consumers under CI load). The
+check is plain code in the answer's process and a program written against it can undo it; what it
+makes sure of is that an ordinary fork decides the same way every time."""
 _code = _read_program(int(sys.argv[2]))
 _rin = os.fdopen(int(sys.argv[3]), "r", encoding="utf-8")
 _rout = os.fdopen(int(sys.argv[4]), "w", encoding="utf-8")
 _g, _refs = {"__name__": "solution", "__builtins__": __builtins__}, {}
 
 
-def _send(m):
+def _send(m, _pid=os.getpid()):
+    if os.getpid() != _pid:
+        os._exit(0)
     _rout.write(_dumps(m) + "\n")
     _rout.flush()
 
