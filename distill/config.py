@@ -313,6 +313,9 @@ class TrainConfig(_Strict):
     # tokens. Needs a DeepSpeed launch (recipes/accelerate/zero3.yaml), heads and KV heads that N divides
     # (or KV heads that divide N), and world size a multiple of N; data parallelism is world size / N.
     sequence_parallel: int = Field(default=1, ge=1)
+    # The order rows are drawn in: random (shuffled each epoch from `seed`) or sequential (the file's
+    # order: a curriculum written into the data, e.g. easy problems first).
+    sampling: Literal["random", "sequential"] = "random"
     seed: int = 42
     logging_steps: int = Field(default=5, gt=0)
     save_strategy: SaveStrategy = "epoch"

@@ -614,3 +614,23 @@ def test_training_progress_reaches_a_log_file(tmp_path, tiny_student):
     steps = [x for x in r.stderr.splitlines() if x.startswith("train steps: ")]
     assert steps and steps[-1].startswith("train steps: 3/3"), r.stderr[-3000:]
     assert "\r" not in r.stderr
+
+
+def test_the_ulysses_gradient_divisor_is_deepspeeds_for_each_zero_layout(tmp_path):
+    """What DeepSpeed 0.19 divides the summed gradients by: the data-parallel groups under ZeRO-0/1/2, every rank
+    under ZeRO-3 with reduce-scatter; ZeRO-3 without it mixes both, which is refused, as is a launch asking for it."""
+    from distill.train.ulysses import gradient_divisor, launched_zero3_without_reduce_scatter
+
+    assert [gradient_divisor(s, True, 8, 2) for s in (0, 1, 2, 3)] == [4, 4, 4, 8]
+    assert gradient_divisor(2, False, 8, 4) == 2
+    with pytest.raises(ValueError, match="reduce_scatter: false"):
+        gradient_divisor(3, False, 8, 2)
+    env = {"ACCELERATE_DEEPSPEED_ZERO_STAGE": "3"}
+    assert not launched_zero3_without_reduce_scatter(env)
+    (tmp_path / "ds.json").write_text(json.dumps({"zero_optimization": {"stage": 3, "reduce_scatter": False}}))
+    assert launched_zero3_without_reduce_scatter({"ACCELERATE_DEEPSPEED_CONFIG_FILE": str(tmp_path / "ds.json")})
+    (tmp_path / "ds.yaml").write_text("zero_optimization:\n  stage: 2\n  reduce_scatter: false\n")
+    assert not launched_zero3_without_reduce_scatter({"ACCELERATE_DEEPSPEED_CONFIG_FILE": str(tmp_path / "ds.yaml")})
+    (tmp_path / "bad.json").write_text("{")
+    with pytest.raises(ValueError, match="bad.json"):
+        launched_zero3_without_reduce_scatter({"ACCELERATE_DEEPSPEED_CONFIG_FILE": str(tmp_path / "bad.json")})

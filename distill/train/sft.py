@@ -135,6 +135,7 @@ def sft_config(cfg: TrainConfig, out: Path, speed: Speed | None = None):
     if cfg.use_kernels:
         args["model_init_kwargs"]["use_kernels"] = True
     args["ddp_find_unused_parameters"] = cfg.ddp_find_unused_parameters
+    args["train_sampling_strategy"] = cfg.sampling
     if cfg.sequence_parallel > 1:
         args.update(sequence_parallel_args(cfg.sequence_parallel, speed.attn_implementation, cfg.max_length,
                                            speed.device))
@@ -162,11 +163,18 @@ def sequence_parallel_args(n: int, attn: str, max_length: int, device: str) -> d
     to give the attention the whole row's positions after the all-to-all. One trace a row (the preflight
     refuses packing). Rows are padded to a multiple of n; on CPU (gloo) to max_length, since DeepSpeed
     gathers each rank's batch before sharding it and gloo's all-gather takes only equal sizes."""
+    import os
+
     from accelerate.parallelism_config import ParallelismConfig
     from accelerate.utils import DeepSpeedSequenceParallelConfig
 
     handler = DeepSpeedSequenceParallelConfig(sp_seq_length_is_variable=True, sp_attn_implementation=attn)
-    return {"parallelism_config": ParallelismConfig(sp_backend="deepspeed", sp_size=n, sp_handler=handler),
+    # The data-parallel groups, said here: accelerate 1.16 computes DeepSpeed's train_batch_size from
+    # ParallelismConfig.data_parallel_size (1 unless set), and DeepSpeed refuses a batch that does not match
+    # its own count of world / sp groups
+    dp = max(1, int(os.environ.get("WORLD_SIZE", "1")) // n)
+    pc = ParallelismConfig(sp_backend="deepspeed", sp_size=n, sp_handler=handler, dp_shard_size=dp)
+    return {"parallelism_config": pc,
             "pad_to_multiple_of": max_length if device == "cpu" else n}
 
 
@@ -180,6 +188,11 @@ def sequence_parallel_speed(speed: Speed, cfg: TrainConfig, model) -> Speed:
     from dataclasses import replace
 
     from distill.train.attention import flash_attn_installed
+    from distill.train.ulysses import (
+        deepspeed_version_problem,
+        launched_zero3_without_reduce_scatter,
+        zero3_without_reduce_scatter,
+    )
 
     n = cfg.sequence_parallel
     env_sp = os.environ.get("PARALLELISM_CONFIG_SP_SIZE")
@@ -201,6 +214,13 @@ def sequence_parallel_speed(speed: Speed, cfg: TrainConfig, model) -> Speed:
     if launched and os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() != "true":
         fails.append(f"train.sequence_parallel {n} runs on DeepSpeed (Ulysses/ALST): launch with "
                      "accelerate launch --config_file recipes/accelerate/zero3.yaml (or zero2.yaml)")
+    if launched and (why := deepspeed_version_problem()):
+        fails.append(why)
+    try:
+        if launched and launched_zero3_without_reduce_scatter(os.environ):
+            fails.append(zero3_without_reduce_scatter(n))
+    except ValueError as e:
+        fails.append(str(e))
     if launched and world % n:
         fails.append(f"{world} processes cannot be split into sequence-parallel groups of {n}: "
                      f"use a multiple of {n} processes, or train.sequence_parallel a divisor of {world}")
@@ -300,13 +320,15 @@ def build_trainer(recipe: Recipe, model, ds, tokenizer, out: Path, speed: Speed 
 
     model: a path (loaded with the recipe's dtype, attention and context settings) or a model
     instance already built (benchmarks build random models of a published shape in memory)."""
-    from trl import SFTTrainer
+    from distill.train.ulysses import deepspeed_comm_ready, sft_trainer_class
 
     cfg = recipe.train
     speed = speed or choose_speed(cfg, cfg.packing, training_only=True)
     speed = exact_attention(speed, cfg, model)
     speed = sequence_parallel_speed(speed, cfg, model)
     args = sft_config(cfg, out, speed)
+    if cfg.sequence_parallel > 1:
+        deepspeed_comm_ready()
     if isinstance(model, str):
         args.model_init_kwargs.update(_model_init_extras(cfg, model))
     else:
@@ -317,7 +339,7 @@ def build_trainer(recipe: Recipe, model, ds, tokenizer, out: Path, speed: Speed 
         tokens = cfg.per_device_batch_size * cfg.max_length  # packed rows are up to max_length long
         callbacks = [checkpoint_callback(speed.checkpointing, speed.checkpointing_auto, tokens, speed.liger)]
     peft_config = lora_config(cfg.lora) if cfg.lora.enabled else None
-    trainer = SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tokenizer, peft_config=peft_config,
+    trainer = sft_trainer_class()(model=model, args=args, train_dataset=ds, processing_class=tokenizer, peft_config=peft_config,
                          callbacks=log_progress(callbacks))
     trainer.distill_speed = speed
     return trainer
