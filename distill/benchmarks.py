@@ -25,6 +25,7 @@ Two readers turn a hub row, as published, into a problem:
 from __future__ import annotations
 
 import base64
+import datetime
 import io
 import json
 import os
@@ -70,7 +71,7 @@ def reader_options(name: str, cfg: EvalConfig) -> dict:
         return {"seed": cfg.gpqa_seed}
     if name == "livecodebench":
         lcb = cfg.livecodebench
-        return {"version": lcb.version, "start": lcb.start, "end": lcb.end}
+        return {"version": lcb.version, "start": lcb.start, "end": lcb.end, "timeout": lcb.timeout}
     return {}
 
 
@@ -233,15 +234,36 @@ def decode_tests(value: Any, where: str = "private_test_cases") -> list:
 
 
 def _date(value: Any) -> str:
-    return str(value or "")[:10]  # ISO dates and datetimes compare as text from their first 10 characters
+    return str(value or "")[:10]
+
+
+def _when(value: Any, what: str) -> datetime.datetime | None:
+    """An ISO date or date-time as a naive UTC time stamp; a bare date is its midnight, as LiveCodeBench
+    reads its --start_date/--end_date (so an end of 2025-01-31 leaves out a contest at 2025-01-31T14:30)."""
+    if value in (None, ""):
+        return None
+    if isinstance(value, datetime.datetime):
+        t = value
+    elif isinstance(value, datetime.date):
+        t = datetime.datetime(value.year, value.month, value.day)
+    else:
+        try:
+            t = datetime.datetime.fromisoformat(str(value).strip().replace("Z", "+00:00"))
+        except ValueError:
+            raise BenchmarkError(f"{what} {value!r} is not an ISO date (2025-01-31) or date-time") from None
+    if t.tzinfo is not None:
+        t = t.astimezone(datetime.UTC).replace(tzinfo=None)
+    return t
 
 
 def _livecodebench(rec: dict, options: dict, where: str) -> dict | None:
     if "question_content" not in rec:  # already a plain code problem
         return rec
     day = _date(rec.get("contest_date"))
-    start, end = _date(options.get("start")), _date(options.get("end"))
-    if day and ((start and day < start) or (end and day > end)):
+    when = _when(rec.get("contest_date"), f"{where} contest_date")
+    start = _when(options.get("start"), "livecodebench.start")
+    end = _when(options.get("end"), "livecodebench.end")
+    if when and ((start and when < start) or (end and when > end)):
         return None
     tests = decode_tests(rec.get("public_test_cases") or "[]", f"{where} public_test_cases") + \
         decode_tests(rec.get("private_test_cases") or "[]", f"{where} private_test_cases")
@@ -256,7 +278,8 @@ def _livecodebench(rec: dict, options: dict, where: str) -> dict | None:
             meta = {}
     out = {"id": str(rec.get("question_id") or rec.get("id")), "problem": str(rec["question_content"]).strip(),
            "answer": "", "platform": rec.get("platform"), "contest_date": day, "difficulty": rec.get("difficulty"),
-           "title": rec.get("question_title")}
+           "title": rec.get("question_title"), "grader": "livecodebench",
+           "test_timeout": float(options.get("timeout") or 6.0)}
     if kinds == {"functional"}:
         fn = meta.get("func_name") if isinstance(meta, dict) else None
         out.update(kind="call", fn_name=fn, starter_code=rec.get("starter_code") or "",

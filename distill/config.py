@@ -334,6 +334,9 @@ class LiveCodeBenchConfig(_Strict):
     version: str = "release_v5"
     start: str | None = "2024-08-01"
     end: str | None = "2025-01-31"
+    # Seconds each test case may run (LiveCodeBench's own default, its grader's signal.alarm); the
+    # whole run of a functional problem gets LiveCodeBench's backstop of (timeout + 1) x tests + 5.
+    timeout: float = Field(default=6.0, gt=0)
 
 
 class EvalConfig(_Strict):

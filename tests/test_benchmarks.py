@@ -95,22 +95,27 @@ def _lcb_rows():
              "metadata": "{}"}
     old = {**stdin, "question_id": "old", "contest_date": "2023-05-01T00:00:00"}
     late = {**stdin, "question_id": "late", "contest_date": "2025-03-01T00:00:00"}
-    return [functional, stdin, old, late]
+    # the window's last day after midnight: LiveCodeBench reads --end_date 2025-01-31 as its midnight
+    last_day = {**stdin, "question_id": "last_day", "contest_date": "2025-01-31T12:30:00"}
+    midnight = {**stdin, "question_id": "midnight", "contest_date": "2025-01-31T00:00:00"}
+    first = {**stdin, "question_id": "first", "contest_date": "2024-08-01T00:00:00"}
+    return [functional, stdin, old, late, last_day, midnight, first]
 
 
 def test_livecodebench_rows_as_published_become_code_problems_in_the_window(tmp_path, monkeypatch):
     f = _write(tmp_path / "livecodebench.jsonl", _lcb_rows())
     monkeypatch.setenv("DISTILL_BENCHMARK_LIVECODEBENCH", str(f))
     src = resolve_benchmark("livecodebench", EvalConfig())
-    assert src.format_options == {"version": "release_v5", "start": "2024-08-01", "end": "2025-01-31"}
+    assert src.format_options == {"version": "release_v5", "start": "2024-08-01", "end": "2025-01-31", "timeout": 6.0}
     ps = {p.id: p for p in load_problems(src)}
-    assert set(ps) == {"1", "abc1_a"}  # the R1 report's window: 2024-08 to 2025-01
+    assert set(ps) == {"1", "abc1_a", "midnight", "first"}  # the R1 report's window, as time stamps
     fn, io = ps["1"].meta, ps["abc1_a"].meta
+    assert fn["grader"] == io["grader"] == "livecodebench" and fn["test_timeout"] == 6.0
     assert fn["kind"] == "call" and fn["fn_name"] == "twoSum" and len(fn["tests"]) == 2
     assert fn["tests"][1] == {"args": [[3, 2, 4], 6], "output": [1, 2]}  # the private test, unpickled safely
     assert io["kind"] == "stdio" and [t["output"] for t in io["tests"]] == ["3\n", "10\n"]
     wide = resolve_benchmark("livecodebench", EvalConfig(livecodebench=LiveCodeBenchConfig(start=None, end=None)))
-    assert len(load_problems(wide)) == 4
+    assert len(load_problems(wide)) == 7
     bad = _write(tmp_path / "bad.jsonl", [{**_lcb_rows()[1], "private_test_cases": "%%%"}])
     monkeypatch.setenv("DISTILL_BENCHMARK_LIVECODEBENCH", str(bad))
     with pytest.raises(DataError, match=r"bad.jsonl line 1 private_test_cases: neither JSON"):

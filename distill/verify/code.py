@@ -42,6 +42,15 @@ CALL_PRELUDE = ("from string import *\nfrom re import *\nfrom datetime import *\
                 "sys.setrecursionlimit(50000)\n")
 
 
+# Graders whose rules a problem can ask for (`grader` in the record; LiveCodeBench's reader sets it):
+# livecodebench: lcb_runner/evaluation/testing_util.py's. Each test under its own wall-clock timer
+# (`test_timeout`, LCB_TEST_TIMEOUT by default) and the whole run under LiveCodeBench's backstop of
+# (timeout + 1) x tests + 5 s; stdout compared line by line, exactly or as decimals (judge.compare_lines);
+# the program run after LiveCodeBench's import prelude (CALL_PRELUDE), stdin programs too.
+GRADERS = ("livecodebench",)
+LCB_TEST_TIMEOUT = 6.0
+
+
 class CodeSpecError(ValueError):
     """A code problem whose tests cannot be run as given; the message says what is wrong."""
 
@@ -274,7 +283,7 @@ def code_spec(rec: dict | None) -> dict | None:
     for src in ((meta if isinstance(meta, dict) else {}), rec):
         spec = _spec(src)
         if spec is not None:
-            if spec["kind"] == "call":
+            if spec["kind"] == "call" or spec.get("grader") == "livecodebench":
                 spec["prelude"] = CALL_PRELUDE
             if spec["kind"] == "function":
                 text = str(rec.get("problem") or src.get("problem") or src.get("prompt") or "")
@@ -369,6 +378,20 @@ def _spec(rec: dict) -> dict | None:
         spec["float_tol"] = tol
         # Answers accepted in any letter case (YES/yes): the problem says so under one of these names.
         spec["ignore_case"] = any(bool(rec.get(k)) for k in ("ignore_case", "case_insensitive"))
+    grader = rec.get("grader")
+    if grader is not None:
+        if grader not in GRADERS:
+            raise CodeSpecError(f"grader {grader!r}: one of {', '.join(GRADERS)}, or none for distill's own rules")
+        if kind not in ("stdio", "call"):
+            raise CodeSpecError(f"grader {grader!r} grades stdio and call problems, not {kind!r}")
+        timeout = rec.get("test_timeout", LCB_TEST_TIMEOUT)
+        try:
+            timeout = float(timeout)
+        except (TypeError, ValueError):
+            raise CodeSpecError(f"test_timeout {timeout!r} is not a number of seconds") from None
+        if not math.isfinite(timeout) or timeout <= 0:
+            raise CodeSpecError(f"test_timeout {timeout!r} must be a positive number of seconds")
+        spec.update(grader=grader, test_timeout=timeout)
     limit = rec.get("time_limit")
     if isinstance(limit, dict):  # CodeContests: {seconds, nanos}
         limit = float(limit.get("seconds") or 0) + float(limit.get("nanos") or 0) / 1e9 or None
@@ -597,6 +620,13 @@ def limits_for(spec: dict, cfg: dict | None):
     if spec.get("time_limit"):
         lim.cpu_seconds = max(1, math.ceil(spec["time_limit"]))
         lim.wall_seconds = max(lim.wall_seconds, 2.0 * spec["time_limit"] + 1)
+    if spec.get("test_timeout"):
+        t = spec["test_timeout"]
+        if spec["kind"] == "stdio":  # one process a case: the case's timer, plus a second for the process start
+            lim.wall_seconds = t + 1
+        else:  # one process for every test, each under its own timer in the judge: LiveCodeBench's backstop
+            lim.wall_seconds = (t + 1) * len(spec["tests"]) + 5
+        lim.cpu_seconds = math.ceil(lim.wall_seconds)
     return lim
 
 

@@ -299,6 +299,28 @@ def compare_stdout(got: str, expected: str, float_tol: float | None = None, igno
     return True
 
 
+def compare_lines(got: str, expected: str) -> bool:
+    """LiveCodeBench's stdout rule (lcb_runner/evaluation/testing_util.py, grade_stdio): both outputs
+    stripped and split into lines, each line stripped; the same number of lines, and each line equal as
+    text or, split on whitespace, equal as a list of decimals ("1.0" is "1"; "1 2" on one line is not two
+    lines). Decimals, not floats: 50000000000000000 and 50000000000000001 differ."""
+    from decimal import Decimal, InvalidOperation
+
+    a = [x.strip() for x in got.strip().split("\n")]
+    b = [x.strip() for x in expected.strip().split("\n")]
+    if len(a) != len(b):
+        return False
+    for x, y in zip(a, b, strict=True):
+        if x == y:
+            continue
+        try:
+            if [Decimal(v) for v in x.split()] != [Decimal(v) for v in y.split()]:
+                return False
+        except (InvalidOperation, ValueError):  # not numbers, or a signalling NaN compared
+            return False
+    return True
+
+
 def _trim(o: Outcome, cap: int = 1000) -> dict:
     d = o.to_dict()
     d["stdout"], d["stderr"] = d["stdout"][-cap:], d["stderr"][-cap:]
@@ -339,6 +361,7 @@ def check_program(problem: dict, program: str, limits: Limits | None = None,
 
             entry = asserts_entry_point(problem["tests"], imports, reference_solution(problem))
         spec, n = judge_spec(kind, problem["tests"], entry, imports, _context(problem))
+        spec["per_test"] = problem.get("test_timeout")  # LiveCodeBench's per-test timer (limits_for sets the rest)
         r = run_tests(spec, "\n".join(imports) + "\n" + program if imports else program, limits, allow_unsandboxed)
         o, records, running = r["outcome"], dict(r["records"]), r["running"]
         if o.status != "passed" and running is not None:  # it stopped inside this test
@@ -367,8 +390,12 @@ def check_program(problem: dict, program: str, limits: Limits | None = None,
                 tests.append({"test": i, "status": "not_run", "detail": "an earlier case failed"})
                 continue
             o = _run_main(program, c["input"], limits, sandbox)
-            if o.status == "passed" and not compare_stdout(o.stdout, c["output"], problem.get("float_tol"),
-                                                           bool(problem.get("ignore_case") or problem.get("case_insensitive"))):
+            if problem.get("grader") == "livecodebench":
+                same = compare_lines(o.stdout, c["output"])
+            else:
+                same = compare_stdout(o.stdout, c["output"], problem.get("float_tol"),
+                                      bool(problem.get("ignore_case") or problem.get("case_insensitive")))
+            if o.status == "passed" and not same:
                 o.status, o.detail = "failed", f"wrong output: expected {c['output'][:80]!r}, got {o.stdout[:80]!r}"
             o.stdout = o.stdout[:limits.output_bytes]
             tests.append({"test": i, "status": o.status, "detail": o.detail})

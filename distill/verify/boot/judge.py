@@ -3,8 +3,14 @@
 tests take from the answer) as proxies. It holds the comparisons and writes the records to a pipe
 that only it has. A failing call's exception is raised here as the builtin exception of that name
 (a ValueError stays a ValueError for tests that expect one), anything else as AnswerError.
-argv[2]: the spec's memfd; argv[3], argv[4]: the pipes to and from the answer; argv[5]: the records."""
+argv[2]: the spec's memfd; argv[3], argv[4]: the pipes to and from the answer; argv[5]: the records.
+
+With SPEC["per_test"] (seconds), each test, and the program's loading before them, runs under its own
+wall-clock timer, as LiveCodeBench's grader arms `signal.alarm` per test case: the first test past it
+is a timeout and the run ends there (the answer is still busy with that call; no later reply could be
+matched to its call)."""
 import builtins
+import signal
 
 with os.fdopen(int(sys.argv[2]), "rb") as _f:
     SPEC = _loads(_f.read().decode("utf-8"))
@@ -17,6 +23,27 @@ _CAP = SPEC["cap"]
 def record(**m):
     _rec.write(_dumps(m) + "\n")
     _rec.flush()
+
+
+_PER = SPEC.get("per_test")
+_RUNNING = [0]
+
+
+class TestTimeout(BaseException):
+    """A test ran past its own timer (a BaseException: the tests' `except Exception` does not catch it)."""
+
+
+def _alarm(signum, frame):
+    raise TestTimeout()
+
+
+def _arm(on):
+    if _PER:
+        signal.setitimer(signal.ITIMER_REAL, float(_PER) if on else 0.0)
+
+
+if _PER:
+    signal.signal(signal.SIGALRM, _alarm)
 
 
 class AnswerGone(BaseException):
@@ -158,8 +185,19 @@ def _enc(x):
 
 
 def _rec_fn(i, status, e):
+    if status != "start":
+        _arm(False)
     detail = "" if e is None else (type(e).__name__ + ": " + str(e))[:200].replace("\n", " ")
     record(i=i, s=status, d=detail)
+    if status == "start":
+        _RUNNING[0] = i
+        _arm(True)
+
+
+def _timed_out(what):
+    record(i=_RUNNING[0], s="timeout", d=f"{what} ran past the per-test limit of {_PER} s")
+    record(done=True)
+    sys.exit(0)
 
 
 ns = {"__name__": "__distill_tests__", "__builtins__": builtins, "__distill_rec": _rec_fn}
@@ -174,10 +212,17 @@ except BaseException as e:
     record(problem_error=(type(e).__name__ + ": " + str(e))[:300])
     sys.exit(0)
 try:
-    first = _reply()
+    _arm(True)  # the program's loading has a timer of its own too (LiveCodeBench's compile alarm)
+    try:
+        first = _reply()
+    finally:
+        _arm(False)
 except AnswerGone as e:
     record(gone=str(e))
     sys.exit(0)
+except TestTimeout:
+    record(i=0, s="start", d="")
+    _timed_out("the program's loading")
 if "ready" not in first:
     record(setup_error=str(first.get("error", "the answer did not start"))[:300])
     sys.exit(0)
@@ -192,6 +237,8 @@ try:
         except NameError:
             pass
     exec(compile(SPEC["tests"], "tests.py", "exec"), ns)
+except TestTimeout:
+    _timed_out(f"test {_RUNNING[0]}")
 except AnswerGone as e:
     record(gone=str(e))
     sys.exit(0)
