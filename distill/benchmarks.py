@@ -180,7 +180,7 @@ def _gpqa(rec: dict, options: dict, where: str) -> dict:
     letter = LETTERS[order.index(0)]
     text = str(rec["Question"]).strip() + "\n\n" + "\n".join(f"{LETTERS[i]}) {o}" for i, o in enumerate(shown))
     return {"id": pid, "problem": text, "answer": letter, "options": shown, "shuffle_seed": seed,
-            "domain": rec.get("High-level domain")}
+            "domain": rec.get("High-level domain"), "grader": "simple-evals"}
 
 
 # 512 MB of decompressed tests at most: a problem's private tests are tens of MB; more is a zip bomb.

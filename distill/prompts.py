@@ -77,18 +77,26 @@ def build_prompt(problem: str, cfg: PromptConfig, meta: dict | None = None) -> P
     if spec is not None:
         problem = code_problem_text(problem, spec)
         if cfg.template == "r1":
-            return Prompt(system + [{"role": "user", "content": f"{problem}\n{cfg.instruction or CODE_INSTRUCTION}"}],
+            return Prompt(system + [{"role": "user", "content": with_instruction(problem, cfg.instruction or CODE_INSTRUCTION)}],
                           prefill=THINK_PREFILL if cfg.force_think else "")
         if cfg.template == "r1-zero" and not cfg.instruction:
             cfg = cfg.model_copy(update={"instruction": CODE_INSTRUCTION})
     if cfg.template == "r1":
-        content = f"{problem}\n{cfg.instruction or R1_INSTRUCTION}"
+        content = with_instruction(problem, cfg.instruction or R1_INSTRUCTION)
         return Prompt(system + [{"role": "user", "content": content}], prefill=THINK_PREFILL if cfg.force_think else "")
     if cfg.template == "r1-zero":
-        text = R1_ZERO_TEMPLATE.format(prompt=f"{problem}\n{cfg.instruction}" if cfg.instruction else problem)
+        text = R1_ZERO_TEMPLATE.format(prompt=with_instruction(problem, cfg.instruction) if cfg.instruction else problem)
         return Prompt([{"role": "user", "content": text}], raw=True, prefill=" <think>\n" if cfg.force_think else "")
-    content = f"{problem}\n{cfg.instruction}" if cfg.instruction else problem
+    content = with_instruction(problem, cfg.instruction) if cfg.instruction else problem
     return Prompt(system + [{"role": "user", "content": content}])
+
+
+def with_instruction(problem: str, instruction: str) -> str:
+    """The problem with the instruction after it, or, when the instruction holds `{problem}`, the
+    instruction with the problem in its place (simple-evals' GPQA prompt puts its instruction first)."""
+    if "{problem}" in instruction:
+        return instruction.replace("{problem}", problem)
+    return f"{problem}\n{instruction}"
 
 
 def render(tokenizer, prompt: Prompt) -> str:

@@ -130,3 +130,39 @@ def test_the_registry_is_one_module_that_eval_and_decontamination_share():
     assert ev.resolve_benchmark is benchmarks.resolve_benchmark and ev.HUB_BENCHMARKS is benchmarks.HUB_BENCHMARKS
     assert "distill.evaluate" not in dc.benchmark_sources.__code__.co_consts  # no evaluate -> filter -> ... cycle
     assert {"gpqadiamond", "livecodebench"} <= set(benchmarks.HUB_BENCHMARKS)
+
+
+def test_gpqa_is_asked_and_read_as_simple_evals_does():
+    """The r1 preset's GPQA prompt is simple-evals' multiple-choice prompt around distill's rows, and the rows
+    (grader: simple-evals) are read as simple-evals reads them: its `Answer: X` pattern in the final part
+    first, the box reading as the fallback."""
+    from distill import benchmarks
+    from distill.config import PromptConfig, load_recipe
+    from distill.prompts import build_prompt
+    from distill.suite import apply_protocol
+    from distill.verify.answer import check_answer
+
+    row = benchmarks._gpqa({"Record ID": "r1", "Question": "Which is largest?", "Correct Answer": "9",
+                            "Incorrect Answer 1": "1", "Incorrect Answer 2": "2", "Incorrect Answer 3": "3"}, {}, "x")
+    assert row["grader"] == "simple-evals"
+    prompt = apply_protocol(load_recipe(None, []), "r1", "gpqa_diamond")[0].prompt
+    text = build_prompt(row["problem"], prompt).messages[-1]["content"]
+    assert text.startswith("Answer the following multiple choice question. The last line of your response should be "
+                           "of the following format: 'Answer: $LETTER' (without quotes) where LETTER is one of ABCD. "
+                           "Think step by step before answering.\n\nWhich is largest?\n\nA) ")
+    assert text.count("{problem}") == 0 and text.rstrip().endswith(f"D) {row['options'][3]}")
+    assert build_prompt("x", PromptConfig(template="plain", instruction="Solve it.")).messages[-1]["content"] == "x\nSolve it."
+    gold, meta = row["answer"], {k: row[k] for k in ("options", "grader")}
+    other = next(c for c in "ABCD" if c != gold)
+
+    def read(final):
+        return check_answer(gold, final, meta)
+
+    assert read(f"Thinking done.\nAnswer: {gold}")["status"] == "correct"
+    assert read(f"\\boxed{{{other}}}\nAnswer: {gold}")["status"] == "correct"  # the answer line first
+    assert read(f"Answer: {other}\n\\boxed{{{gold}}}")["status"] == "wrong"
+    assert read(f"\\boxed{{{gold}}}")["status"] == "correct"  # no answer line: the box, as before
+    assert read(f"answer: {gold.lower()}")["status"] == "wrong"  # simple-evals compares the letter as written
+    assert read(f"Answer: {gold}\nAnswer: {other}")["status"] == "correct"  # its first match, as re.search
+    without = {"options": row["options"]}  # a row without the grader keeps distill's own reading: the box first
+    assert check_answer(gold, f"\\boxed{{{other}}}\nAnswer: {gold}", without)["status"] == "wrong"

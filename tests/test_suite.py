@@ -26,6 +26,12 @@ def test_the_r1_protocol_sets_prompt_sampling_and_k_per_benchmark_and_keeps_what
     assert k == 64 and rec["name"] == "r1" and "2501.12948" in rec["source"]
     assert apply_protocol(r, "r1", "math500")[1] == 4 and apply_protocol(r, "r1", "gpqa_diamond")[1] == 8
     assert apply_protocol(r, "r1", "livecodebench")[1] == 16
+    gpqa = apply_protocol(r, "r1", "gpqa_diamond")[0].prompt
+    assert gpqa.instruction.startswith("Answer the following multiple choice question.") and "{problem}" in gpqa.instruction
+    assert apply_protocol(r, "r1", "math500")[0].prompt.instruction is None  # the template's boxed instruction
+    mine = load_recipe(None, ["prompt.instruction=Pick one."])
+    _, _, rec = apply_protocol(mine, "r1", "gpqa_diamond", explicit={"prompt.instruction"})
+    assert rec["overridden"] == ["prompt.instruction"]
     _, k, rec = apply_protocol(r, "r1", "aime24", k=2)
     assert k == 2 and rec["overridden"] == ["k=2 (the protocol's 64)"]
     with pytest.raises(SuiteError, match="known protocols are r1"):
@@ -39,20 +45,31 @@ def test_the_published_row_is_only_for_the_six_students():
     assert len(PUBLISHED) == 6 and all(len(r) == 6 for r in PUBLISHED.values())
 
 
-def _fake_eval(k, figures, problems=30):
+def _fake_eval(k, figures, problems=30, options=None):
     return {"settings": {"k": k, "problems": problems, "sampling": {"temperature": 0.6, "top_p": 0.95, "max_tokens": 32768},
-                         "protocol": {"name": "r1", "overridden": []}}, "figures": figures, "_path": "x"}
+                         "protocol": {"name": "r1", "overridden": []}, "benchmark_options": options or {}},
+            "figures": figures, "_path": "x"}
 
 
 def test_the_report_has_the_table_5_shape_with_intervals_and_the_published_row(tmp_path):
     f = {"value": 0.5, "low": 0.4, "high": 0.6}
     res = {"aime24": _fake_eval(64, {"pass@1": f, "cons@64": f}), "math500": _fake_eval(4, {"pass@1": f}),
-           "gpqa_diamond": _fake_eval(8, {"pass@1": f}), "livecodebench": _fake_eval(16, {"pass@1": f})}
+           "gpqa_diamond": _fake_eval(8, {"pass@1": f}), "livecodebench": _fake_eval(16, {"pass@1": f}, options={"start": "2024-08-01", "end": "2025-01-31"})}
     doc = report("deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B", res, tmp_path)
     md = (tmp_path / "report.md").read_text()
     assert "| AIME 2024 pass@1 | AIME 2024 cons@64 | MATH-500 pass@1 | GPQA Diamond pass@1 | LiveCodeBench pass@1 |" in md
     assert "50.0 [40.0, 60.0]" in md and "| DeepSeek-R1-Distill-Qwen-1.5B (published) | 28.9 | 52.7 | 83.9 | 33.8 | 16.9 | 954 |" in md
     assert doc["published"]["source"].startswith("DeepSeek-R1 report") and (tmp_path / "report.png").stat().st_size > 0
+    # the second panel, and every published row with its protocol and where it differs from this run
+    assert "| OpenReasoning-Nemotron-7B (published) | 84.7 | - | - | 61.1 | 63.3 | - |" in md
+    assert doc["protocol"]["k"] == {"aime24": 64, "math500": 4, "gpqadiamond": 8, "livecodebench": 16}
+    r1, nemo = doc["protocol_differences"]
+    assert r1["protocol"]["max_tokens"] == 32768 and "math500 k: not stated by the source (this run: 4)" in r1["differs_from_this_run"]
+    assert "max_tokens 65536 (this run: 32768)" in nemo["differs_from_this_run"]
+    assert "temperature: not stated by the source (this run: 0.6)" in nemo["differs_from_this_run"]
+    assert any(d.startswith("livecodebench: v6") for d in nemo["differs_from_this_run"])
+    assert not any(d.startswith("livecodebench:") for d in r1["differs_from_this_run"])  # the same window
+    assert "## How each row was measured" in md and "differs from this run: " in md
     doc = report("runs/student", {"aime24": _fake_eval(2, {"pass@1": f, "cons@2": f})}, tmp_path / "b")
     md = (tmp_path / "b" / "report.md").read_text()
     assert doc["published"] is None and "No published row" in md and "measured as cons@2" in md

@@ -12,6 +12,13 @@ letter is read only from
    "the correct option is (C)", with a capital letter standing alone (so "the answer is A careful ..."
    reads nothing).
 
+A problem whose meta says `grader: simple-evals` (GPQA Diamond's rows: the R1 report graded GPQA with
+OpenAI's simple-evals) is read first as simple-evals reads it: the first match of its pattern
+`(?i)Answer[ \t]*:[ \t]*\\$?([A-D])\\$?` in the final part (its prompt asks for `Answer: LETTER` on the
+last line; its grader searches the whole response, which for a reasoning model is the final part), the
+letter upper-cased (simple-evals compares it as written, so a lowercase one counts wrong there); the
+reading above is the fallback.
+
 Nothing else reads as a choice: not a letter elsewhere in the text ("A careful check" is an article),
 and not the last "(X)" of a list of options that the model copied out. A box that holds something
 that is no option's letter or value is answered and wrong, not a fallback to the text. Any number of
@@ -120,10 +127,21 @@ def letter_in(answer: str, options: dict[str, str] | None = None, timeout: int =
     return None
 
 
-def read_choice(final: str | None, options: dict[str, str] | None = None, timeout: int = 2) -> dict:
-    """{'pred': letter or None, 'from': 'box' | 'statement' | None, 'answered': bool} for a final part."""
+# simple-evals' ANSWER_PATTERN_MULTICHOICE (openai/simple-evals common.py), for problems graded as it grades
+SIMPLE_EVALS_PATTERN = re.compile(r"(?i)Answer[ \t]*:[ \t]*\$?([A-D])\$?")
+GRADERS = ("simple-evals",)
+
+
+def read_choice(final: str | None, options: dict[str, str] | None = None, timeout: int = 2,
+                grader: str | None = None) -> dict:
+    """{'pred': letter or None, 'from': 'answer line' | 'box' | 'statement' | None, 'answered': bool}."""
     if not final or not final.strip():
         return {"pred": None, "from": None, "answered": False}
+    if grader == "simple-evals":
+        m = SIMPLE_EVALS_PATTERN.search(final)
+        if m:  # simple-evals compares the letter as written: "answer: b" is not B there
+            letter = m.group(1)
+            return {"pred": letter if letter.isupper() else None, "from": "answer line", "answered": True}
     boxed = find_boxed(final)
     if boxed:
         return {"pred": letter_in(boxed[-1], options, timeout), "from": "box", "answered": bool(boxed[-1].strip())}
@@ -140,7 +158,8 @@ def check_choice(letter: str, final: str | None, meta: dict | None = None, gold:
     An answer that names no option (a box with another value) is `wrong`; no box and no statement is
     `no_answer`."""
     opts = options_of(meta)
-    r = read_choice(final, opts, timeout)
+    grader = (meta or {}).get("grader")
+    r = read_choice(final, opts, timeout, grader if grader in GRADERS else None)
     gold = gold if gold is not None else letter
     if r["pred"] is None:
         return {"status": "wrong" if r["answered"] else "no_answer", "gold": gold, "pred": None}
