@@ -120,3 +120,10 @@ def test_distill_eval_suite_r1_on_the_embedded_model_writes_the_report(tmp_path)
     assert lcb["settings"]["benchmark_options"]["start"] == "2024-08-01"
     assert "tests_passed" in lcb["figures"]  # scored as code problems (the 24-token answers are cut, so they fail)
     assert (out / "report.md").is_file() and (out / "report.png").stat().st_size > 0
+    assert s["prompt"]["instruction"].startswith("Answer the following multiple choice question.")
+    md = (out / "report.md").read_text()
+    assert "## Current open students (published)" in md and "OpenReasoning-Nemotron-7B (published)" in md
+    assert doc["protocol"]["max_tokens"] == 24 and doc["protocol"]["k"]["aime24"] == 2
+    assert doc["protocol"]["sets"]["gpqadiamond"] == "simple-evals' prompt"
+    nemo = doc["protocol_differences"][-1]["differs_from_this_run"]
+    assert "max_tokens 65536 (this run: 24)" in nemo and "aime24 k=64 (this run: 2)" in nemo
