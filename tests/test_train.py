@@ -521,6 +521,27 @@ def test_sequence_parallel_preflight_names_every_failure_and_its_fix(tmp_path):
         tmp_path, {}, **{"train.sequence_parallel": 2, "train.packing": False, "train.attn_implementation": "eager"})
 
 
+def test_sequence_parallel_refuses_recurrent_layers_before_weights_load(tmp_path):
+    """Linear-attention layers (Qwen3-Next's, for one) carry a state along the sequence, which Ulysses would
+    restart on every rank's slice: refused in the preflight, as accelerate 1.16 refuses them at prepare."""
+    from transformers import LlamaConfig
+
+    from distill.train.common import choose_speed
+    from distill.train.examples import PreflightError
+    from distill.train.sft import sequence_parallel_args, sequence_parallel_speed
+
+    config = LlamaConfig(num_attention_heads=8, num_key_value_heads=2)
+    config.layer_types = ["linear_attention", "full_attention"]
+    t = _recipe(tmp_path, **{"train.sequence_parallel": 2, "train.packing": False}).train
+    with _environ({"WORLD_SIZE": "2", "ACCELERATE_USE_DEEPSPEED": "true"}), pytest.raises(PreflightError) as e:
+        sequence_parallel_speed(choose_speed(t, False, True, "cpu"), t, _Model(config))
+    assert "linear_attention layers" in str(e.value) and "without train.sequence_parallel" in str(e.value)
+    with _environ({"WORLD_SIZE": "4"}):
+        pc = sequence_parallel_args(2, "sdpa", 128, "cpu")["parallelism_config"]
+    h = pc.sp_handler
+    assert pc.data_parallel_size == 2 and h.sp_disable_in_eval and not h.sp_allow_recurrent_layers
+
+
 def test_ring_context_parallelism_with_packing_is_refused(tmp_path):
     text = _sp_failures(tmp_path, {"PARALLELISM_CONFIG_CP_SIZE": "2"}, **{"train.packing": True})
     assert "ring context parallelism" in text and "train.sequence_parallel" in text

@@ -168,7 +168,11 @@ def sequence_parallel_args(n: int, attn: str, max_length: int, device: str) -> d
     from accelerate.parallelism_config import ParallelismConfig
     from accelerate.utils import DeepSpeedSequenceParallelConfig
 
-    handler = DeepSpeedSequenceParallelConfig(sp_seq_length_is_variable=True, sp_attn_implementation=attn)
+    # accelerate 1.16's settings, said: SP off in eval mode (every rank runs the whole row; SFT runs no eval
+    # loop, and an eval loader is not sharded like the train one), recurrent layers refused (the preflight
+    # refuses them first, before weights load)
+    handler = DeepSpeedSequenceParallelConfig(sp_seq_length_is_variable=True, sp_attn_implementation=attn,
+                                              sp_disable_in_eval=True, sp_allow_recurrent_layers=False)
     # The data-parallel groups, said here: accelerate 1.16 computes DeepSpeed's train_batch_size from
     # ParallelismConfig.data_parallel_size (1 unless set), and DeepSpeed refuses a batch that does not match
     # its own count of world / sp groups
@@ -238,6 +242,11 @@ def sequence_parallel_speed(speed: Speed, cfg: TrainConfig, model) -> Speed:
     if kv % n and n % kv:
         fails.append(f"the model has {kv} key/value heads: train.sequence_parallel must divide them or be "
                      f"a multiple of them (then they are replicated), and {n} is neither")
+    recurrent = sorted({t for t in (getattr(c, "layer_types", None) or []) if "linear_attention" in str(t)})
+    if recurrent:  # accelerate 1.16 refuses these too, but only once the weights are loaded
+        fails.append(f"the model has {', '.join(recurrent)} layers, which carry a state along the sequence: under "
+                     "Ulysses each rank would restart it on its own slice and train on wrong gradients; train "
+                     "this model without train.sequence_parallel")
     if cfg.max_length % n:
         fails.append(f"train.max_length {cfg.max_length} is not a multiple of train.sequence_parallel {n}: "
                      f"each row is split into {n} equal slices; use {cfg.max_length // n * n or n}")
