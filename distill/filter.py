@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import heapq
 import json
 import os
 import sqlite3
@@ -42,6 +43,7 @@ from collections import Counter, OrderedDict, defaultdict, deque
 from collections.abc import Iterator
 from pathlib import Path
 
+from distill import problem_stats
 from distill.config import ExportConfig, FilterConfig
 from distill.console import console, progress_bar
 from distill.data import DataError, shard_of
@@ -314,7 +316,7 @@ class _State:
         # This run's tables: on disk (temp_store=FILE), gone when the connection closes.
         self.db.execute("CREATE TEMP TABLE seen(key TEXT PRIMARY KEY) WITHOUT ROWID")
         self.db.execute("CREATE TEMP TABLE work(ord INTEGER PRIMARY KEY, key TEXT, pid TEXT, sidx, source TEXT, "
-                        "answer TEXT, code INT)")
+                        "answer TEXT, code INT, len INT)")
         self.db.execute("CREATE TEMP TABLE specs(pid TEXT PRIMARY KEY, spec TEXT)")
         self.db.execute("CREATE TEMP TABLE dedup(ord INTEGER PRIMARY KEY, v TEXT)")
         self.db.commit()
@@ -436,12 +438,12 @@ def _filter(inp, out: Path, cfg: FilterConfig, export: ExportConfig, skip_bad_li
                     spec_digest[pid] = _digest(text.encode())
             is_code = pid in spec_digest
             batch.append((ord_, s["key"], pid, s.get("sample_index") or 0, s.get("source") or "unknown",
-                          s["answer"], int(is_code)))
+                          s["answer"], int(is_code), min(length_of(s), 2**31 - 1)))
             if len(batch) >= 2000:
-                db.executemany("INSERT INTO work VALUES (?,?,?,?,?,?,?)", batch)
+                db.executemany("INSERT INTO work VALUES (?,?,?,?,?,?,?,?)", batch)
                 batch = []
                 bar.update(task, completed=len(mine), rate=f"{len(mine) / (time.perf_counter() - start):.0f}/s")
-        db.executemany("INSERT INTO work VALUES (?,?,?,?,?,?,?)", batch)
+        db.executemany("INSERT INTO work VALUES (?,?,?,?,?,?,?,?)", batch)
         db.commit()
     total = db.execute("SELECT COUNT(*) FROM work").fetchone()[0]
     if not len(mine):
@@ -593,6 +595,7 @@ def _filter(inp, out: Path, cfg: FilterConfig, export: ExportConfig, skip_bad_li
         report["seconds"]["phases"] = {k: round(v, 2) for k, v in phases.items()}
         report.update(shard=f"{shard[0]}/{shard[1]}" if shard else None, input_fingerprint=keys_hash.hexdigest(),
                       input_samples=n_unique, verdicts_reused=counters["reused"], verdicts_judged=counters["judged"])
+        report["problems"] = outs.problem_stats(problem_stats.compute(db))
         report["outputs"] = outs.names()
         outs.report(report, tally.lengths)
         outs.commit()
@@ -646,7 +649,7 @@ class _Outputs:
         self.tag = f"{os.getpid()}.tmp"
         self.final: dict[str, Path] = {}
         self.files: dict[str, object] = {}
-        for name in ("kept.jsonl", "rejected.jsonl", f"{PROBLEMS}.jsonl") + (
+        for name in ("kept.jsonl", "rejected.jsonl", f"{PROBLEMS}.jsonl", problem_stats.FILE) + (
                 ("train.jsonl",) if export.format == "jsonl" else ()):
             self._open(name)
         self.train_path = out / f"train.{export.format}"
@@ -665,7 +668,22 @@ class _Outputs:
 
     def names(self) -> dict:
         return {"kept": str(self.out / "kept.jsonl"), "rejected": str(self.out / "rejected.jsonl"),
-                "train": str(self.train_path)}
+                "train": str(self.train_path), "problem_stats": str(self.out / problem_stats.FILE)}
+
+    def problem_stats(self, rows) -> dict:
+        """problem_stats.jsonl and its plot from the rows (problem-id order); the report's section."""
+        section = problem_stats.summary(self._write_rows(problem_stats.FILE, rows))
+        plot_tmp = self.out / f"{problem_stats.PLOT}.{self.tag}"
+        self.files[problem_stats.FILE].flush()
+        problem_stats.plot(problem_stats.read(Path(self.files[problem_stats.FILE].name)), plot_tmp)
+        self.final[problem_stats.PLOT] = self.out / problem_stats.PLOT
+        self.files[problem_stats.PLOT] = plot_tmp
+        return section
+
+    def _write_rows(self, name: str, rows):
+        for r in rows:
+            self._write(name, r)
+            yield r
 
     def _write(self, name: str, row: dict) -> None:
         self.files[name].write(json.dumps(row, ensure_ascii=False) + "\n")
@@ -864,6 +882,8 @@ def write_markdown(report: dict, kept, rej, out: Path, suffix: str = "") -> None
                   + "; ".join(f"{k}: {n.get('passed', 0)}/{n['samples']} samples passed" for k, n in c["by_kind"].items())
                   + (". Tests: " + ", ".join(f"{k} {n}" for k, n in sorted(c["tests"].items(), key=lambda x: -x[1]))
                      if c["tests"] else "") + "."]
+    if report.get("problems"):
+        lines += ["", *problem_stats.markdown(report["problems"]), f"![pass rates]({problem_stats.PLOT})"]
     lines += ["", "Output shapes: " + ", ".join(f"{k} {n}" for k, n in report["shapes"].items()), "",
               "![completion lengths](lengths.png)", "", "![acceptance per source](acceptance.png)", "",
               "`distill filter --explain KEY --in INPUT` shows every check's value for one sample.", ""]
@@ -963,6 +983,14 @@ def _merge_filtered(dirs, out: str | Path, progress: bool) -> dict:
                             refs.add(ref)
                             f.write(line)
         written.append((tmp, out / f"{PROBLEMS}.jsonl"))
+        stats = [d / problem_stats.FILE for d, _ in reports if (d / problem_stats.FILE).is_file()]
+        tmp = out / f".{problem_stats.FILE}.{tag}"
+        with tmp.open("w", encoding="utf-8") as f:  # each shard's rows are in problem-id order, the shards disjoint
+            for row in heapq.merge(*(problem_stats.read(p) for p in stats), key=lambda r: r["problem_id"]):
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        written.append((tmp, out / problem_stats.FILE))
+        problem_stats.plot(problem_stats.read(tmp), out / f"{problem_stats.PLOT}.{tag}")
+        written.append((out / f"{problem_stats.PLOT}.{tag}", out / problem_stats.PLOT))
         tmp = out / f".{train_name}.{tag}"
         if train_name.endswith(".jsonl"):
             with tmp.open("wb") as f:
@@ -981,7 +1009,7 @@ def _merge_filtered(dirs, out: str | Path, progress: bool) -> dict:
         written.append((tmp, out / train_name))
         report = merge_reports([r for _, r in reports])
         report["outputs"] = {"kept": str(out / "kept.jsonl"), "rejected": str(out / "rejected.jsonl"),
-                             "train": str(out / train_name)}
+                             "train": str(out / train_name), "problem_stats": str(out / problem_stats.FILE)}
         report["merged_from"] = [str(d) for d, _ in reports]
         tmp = out / f".report.json.{tag}"
         tmp.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
@@ -1045,7 +1073,9 @@ def merge_reports(reports: list[dict]) -> dict:
     by_source: dict = {}
     details: dict = {}
     shapes: dict = {}
+    problems: dict = {}
     for r in reports:
+        problems = _add(problems, r.get("problems") or {})
         by_source = _add(by_source, r["by_source"])
         details = _add(details, r["details"])
         shapes = _add(shapes, r["shapes"])
@@ -1056,6 +1086,7 @@ def merge_reports(reports: list[dict]) -> dict:
         "kept": sum(r["kept"] for r in reports), "undecided": sum(r.get("undecided", 0) for r in reports),
         "bad_lines_skipped": r0["bad_lines_skipped"], "bad_lines": r0["bad_lines"], "order": r0["order"],
         "checks": checks, "details": details, "by_source": dict(sorted(by_source.items())), "shapes": shapes,
+        "problems": problems,
         "seconds": {"total": round(max(r["seconds"]["total"] for r in reports), 2),
                     "parse": round(sum(r["seconds"]["parse"] for r in reports), 3),
                     "slowest_sample": max(r["seconds"]["slowest_sample"] for r in reports),

@@ -369,3 +369,38 @@ def test_under_four_cpu_hogs_a_one_second_limit_keeps_what_an_idle_machine_keeps
     report = json.loads((tmp_path / "loaded" / "report.json").read_text())
     assert len(idle) > 100 and loaded == idle, (len(idle), len(loaded), report["details"].get("correct"))
     assert report["undecided"] == 0
+
+
+def test_per_problem_statistics_are_written_reported_and_merge_as_one_run(tmp_path):
+    """problem_stats.jsonl: each problem's pass rate over its judged samples, the mean length of its right and
+    wrong traces, and how much its answers agree; the report counts them in a histogram with a plot; the shards
+    of a run merge into what one run writes."""
+    from distill.filter import merge_filtered
+
+    rows = []
+    for p, right in enumerate((4, 3, 1, 0)):  # problem p: `right` of 4 samples correct, the others answer 12 or 13
+        for i in range(4):
+            ok = i < right
+            text = GOOD if ok else GOOD.replace("11}", f"{12 + (i % 2 if p == 3 else 0)}}}")
+            rows.append(rec(p, text.replace("Checking", f"Pass {i}. Checking"), sample_index=i,
+                            completion_tokens=40 if ok else 80))
+    inp = write(tmp_path, rows)
+    cfg = FilterConfig(workers=0)
+    cfg.dedup.enabled = False
+    report = filter_samples(inp, tmp_path / "one", cfg, progress=False)
+    stats = [json.loads(x) for x in (tmp_path / "one" / "problem_stats.jsonl").read_text().splitlines()]
+    assert [s["problem_id"] for s in stats] == ["p0", "p1", "p2", "p3"]
+    assert [s["pass_rate"] for s in stats] == [1.0, 0.75, 0.25, 0.0]
+    assert stats[1]["tokens_correct"] == 40 and stats[1]["tokens_wrong"] == 80 and stats[0]["tokens_wrong"] is None
+    assert stats[2]["majority_answer"] == "12" and stats[2]["agreement"] == 0.75  # three wrong 12s, one right 11
+    assert stats[3]["agreement"] == 0.5 and stats[3]["correct"] == 0 and stats[3]["judged"] == 4
+    sec = report["problems"]
+    assert sec["count"] == 4 and sec["unsolved"] == 1 and sec["all_solved"] == 1
+    assert sec["histogram"]["0.7"] == 1 and sec["histogram"]["0.2"] == 1 and sec["histogram"]["0.9"] == 1
+    md = (tmp_path / "one" / "report.md").read_text()
+    assert "## Problems" in md and "mean pass rate 50.0%" in md and (tmp_path / "one" / "pass_rates.png").stat().st_size
+    for i in range(2):
+        filter_samples(inp, tmp_path / f"s{i}", cfg, progress=False, shard=(i, 2))
+    merged = merge_filtered([tmp_path / "s0", tmp_path / "s1"], tmp_path / "all", progress=False)
+    assert (tmp_path / "all" / "problem_stats.jsonl").read_text() == (tmp_path / "one" / "problem_stats.jsonl").read_text()
+    assert merged["problems"] == sec and (tmp_path / "all" / "pass_rates.png").is_file()
