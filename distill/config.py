@@ -231,6 +231,28 @@ class DecontaminateCheck(_Check):
     ngram: int = Field(default=8, gt=0)
 
 
+class SelectCheck(_Check):
+    """Problem selection by difficulty (open-r1's pass-rate filtering, Light-R1's hardest problems): keep the
+    samples of problems whose pass rate (verified correct / judged samples, problem_stats.jsonl) lies in
+    [min_pass_rate, max_pass_rate]. The rates come from this run, or from another run's filter output
+    (`pass_rates_from`: its directory or its problem_stats.jsonl), e.g. a small model's k samples per
+    problem; the problems selected are written to selected_problems.jsonl for `distill generate`."""
+
+    enabled: bool = False
+    min_pass_rate: float = Field(default=0.0, ge=0, le=1)
+    max_pass_rate: float = Field(default=1.0, ge=0, le=1)
+    pass_rates_from: str | None = None
+    # a problem without a pass rate (no judged sample, or absent from pass_rates_from)
+    unrated: Literal["keep", "reject"] = "reject"
+
+    @model_validator(mode="after")
+    def _band(self):
+        if self.min_pass_rate > self.max_pass_rate:
+            raise ValueError(f"filter.select: min_pass_rate {self.min_pass_rate} is above max_pass_rate "
+                             f"{self.max_pass_rate}")
+        return self
+
+
 class FilterConfig(_Strict):
     complete: CompleteCheck = Field(default_factory=CompleteCheck)
     format: FormatCheck = Field(default_factory=FormatCheck)
@@ -239,6 +261,7 @@ class FilterConfig(_Strict):
     readable: ReadableCheck = Field(default_factory=ReadableCheck)
     dedup: DedupCheck = Field(default_factory=DedupCheck)
     decontaminate: DecontaminateCheck = Field(default_factory=DecontaminateCheck)
+    select: SelectCheck = Field(default_factory=SelectCheck)
     workers: int | None = Field(default=None, ge=0)  # None: one per core; 0: in-process
 
 

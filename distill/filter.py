@@ -278,7 +278,7 @@ def length_of(s: dict) -> int:
 def _sample_cfg(cfg_d: dict) -> dict:
     """The settings a per-sample verdict depends on (a rerun with other dedup thresholds or
     decontamination benchmarks reuses every verdict)."""
-    d = {k: v for k, v in cfg_d.items() if k not in ("workers", "decontaminate")}
+    d = {k: v for k, v in cfg_d.items() if k not in ("workers", "decontaminate", "select")}
     d["dedup"] = {k: v for k, v in cfg_d["dedup"].items() if k not in ("near_threshold", "max_per_problem")}
     return d
 
@@ -319,6 +319,8 @@ class _State:
                         "answer TEXT, code INT, len INT)")
         self.db.execute("CREATE TEMP TABLE specs(pid TEXT PRIMARY KEY, spec TEXT)")
         self.db.execute("CREATE TEMP TABLE dedup(ord INTEGER PRIMARY KEY, v TEXT)")
+        self.db.execute("CREATE TEMP TABLE rates(pid TEXT PRIMARY KEY, rate REAL)")  # filter.select's pass rates
+        self.db.execute("CREATE TEMP TABLE selected(pid TEXT PRIMARY KEY, row TEXT)")
         self.db.commit()
         self._specs: OrderedDict[str, dict] = OrderedDict()
         self.started = False  # set once the first verdict may be saved
@@ -552,22 +554,27 @@ def _filter(inp, out: Path, cfg: FilterConfig, export: ExportConfig, skip_bad_li
     phases["dedup"] = time.perf_counter() - t
     t_write = time.perf_counter()
 
-    # 3b. every verdict completed and written, in input order.
+    # 3b. selection by pass rate: each problem's rate from this run's verdicts or another run's statistics.
+    origin = _load_rates(db, cfg)
+
+    # 3c. every verdict completed and written, in input order.
     match = _decontaminator(cfg, eval_cfg)
     tally = Tally()
     slowest = 0.0
     t_deco = 0.0
     outs = _Outputs(out, export)
     try:
-        cur = db.execute("SELECT w.ord, v.verdict, v.secs, d.v FROM work w JOIN verdicts v ON v.key = w.key "
-                         "LEFT JOIN dedup d ON d.ord = w.ord ORDER BY w.ord")
+        cur = db.execute("SELECT w.ord, v.verdict, v.secs, d.v, r.rate FROM work w JOIN verdicts v ON v.key = w.key "
+                         "LEFT JOIN dedup d ON d.ord = w.ord LEFT JOIN rates r ON r.pid = w.pid ORDER BY w.ord")
+        select = {"rated": 0, "selected": 0, "problems": 0}
+        decided: set[str] = set()
         with progress_bar("write", progress) as bar:
             task = bar.add_task("write", total=total, rate="")
             n = 0
             for ord_, s in enumerate(iter_records(inp, skip_bad_lines, None, sizes)):
                 if ord_ >= len(mine) or not mine[ord_]:
                     continue
-                row_ord, vtext, stext, dtext = next(cur)
+                row_ord, vtext, stext, dtext, rate = next(cur)
                 assert row_ord == ord_, (row_ord, ord_)  # the input changed under us
                 v = json.loads(vtext)
                 took = json.loads(stext)
@@ -580,6 +587,15 @@ def _filter(inp, out: Path, cfg: FilterConfig, export: ExportConfig, skip_bad_li
                 t = time.perf_counter()
                 v["decontaminate"] = _decontam_verdict(match, s["problem"], cfg)
                 t_deco += time.perf_counter() - t
+                v["select"] = problem_stats.select_verdict(rate, cfg.select, origin)
+                if cfg.select.enabled and s["problem_id"] not in decided:
+                    decided.add(s["problem_id"])
+                    select["problems"] += 1
+                    select["rated"] += rate is not None
+                    if v["select"]["pass"]:
+                        select["selected"] += 1
+                        db.execute("INSERT OR IGNORE INTO selected VALUES (?, ?)", (s["problem_id"], json.dumps(
+                            problem_stats.selected_row(s, rate), ensure_ascii=False)))
                 _finish(v)
                 spec = state.spec(s["problem_id"]) if s["problem_id"] in spec_digest else None
                 tally.add(s, v, spec)
@@ -596,6 +612,10 @@ def _filter(inp, out: Path, cfg: FilterConfig, export: ExportConfig, skip_bad_li
         report.update(shard=f"{shard[0]}/{shard[1]}" if shard else None, input_fingerprint=keys_hash.hexdigest(),
                       input_samples=n_unique, verdicts_reused=counters["reused"], verdicts_judged=counters["judged"])
         report["problems"] = outs.problem_stats(problem_stats.compute(db))
+        if cfg.select.enabled:
+            outs.selected(json.loads(row) for (row,) in db.execute("SELECT row FROM selected ORDER BY pid"))
+            report["selection"] = {**select, "band": [cfg.select.min_pass_rate, cfg.select.max_pass_rate],
+                                   "from": origin, "unrated": cfg.select.unrated}
         report["outputs"] = outs.names()
         outs.report(report, tally.lengths)
         outs.commit()
@@ -606,6 +626,31 @@ def _filter(inp, out: Path, cfg: FilterConfig, export: ExportConfig, skip_bad_li
     db.execute("DELETE FROM verdicts WHERE key NOT IN (SELECT key FROM work)")
     db.commit()
     return report
+
+
+def _load_rates(db, cfg: FilterConfig) -> str:
+    """Fill the `rates` table for filter.select; where the rates came from."""
+    db.execute("DELETE FROM rates")
+    db.execute("DELETE FROM selected")
+    if not cfg.select.enabled:
+        return ""
+    if cfg.select.pass_rates_from:
+        try:
+            path = problem_stats.stats_path(cfg.select.pass_rates_from)
+        except FileNotFoundError as e:
+            raise DataError(str(e)) from None
+        rows, origin = ((r["problem_id"], r["pass_rate"]) for r in problem_stats.read(path)), str(path)
+    else:
+        rows, origin = ((r["problem_id"], r["pass_rate"]) for r in problem_stats.compute(db)), "this run"
+    batch = []
+    for row in rows:
+        batch.append(row)
+        if len(batch) >= 2000:
+            db.executemany("INSERT OR REPLACE INTO rates VALUES (?, ?)", batch)
+            batch = []
+    db.executemany("INSERT OR REPLACE INTO rates VALUES (?, ?)", batch)
+    db.commit()
+    return origin
 
 
 def _may_be_code(s: dict) -> bool:
@@ -679,6 +724,12 @@ class _Outputs:
         self.final[problem_stats.PLOT] = self.out / problem_stats.PLOT
         self.files[problem_stats.PLOT] = plot_tmp
         return section
+
+    def selected(self, rows) -> None:
+        """selected_problems.jsonl: the problems filter.select kept, as `distill generate` reads a problems file."""
+        self._open(problem_stats.SELECTED)
+        for r in rows:
+            self._write(problem_stats.SELECTED, r)
 
     def _write_rows(self, name: str, rows):
         for r in rows:
@@ -884,6 +935,12 @@ def write_markdown(report: dict, kept, rej, out: Path, suffix: str = "") -> None
                      if c["tests"] else "") + "."]
     if report.get("problems"):
         lines += ["", *problem_stats.markdown(report["problems"]), f"![pass rates]({problem_stats.PLOT})"]
+    if report.get("selection"):
+        sel = report["selection"]
+        lines += ["", f"Selection by pass rate in [{sel['band'][0]}, {sel['band'][1]}] (rates from {sel['from']}): "
+                  f"{sel['selected']} of {sel['problems']} problems selected, {sel['problems'] - sel['rated']} "
+                  f"without a rate ({sel['unrated']}); the selected problems are in `{problem_stats.SELECTED}` "
+                  "(`distill generate --set problems.source=...` takes it)."]
     lines += ["", "Output shapes: " + ", ".join(f"{k} {n}" for k, n in report["shapes"].items()), "",
               "![completion lengths](lengths.png)", "", "![acceptance per source](acceptance.png)", "",
               "`distill filter --explain KEY --in INPUT` shows every check's value for one sample.", ""]
@@ -990,6 +1047,13 @@ def _merge_filtered(dirs, out: str | Path, progress: bool) -> dict:
                 f.write(json.dumps(row, ensure_ascii=False) + "\n")
         written.append((tmp, out / problem_stats.FILE))
         problem_stats.plot(problem_stats.read(tmp), out / f"{problem_stats.PLOT}.{tag}")
+        sel = [d / problem_stats.SELECTED for d, _ in reports if (d / problem_stats.SELECTED).is_file()]
+        if sel:
+            tmp = out / f".{problem_stats.SELECTED}.{tag}"
+            with tmp.open("w", encoding="utf-8") as f:
+                for row in heapq.merge(*(problem_stats.read(p) for p in sel), key=lambda r: r["id"]):
+                    f.write(json.dumps(row, ensure_ascii=False) + "\n")
+            written.append((tmp, out / problem_stats.SELECTED))
         written.append((out / f"{problem_stats.PLOT}.{tag}", out / problem_stats.PLOT))
         tmp = out / f".{train_name}.{tag}"
         if train_name.endswith(".jsonl"):
@@ -1074,8 +1138,10 @@ def merge_reports(reports: list[dict]) -> dict:
     details: dict = {}
     shapes: dict = {}
     problems: dict = {}
+    selection: dict = {}
     for r in reports:
         problems = _add(problems, r.get("problems") or {})
+        selection = _add(selection, r.get("selection") or {})
         by_source = _add(by_source, r["by_source"])
         details = _add(details, r["details"])
         shapes = _add(shapes, r["shapes"])
@@ -1086,7 +1152,7 @@ def merge_reports(reports: list[dict]) -> dict:
         "kept": sum(r["kept"] for r in reports), "undecided": sum(r.get("undecided", 0) for r in reports),
         "bad_lines_skipped": r0["bad_lines_skipped"], "bad_lines": r0["bad_lines"], "order": r0["order"],
         "checks": checks, "details": details, "by_source": dict(sorted(by_source.items())), "shapes": shapes,
-        "problems": problems,
+        "problems": problems, **({"selection": selection} if selection else {}),
         "seconds": {"total": round(max(r["seconds"]["total"] for r in reports), 2),
                     "parse": round(sum(r["seconds"]["parse"] for r in reports), 3),
                     "slowest_sample": max(r["seconds"]["slowest_sample"] for r in reports),

@@ -20,6 +20,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 FILE = "problem_stats.jsonl"
+SELECTED = "selected_problems.jsonl"
 PLOT = "pass_rates.png"
 BINS = 10  # the report's histogram: pass rates in tenths, with 0 and 1 counted apart too
 
@@ -128,3 +129,51 @@ def read(path: Path) -> Iterator[dict]:
         for line in f:
             if line.strip():
                 yield json.loads(line)
+
+
+# -- selection by pass rate (filter.select) ---------------------------------------------------------
+
+def stats_path(where: str | Path) -> Path:
+    """problem_stats.jsonl of another filter run: the file, or the run's output directory."""
+    p = Path(where).expanduser()
+    if p.is_dir():
+        p = p / FILE
+    if not p.is_file():
+        raise FileNotFoundError(f"filter.select.pass_rates_from: {p} does not exist; point it at a `distill filter` "
+                                f"output directory (it holds {FILE}) or at that file")
+    return p
+
+
+def select_verdict(rate: float | None, cfg, origin: str) -> dict:
+    """The `select` check of a sample whose problem has pass rate `rate` (None: unrated)."""
+    if not cfg.enabled:
+        return {"pass": None, "value": "disabled"}
+    band = [cfg.min_pass_rate, cfg.max_pass_rate]
+    if rate is None:
+        return {"pass": cfg.unrated == "keep", "value": {"pass_rate": None, "band": band, "from": origin}}
+    return {"pass": band[0] <= rate <= band[1], "value": {"pass_rate": rate, "band": band, "from": origin}}
+
+
+def rates_in_memory(samples: list[dict], verdicts: list[dict]) -> dict[str, float | None]:
+    """Each problem's pass rate from in-memory verdicts (the in-memory judge), by the rule `_row` applies."""
+    groups: dict[str, list] = {}
+    for s, v in zip(samples, verdicts, strict=True):
+        c = v["correct"]
+        status = c["value"].get("status") if isinstance(c["value"], dict) else None
+        groups.setdefault(s["problem_id"], []).append((c["pass"], status))
+    out = {}
+    for pid, g in groups.items():
+        judged = [p for p, status in g if p is not None and status != "undecided"]
+        out[pid] = round(sum(judged) / len(judged), 4) if judged else None
+    return out
+
+
+def rates_from_file(path: Path) -> dict[str, float | None]:
+    return {r["problem_id"]: r["pass_rate"] for r in read(path)}
+
+
+def selected_row(s: dict, rate: float | None) -> dict:
+    """A selected problem as `distill generate` reads a problems file (id, problem, answer, meta)."""
+    meta = dict(s.get("meta") or {})
+    meta["pass_rate"] = rate
+    return {"id": s["problem_id"], "problem": s["problem"], "answer": s["answer"], "meta": meta}

@@ -344,3 +344,30 @@ def test_a_suite_checks_every_benchmark_loads_before_generating(tmp_path):
     assert r.returncode == 2 and "benchmark gpqa_diamond cannot be loaded, and nothing was generated" in r.stderr, \
         r.stderr[-1500:]
     assert "eval.benchmarks.gpqa_diamond" in r.stderr and not list(tmp_path.rglob("*.jsonl"))
+
+
+@pytest.mark.slow
+def test_a_two_stage_selection_run_from_the_cli(tmp_path):
+    """Difficulty selection as the data recipes do it: a small model samples k answers per problem, the filter
+    keeps the problems it does not always solve (filter.select), and the teacher generates only for them."""
+    quick = ["--recipe", "recipes/quickstart.yaml"]
+    s1, f1, s2 = tmp_path / "small", tmp_path / "rated", tmp_path / "teacher"
+    r = distill("generate", *quick, "--out", str(s1), "--set", "problems.count=8", "--set", "sampling.n=4",
+                "--set", "sampling.max_tokens=24", "--no-progress", timeout=900)
+    assert r.returncode == 0, r.stderr[-2000:]
+    r = distill("filter", *quick, "--in", str(s1), "--out", str(f1), "--set", "filter.select.enabled=true",
+                "--set", "filter.select.max_pass_rate=0.75", "--no-progress")
+    assert r.returncode == 0, r.stderr[-2000:]
+    stats = [json.loads(x) for x in (f1 / "problem_stats.jsonl").read_text().splitlines()]
+    hard = sorted(s["problem_id"] for s in stats if s["pass_rate"] is not None and s["pass_rate"] <= 0.75)
+    report = json.loads((f1 / "report.json").read_text())
+    assert len(stats) == 8 and report["selection"]["selected"] == len(hard) > 0
+    assert all(s["samples"] == 4 for s in stats)
+    sel = f1 / "selected_problems.jsonl"
+    assert sorted(json.loads(x)["id"] for x in sel.read_text().splitlines()) == hard
+    r = distill("generate", *quick, "--out", str(s2), "--set", f"problems.source={sel}", "--set", "problems.task=null",
+                "--set", "sampling.n=2", "--set", "sampling.max_tokens=16", "--no-progress", timeout=900)
+    assert r.returncode == 0, r.stderr[-2000:]
+    samples = list(SampleStore(s2).iter_samples())
+    assert sorted({x["problem_id"] for x in samples}) == hard and len(samples) == 2 * len(hard)
+    assert all(x["meta"]["pass_rate"] <= 0.75 for x in samples)  # the small model's rate travels with the problem

@@ -404,3 +404,62 @@ def test_per_problem_statistics_are_written_reported_and_merge_as_one_run(tmp_pa
     merged = merge_filtered([tmp_path / "s0", tmp_path / "s1"], tmp_path / "all", progress=False)
     assert (tmp_path / "all" / "problem_stats.jsonl").read_text() == (tmp_path / "one" / "problem_stats.jsonl").read_text()
     assert merged["problems"] == sec and (tmp_path / "all" / "pass_rates.png").is_file()
+
+
+def _graded(tmp_path):
+    """4 problems whose 4 samples are right 4, 3, 1 and 0 times."""
+    rows = []
+    for p, right in enumerate((4, 3, 1, 0)):
+        for i in range(4):
+            text = GOOD if i < right else GOOD.replace("11}", "12}")
+            rows.append(rec(p, text.replace("Checking", f"Pass {i}. Checking"), sample_index=i))
+    return write(tmp_path, rows)
+
+
+def test_selection_by_pass_rate_from_this_run_or_another_feeds_generate(tmp_path):
+    """filter.select keeps the samples of problems whose pass rate is in the band (rates from this run, or from
+    another run's problem_stats.jsonl: a small model's), writes the selected problems as a problems file that
+    `distill generate` loads, agrees with the in-memory judge, merges from shards as one run, and changing
+    it reuses every per-sample verdict."""
+    from distill.config import ProblemsConfig
+    from distill.data import load_problems
+    from distill.filter import merge_filtered
+    from distill.verify.batch import judge
+
+    inp = _graded(tmp_path)
+    base = {"workers": 0, "dedup": {"enabled": False}}
+    first = filter_samples(inp, tmp_path / "one", FilterConfig.model_validate(base), progress=False)
+    assert first["checks"]["select"]["enabled"] is False and "selection" not in first
+    cfg = FilterConfig.model_validate({**base, "select": {"enabled": True, "min_pass_rate": 0.2, "max_pass_rate": 0.8}})
+    r = filter_samples(inp, tmp_path / "one", cfg, progress=False)
+    assert r["verdicts_reused"] == 16 and r["verdicts_judged"] == 0  # selection is set-level: nothing re-judged
+    assert r["selection"]["selected"] == 2 and r["selection"]["problems"] == 4 and r["selection"]["from"] == "this run"
+    kept = [json.loads(x) for x in (tmp_path / "one" / "kept.jsonl").read_text().splitlines()]
+    assert sorted({k["problem_id"] for k in kept}) == ["p1", "p2"] and len(kept) == 4
+    rejected = [json.loads(x) for x in (tmp_path / "one" / "rejected.jsonl").read_text().splitlines()]
+    assert sum(x["reject_reason"] == "select" for x in rejected) == 4  # p0's four right samples
+    assert "Selection by pass rate in [0.2, 0.8]" in (tmp_path / "one" / "report.md").read_text()
+    sel = tmp_path / "one" / "selected_problems.jsonl"
+    probs = load_problems(ProblemsConfig(source=str(sel), task=None))
+    assert [p.id for p in probs] == ["p1", "p2"] and [p.meta["pass_rate"] for p in probs] == [0.75, 0.25]
+    assert probs[0].answer == "11" and probs[0].problem.startswith("What is 5 + 6?")
+    samples, _ = read_samples(inp)
+    mem, _ = judge(samples, cfg, progress=False)
+    stream = {x["key"]: x["verdicts"]["select"]["pass"] for x in kept + rejected}
+    assert {s["key"]: v["select"]["pass"] for s, v in zip(samples, mem, strict=True)} == stream
+    # the rates of another run: the hard band of the first run's statistics
+    other = FilterConfig.model_validate({**base, "select": {"enabled": True, "max_pass_rate": 0.3,
+                                                            "pass_rates_from": str(tmp_path / "one")}})
+    r2 = filter_samples(inp, tmp_path / "two", other, progress=False)
+    assert r2["selection"]["selected"] == 2 and r2["selection"]["from"].endswith("problem_stats.jsonl")
+    assert [json.loads(x)["id"] for x in (tmp_path / "two" / "selected_problems.jsonl").read_text().splitlines()] == ["p2", "p3"]
+    with pytest.raises(DataError, match="does not exist"):
+        bad = FilterConfig.model_validate({**base, "select": {"enabled": True, "pass_rates_from": str(tmp_path / "nope")}})
+        filter_samples(inp, tmp_path / "three", bad, progress=False)
+    for i in range(2):
+        filter_samples(inp, tmp_path / f"s{i}", cfg, progress=False, shard=(i, 2))
+    merged = merge_filtered([tmp_path / "s0", tmp_path / "s1"], tmp_path / "all", progress=False)
+    assert (tmp_path / "all" / "selected_problems.jsonl").read_text() == sel.read_text()
+    assert merged["selection"]["selected"] == 2 and merged["kept"] == r["kept"]
+    with pytest.raises(ValueError, match="above max_pass_rate"):
+        FilterConfig.model_validate({"select": {"min_pass_rate": 0.9, "max_pass_rate": 0.1}})

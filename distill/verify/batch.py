@@ -234,12 +234,30 @@ def judge(samples: list[dict], cfg: FilterConfig, progress: bool = True,
 
     t = time.perf_counter()
     match = _decontaminator(cfg, eval_cfg)
+    rates, origin = {}, "this run"
+    if cfg.select.enabled:
+        from distill import problem_stats
+
+        if cfg.select.pass_rates_from:
+            path = problem_stats.stats_path(cfg.select.pass_rates_from)
+            rates, origin = problem_stats.rates_from_file(path), str(path)
+        else:
+            rates = problem_stats.rates_in_memory(samples, verdicts)
     for s, v in zip(samples, verdicts, strict=True):
         v["decontaminate"] = _decontam_verdict(match, s["problem"], cfg)
+        v["select"] = _select_verdict(rates.get(s["problem_id"]), cfg, origin)
         _finish(v)
     secs["decontaminate"] = time.perf_counter() - t
     secs["slowest_sample"] = slowest
     return verdicts, dict(secs)
+
+
+def _select_verdict(rate, cfg: FilterConfig, origin: str) -> dict:
+    if not cfg.select.enabled:
+        return {"pass": None, "value": "disabled"}
+    from distill.problem_stats import select_verdict
+
+    return select_verdict(rate, cfg.select, origin)
 
 
 def _sample_seconds(v: dict, took: dict, cfg: FilterConfig) -> float:

@@ -20,7 +20,7 @@ from distill.verify.readable import code_blocks, longest_paragraph, repetition
 from distill.verify.response import block_problems, format_problems, read_response
 
 SAMPLE_CHECKS = ("complete", "format", "correct", "language", "readable")
-SET_CHECKS = ("dedup", "decontaminate")
+SET_CHECKS = ("dedup", "decontaminate", "select")
 ORDER = SAMPLE_CHECKS + SET_CHECKS
 
 
