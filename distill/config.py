@@ -265,8 +265,19 @@ class FilterConfig(_Strict):
     workers: int | None = Field(default=None, ge=0)  # None: one per core; 0: in-process
 
 
+class PairsConfig(_Strict):
+    # Preference pairs (prompt, chosen, rejected) in TRL's conversational preference format, for DPO
+    # (`train.method: dpo`), as Light-R1 and Phi-4-mini-reasoning train on correct-vs-wrong traces:
+    # chosen a kept sample, rejected a sample of the same problem that ends (complete) with an answer
+    # judged wrong; per problem the i-th chosen is paired with the i-th rejected, both in sample order,
+    # up to `per_problem` pairs.
+    enabled: bool = False
+    per_problem: int = Field(default=2, gt=0)
+
+
 class ExportConfig(_Strict):
     format: Literal["jsonl", "parquet"] = "jsonl"
+    pairs: PairsConfig = Field(default_factory=PairsConfig)
     # Write the final part as the verified answer in \boxed{} (the R1-Distill answer form) where
     # the teacher's final part has none, e.g. the embedded model's plain working.
     boxed_answer: bool = False

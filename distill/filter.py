@@ -86,6 +86,7 @@ STATE = ".filter-state.sqlite"
 # /2: verdicts of the one reading (distill/verify/response.py) and the judge that takes nothing from the
 # answer; verdicts saved by /1 are judged again.
 STATE_FORMAT = "distill-filter-state/2"
+PAIRS = "pairs.jsonl"
 UNDECIDED = "undecided"  # the digest column of a verdict the machine could not decide: never reused
 UNDECIDED_NOTE = ("**{n} sample(s) undecided**: their check timed out or lost its worker twice, on this machine "
                   "rather than by the answer (a loaded machine, a too short `filter.correct.timeout`). They are "
@@ -321,6 +322,8 @@ class _State:
         self.db.execute("CREATE TEMP TABLE dedup(ord INTEGER PRIMARY KEY, v TEXT)")
         self.db.execute("CREATE TEMP TABLE rates(pid TEXT PRIMARY KEY, rate REAL)")  # filter.select's pass rates
         self.db.execute("CREATE TEMP TABLE selected(pid TEXT PRIMARY KEY, row TEXT)")
+        # export.pairs: the candidates for preference pairs, one problem's rows together
+        self.db.execute("CREATE TEMP TABLE pairing(pid TEXT, role TEXT, sidx, ord INT, rec TEXT)")
         self.db.commit()
         self._specs: OrderedDict[str, dict] = OrderedDict()
         self.started = False  # set once the first verdict may be saved
@@ -598,6 +601,11 @@ def _filter(inp, out: Path, cfg: FilterConfig, export: ExportConfig, skip_bad_li
                             problem_stats.selected_row(s, rate), ensure_ascii=False)))
                 _finish(v)
                 spec = state.spec(s["problem_id"]) if s["problem_id"] in spec_digest else None
+                if export.pairs.enabled and (role := _pair_role(v)):
+                    pred = v["correct"]["value"].get("pred") if isinstance(v["correct"]["value"], dict) else None
+                    rec = _training_record(s, v, export, spec, answer=None if role == "chosen" else pred)
+                    db.execute("INSERT INTO pairing VALUES (?,?,?,?,?)", (s["problem_id"], role, s.get("sample_index") or 0,
+                                                                          ord_, json.dumps(rec, ensure_ascii=False)))
                 tally.add(s, v, spec)
                 outs.add(s, v, spec)
                 n += 1
@@ -612,6 +620,8 @@ def _filter(inp, out: Path, cfg: FilterConfig, export: ExportConfig, skip_bad_li
         report.update(shard=f"{shard[0]}/{shard[1]}" if shard else None, input_fingerprint=keys_hash.hexdigest(),
                       input_samples=n_unique, verdicts_reused=counters["reused"], verdicts_judged=counters["judged"])
         report["problems"] = outs.problem_stats(problem_stats.compute(db))
+        if export.pairs.enabled:
+            report["pairs"] = outs.pairs(_pairs(db, export.pairs.per_problem))
         if cfg.select.enabled:
             outs.selected(json.loads(row) for (row,) in db.execute("SELECT row FROM selected ORDER BY pid"))
             report["selection"] = {**select, "band": [cfg.select.min_pass_rate, cfg.select.max_pass_rate],
@@ -628,10 +638,39 @@ def _filter(inp, out: Path, cfg: FilterConfig, export: ExportConfig, skip_bad_li
     return report
 
 
+# `correct` statuses that say nothing about the answer: such a sample is no rejected side of a pair
+_UNDECIDED_STATUSES = {"undecided", "unfinished", "gold_unparseable", "problem_error"}
+
+
+def _pair_role(v: dict) -> str | None:
+    """chosen (kept), rejected (complete, and its answer judged wrong), or None."""
+    if v["kept"]:
+        return "chosen"
+    c = v["correct"]
+    status = c["value"].get("status") if isinstance(c["value"], dict) else None
+    if c["pass"] is False and v["complete"]["pass"] is not False and status not in _UNDECIDED_STATUSES:
+        return "rejected"
+    return None
+
+
+def _pairs(db, per_problem: int):
+    """Preference pairs in TRL's conversational format, problem by problem (problem-id order)."""
+    q = ("WITH c AS (SELECT pid, rec, ROW_NUMBER() OVER (PARTITION BY pid ORDER BY sidx, ord) AS n FROM pairing "
+         "WHERE role = 'chosen'), r AS (SELECT pid, rec, ROW_NUMBER() OVER (PARTITION BY pid ORDER BY sidx, ord) AS n "
+         "FROM pairing WHERE role = 'rejected') SELECT c.pid, c.n, c.rec, r.rec FROM c JOIN r ON c.pid = r.pid "
+         "AND c.n = r.n WHERE c.n <= ? ORDER BY c.pid, c.n")
+    for pid, n, ctext, rtext in db.execute(q, (per_problem,)):
+        c, r = json.loads(ctext), json.loads(rtext)
+        yield {"prompt": c["messages"][:-1], "chosen": c["messages"][-1:], "rejected": r["messages"][-1:],
+               "problem_id": pid, "pair_index": n - 1, "chosen_key": c["key"], "rejected_key": r["key"],
+               "source": c.get("source")}
+
+
 def _load_rates(db, cfg: FilterConfig) -> str:
     """Fill the `rates` table for filter.select; where the rates came from."""
     db.execute("DELETE FROM rates")
     db.execute("DELETE FROM selected")
+    db.execute("DELETE FROM pairing")
     if not cfg.select.enabled:
         return ""
     if cfg.select.pass_rates_from:
@@ -724,6 +763,16 @@ class _Outputs:
         self.final[problem_stats.PLOT] = self.out / problem_stats.PLOT
         self.files[problem_stats.PLOT] = plot_tmp
         return section
+
+    def pairs(self, rows) -> dict:
+        """pairs.jsonl: preference pairs (export.pairs); the report's counts."""
+        self._open(PAIRS)
+        n, problems = 0, set()
+        for r in rows:
+            self._write(PAIRS, r)
+            n += 1
+            problems.add(r["problem_id"])
+        return {"pairs": n, "problems": len(problems)}
 
     def selected(self, rows) -> None:
         """selected_problems.jsonl: the problems filter.select kept, as `distill generate` reads a problems file."""
@@ -841,7 +890,7 @@ def _fence(code: str) -> str:
     return f"{ticks}python\n{code.rstrip()}\n{ticks}"
 
 
-def _training_record(s: dict, v: dict, export: ExportConfig, spec: dict | None) -> dict:
+def _training_record(s: dict, v: dict, export: ExportConfig, spec: dict | None, answer: str | None = None) -> dict:
     """The R1 format, whatever shape the teacher wrote: <think>\\n{reasoning}\\n</think>\\n\\n{final}.
 
     Read with the one reading the checks used (same template, the shape they found, the same code
@@ -859,7 +908,8 @@ def _training_record(s: dict, v: dict, export: ExportConfig, spec: dict | None) 
             raise RuntimeError(f"sample {s['key']}: the program to export is not the program judged; "
                                "this is a bug in distill, please report it")
     elif r.shape == "plain" or (export.boxed_answer and "\\boxed" not in final):
-        final = f"The answer is $\\boxed{{{s['answer']}}}$."
+        # `answer`: a rejected side of a pair writes its own (wrong) answer, never the gold
+        final = f"The answer is $\\boxed{{{s['answer'] if answer is None else answer}}}$."
     user = [m for m in (s.get("messages") or []) if m.get("role") != "assistant"] or [
         {"role": "user", "content": s["problem"]}]
     return {"messages": user + [{"role": "assistant", "content": f"<think>\n{reasoning}\n</think>\n\n{final}"}],
@@ -935,6 +985,9 @@ def write_markdown(report: dict, kept, rej, out: Path, suffix: str = "") -> None
                      if c["tests"] else "") + "."]
     if report.get("problems"):
         lines += ["", *problem_stats.markdown(report["problems"]), f"![pass rates]({problem_stats.PLOT})"]
+    if report.get("pairs"):
+        lines += ["", f"Preference pairs: {report['pairs']['pairs']} from {report['pairs']['problems']} problems in "
+                  f"`{PAIRS}` (a kept sample against a complete one judged wrong, same problem, in sample order)."]
     if report.get("selection"):
         sel = report["selection"]
         lines += ["", f"Selection by pass rate in [{sel['band'][0]}, {sel['band'][1]}] (rates from {sel['from']}): "
@@ -1047,6 +1100,14 @@ def _merge_filtered(dirs, out: str | Path, progress: bool) -> dict:
                 f.write(json.dumps(row, ensure_ascii=False) + "\n")
         written.append((tmp, out / problem_stats.FILE))
         problem_stats.plot(problem_stats.read(tmp), out / f"{problem_stats.PLOT}.{tag}")
+        pairs = [d / PAIRS for d, _ in reports if (d / PAIRS).is_file()]
+        if pairs:
+            tmp = out / f".{PAIRS}.{tag}"
+            with tmp.open("w", encoding="utf-8") as f:
+                for row in heapq.merge(*(problem_stats.read(p) for p in pairs),
+                                       key=lambda r: (r["problem_id"], r["pair_index"])):
+                    f.write(json.dumps(row, ensure_ascii=False) + "\n")
+            written.append((tmp, out / PAIRS))
         sel = [d / problem_stats.SELECTED for d, _ in reports if (d / problem_stats.SELECTED).is_file()]
         if sel:
             tmp = out / f".{problem_stats.SELECTED}.{tag}"
@@ -1139,9 +1200,11 @@ def merge_reports(reports: list[dict]) -> dict:
     shapes: dict = {}
     problems: dict = {}
     selection: dict = {}
+    pairs: dict = {}
     for r in reports:
         problems = _add(problems, r.get("problems") or {})
         selection = _add(selection, r.get("selection") or {})
+        pairs = _add(pairs, r.get("pairs") or {})
         by_source = _add(by_source, r["by_source"])
         details = _add(details, r["details"])
         shapes = _add(shapes, r["shapes"])
@@ -1152,7 +1215,7 @@ def merge_reports(reports: list[dict]) -> dict:
         "kept": sum(r["kept"] for r in reports), "undecided": sum(r.get("undecided", 0) for r in reports),
         "bad_lines_skipped": r0["bad_lines_skipped"], "bad_lines": r0["bad_lines"], "order": r0["order"],
         "checks": checks, "details": details, "by_source": dict(sorted(by_source.items())), "shapes": shapes,
-        "problems": problems, **({"selection": selection} if selection else {}),
+        "problems": problems, **({"selection": selection} if selection else {}), **({"pairs": pairs} if pairs else {}),
         "seconds": {"total": round(max(r["seconds"]["total"] for r in reports), 2),
                     "parse": round(sum(r["seconds"]["parse"] for r in reports), 3),
                     "slowest_sample": max(r["seconds"]["slowest_sample"] for r in reports),

@@ -463,3 +463,40 @@ def test_selection_by_pass_rate_from_this_run_or_another_feeds_generate(tmp_path
     assert merged["selection"]["selected"] == 2 and merged["kept"] == r["kept"]
     with pytest.raises(ValueError, match="above max_pass_rate"):
         FilterConfig.model_validate({"select": {"min_pass_rate": 0.9, "max_pass_rate": 0.1}})
+
+
+def test_preference_pairs_pair_a_kept_sample_with_a_wrong_one_of_the_same_problem(tmp_path):
+    """export.pairs: pairs.jsonl in TRL's conversational preference format; chosen kept, rejected complete and
+    judged wrong (never cut off, never undecided), the i-th of each per problem in sample order; a rejected
+    plain trace is written with its own answer, never the gold; shards merge into one run's pairs."""
+    from distill.filter import merge_filtered
+
+    inp = _graded(tmp_path)
+    rows = [json.loads(x) for x in inp.read_text().splitlines()]
+    rows.append(rec(2, "<think>\nWe add 5 and 6 and", finish_reason="length", sample_index=9))  # cut: never rejected side
+    rows.append(rec(3, "5 + 6 = 13", sample_index=9, prompt_template="plain"))
+    write(tmp_path, rows)
+    cfg = FilterConfig.model_validate({"workers": 0, "dedup": {"enabled": False},
+                                       "format": {"allowed_shapes": ["r1", "plain"], "require_boxed": False}})
+    ex = ExportConfig.model_validate({"pairs": {"enabled": True, "per_problem": 2}, "boxed_answer": True})
+    report = filter_samples(inp, tmp_path / "one", cfg, ex, progress=False)
+    pairs = [json.loads(x) for x in (tmp_path / "one" / "pairs.jsonl").read_text().splitlines()]
+    # p0: no wrong sample; p1: 3 right, 1 wrong -> 1 pair; p2: 1 right -> 1 pair; p3: nothing right -> none
+    assert [(p["problem_id"], p["pair_index"]) for p in pairs] == [("p1", 0), ("p2", 0)]
+    assert report["pairs"] == {"pairs": 2, "problems": 2}
+    p = pairs[0]
+    assert p["prompt"] == [{"role": "user", "content": "What is 5 + 6? Give the answer as a number."}]
+    assert p["chosen"][0]["role"] == "assistant" and "\\boxed{11}" in p["chosen"][0]["content"]
+    assert "\\boxed{12}" in p["rejected"][0]["content"] and p["chosen_key"] != p["rejected_key"]
+    assert all(p["chosen"][0]["content"].startswith("<think>\n") for p in pairs)
+    assert "Preference pairs: 2 from 2 problems" in (tmp_path / "one" / "report.md").read_text()
+    # the plain wrong trace of p3 has no kept partner; with one, it would be written with its own answer 13
+    from distill.filter import _training_record
+
+    plain = rec(3, "5 + 6 = 13", prompt_template="plain", key="k")
+    v = {"_parsed": {"shape": "plain"}}
+    assert "\\boxed{13}" in _training_record(plain, v, ex, None, answer="13")["messages"][-1]["content"]
+    for i in range(2):
+        filter_samples(inp, tmp_path / f"s{i}", cfg, ex, progress=False, shard=(i, 2))
+    merge_filtered([tmp_path / "s0", tmp_path / "s1"], tmp_path / "all", progress=False)
+    assert (tmp_path / "all" / "pairs.jsonl").read_text() == (tmp_path / "one" / "pairs.jsonl").read_text()
