@@ -291,6 +291,17 @@ def train(
 
     try:
         r = load_recipe(recipe, set_)
+        if r.train.method == "dpo":
+            from distill.train.dpo import train_dpo
+
+            if dry_run or not (out or r.train.output_dir):
+                raise TrainDataError("train.method dpo: pass --out DIR (no --dry-run for DPO yet)")
+            d = train_dpo(r, data, out or r.train.output_dir, resume=resume)
+            if int(os.environ.get("RANK", "0")) == 0:
+                console.print(f"DPO: {d['pairs']} pairs, {d['steps']} steps, reward margin {d['first_margin']} -> "
+                              f"{d['final_margin']}; student: {d['out']}   log: {d['out']}/train_summary.json, "
+                              "margins.png")
+            return
         summary = run(r, data=data, out=out, dry_run=dry_run, resume=resume)
     except (*_user_errors(), PreflightError, TrainDataError) as e:
         _fail(e)

@@ -304,6 +304,12 @@ class ContextConfig(_Strict):
     max_position_embeddings: int | None = Field(default=None, gt=0)
 
 
+class DpoConfig(_Strict):
+    # DPO (train.method: dpo, on the filter's pairs.jsonl): TRL's beta and loss ("sigmoid": the DPO paper's)
+    beta: float = Field(default=0.1, gt=0)
+    loss_type: Literal["sigmoid", "ipo", "hinge", "robust"] = "sigmoid"
+
+
 class TrainConfig(_Strict):
     # The student: "embedded", a local HF directory, a .gguf file, or a hub id.
     model: str = "embedded"
@@ -350,6 +356,9 @@ class TrainConfig(_Strict):
     # The order rows are drawn in: random (shuffled each epoch from `seed`) or sequential (the file's
     # order: a curriculum written into the data, e.g. easy problems first).
     sampling: Literal["random", "sequential"] = "random"
+    # sft: on the filter's train.jsonl; dpo: on its pairs.jsonl (export.pairs), distill/train/dpo.py
+    method: Literal["sft", "dpo"] = "sft"
+    dpo: DpoConfig = Field(default_factory=DpoConfig)
     seed: int = 42
     logging_steps: int = Field(default=5, gt=0)
     save_strategy: SaveStrategy = "epoch"

@@ -655,3 +655,42 @@ def test_the_ulysses_gradient_divisor_is_deepspeeds_for_each_zero_layout(tmp_pat
     (tmp_path / "bad.json").write_text("{")
     with pytest.raises(ValueError, match="bad.json"):
         launched_zero3_without_reduce_scatter({"ACCELERATE_DEEPSPEED_CONFIG_FILE": str(tmp_path / "bad.json")})
+
+
+def test_dpo_on_the_filters_pairs_raises_the_reward_margin(tmp_path):
+    """`train.method: dpo`: TRL's DPOTrainer on pairs.jsonl from `distill filter` (export.pairs), through the
+    SFT stage's loading and saving: the logged reward margin (chosen minus rejected, against the frozen start)
+    starts at 0 and rises, and the saved student loads."""
+    from transformers import AutoModelForCausalLM
+
+    from distill.config import ExportConfig, FilterConfig
+    from distill.filter import filter_samples
+    from distill.train.dpo import train_dpo
+    from tests.conftest import tiny_llama
+
+    good = "<think>\n{a} + {b} = {c}. Check: {c} - {b} = {a}.\n</think>\n\nThe answer is $\\boxed{{{c}}}$."
+    rows = []
+    for p in range(12):
+        a, b = p % 9 + 1, (p * 5) % 9 + 1
+        for i, c in enumerate((a + b, a + b + 1, a + b, a + b + 2)):
+            rows.append({"problem_id": f"p{p}", "sample_index": i, "problem": f"What is {a} + {b}?",
+                         "answer": str(a + b), "completion": good.format(a=a, b=b, c=c), "finish_reason": "stop"})
+    inp = tmp_path / "samples.jsonl"
+    inp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = FilterConfig.model_validate({"workers": 0, "dedup": {"enabled": False}, "readable": {"enabled": False},
+                                       "language": {"enabled": False}})
+    rep = filter_samples(inp, tmp_path / "filtered", cfg, ExportConfig.model_validate({"pairs": {"enabled": True}}),
+                         progress=False)
+    assert rep["pairs"] == {"pairs": 24, "problems": 12}
+    student = tiny_llama(tmp_path / "student")
+    r = _recipe(student, **{"train.method": "dpo", "train.max_steps": None, "train.epochs": 1,
+                            "train.per_device_batch_size": 4, "train.learning_rate": 5e-3})
+    d = train_dpo(r, tmp_path / "filtered", tmp_path / "out")
+    log = json.loads((tmp_path / "out" / "train_summary.json").read_text())["log"]
+    margins = [x["rewards/margins"] for x in log if "rewards/margins" in x]
+    assert d["steps"] == 6 and len(margins) == 6 and abs(margins[0]) < 1e-6  # the policy starts as its reference
+    assert margins[-1] > 0.05 and margins[-1] > max(margins[:2]), margins
+    assert (tmp_path / "out" / "margins.png").stat().st_size > 0
+    AutoModelForCausalLM.from_pretrained(tmp_path / "out")
+    with pytest.raises(Exception, match="no preference pairs"):
+        train_dpo(r, tmp_path, tmp_path / "out2")
