@@ -371,3 +371,24 @@ def test_a_two_stage_selection_run_from_the_cli(tmp_path):
     samples = list(SampleStore(s2).iter_samples())
     assert sorted({x["problem_id"] for x in samples}) == hard and len(samples) == 2 * len(hard)
     assert all(x["meta"]["pass_rate"] <= 0.75 for x in samples)  # the small model's rate travels with the problem
+
+
+@pytest.mark.slow
+def test_dpo_on_the_quickstarts_pairs_from_the_cli(tmp_path):
+    """recipes/quickstart-dpo.yaml as a user runs it, cut down for CI: the embedded model's samples, the filter's
+    preference pairs, one DPO epoch of the embedded model on them; the logged reward margin rises."""
+    quick = ["--recipe", "recipes/quickstart-dpo.yaml"]
+    s, f, st = tmp_path / "samples", tmp_path / "filtered", tmp_path / "student"
+    r = distill("generate", *quick, "--out", str(s), "--set", "problems.count=12", "--set", "sampling.n=6",
+                "--set", "sampling.max_tokens=48", "--no-progress", timeout=900)
+    assert r.returncode == 0, r.stderr[-2000:]
+    r = distill("filter", *quick, "--in", str(s), "--out", str(f), "--no-progress")
+    assert r.returncode == 0, r.stderr[-2000:]
+    pairs = [json.loads(x) for x in (f / "pairs.jsonl").read_text().splitlines()]
+    assert len(pairs) >= 8, len(pairs)
+    r = distill("train", *quick, "--data", str(f), "--out", str(st), timeout=1200)
+    assert r.returncode == 0, r.stderr[-3000:]
+    log = json.loads((st / "train_summary.json").read_text())["log"]
+    margins = [x["rewards/margins"] for x in log if "rewards/margins" in x]
+    assert abs(margins[0]) < 1e-6 and sum(margins[-2:]) / 2 > 0, margins
+    assert (st / "model.safetensors").is_file() and (st / "margins.png").is_file()
