@@ -379,16 +379,17 @@ def test_dpo_on_the_quickstarts_pairs_from_the_cli(tmp_path):
     preference pairs, one DPO epoch of the embedded model on them; the logged reward margin rises."""
     quick = ["--recipe", "recipes/quickstart-dpo.yaml"]
     s, f, st = tmp_path / "samples", tmp_path / "filtered", tmp_path / "student"
-    r = distill("generate", *quick, "--out", str(s), "--set", "problems.count=12", "--set", "sampling.n=6",
-                "--set", "sampling.max_tokens=48", "--no-progress", timeout=900)
+    r = distill("generate", *quick, "--out", str(s), "--set", "problems.count=8", "--no-progress", timeout=1200)
     assert r.returncode == 0, r.stderr[-2000:]
     r = distill("filter", *quick, "--in", str(s), "--out", str(f), "--no-progress")
     assert r.returncode == 0, r.stderr[-2000:]
     pairs = [json.loads(x) for x in (f / "pairs.jsonl").read_text().splitlines()]
-    assert len(pairs) >= 8, len(pairs)
-    r = distill("train", *quick, "--data", str(f), "--out", str(st), timeout=1200)
+    assert len(pairs) >= 4, len(pairs)
+    # three steps at a learning rate that moves a 135M model in three steps (the recipe's is for a whole epoch)
+    r = distill("train", *quick, "--data", str(f), "--out", str(st), "--set", "train.max_steps=3",
+                "--set", "train.learning_rate=1e-4", timeout=1200)
     assert r.returncode == 0, r.stderr[-3000:]
     log = json.loads((st / "train_summary.json").read_text())["log"]
     margins = [x["rewards/margins"] for x in log if "rewards/margins" in x]
-    assert abs(margins[0]) < 1e-6 and sum(margins[-2:]) / 2 > 0, margins
+    assert len(margins) == 3 and abs(margins[0]) < 1e-6 and margins[-1] > 0, margins
     assert (st / "model.safetensors").is_file() and (st / "margins.png").is_file()
