@@ -60,7 +60,8 @@ def test_each_check_rejects_its_case(tmp_path):
     assert report["total"] == 10 and report["kept"] == 1
     assert report["checks"]["correct"]["first_reason"] == 2 and report["details"]["correct"]["gold_unparseable"] == 1
     assert [c for c in report["order"]] == ["complete", "format", "correct", "language", "readable", "dedup",
-                                            "decontaminate"]
+                                            "decontaminate", "select"]
+    assert report["checks"]["select"]["enabled"] is False and report["checks"]["select"]["evaluated"] == 0
     md = (tmp_path / "out" / "report.md").read_text()
     assert "| 3 | correct | yes | 10 | 4 | 2 |" in md  # truncated ones have no answer either
     assert (tmp_path / "out" / "lengths.png").stat().st_size > 1000
