@@ -195,9 +195,27 @@ class ExecConfig(_Strict):
     unsafe_no_sandbox: bool = False
 
 
+class VoteConfig(_Strict):
+    """Problems without a gold answer (answer absent, empty, or one of `no_gold`): their samples are judged
+    against the majority answer of the problem's samples, answers grouped by the verifier's equivalence
+    (distill/verify/vote.py). The majority labels the problem when it holds at least `min_share` of the
+    samples with a readable answer and `min_count` samples, and more than the next answer; otherwise the
+    problem is unlabeled and its samples rejected ('unlabeled'). Disabled: such samples are rejected
+    ('no_gold')."""
+
+    enabled: bool = True
+    min_share: float = Field(default=0.5, gt=0, le=1)
+    min_count: int = Field(default=3, gt=0)
+    no_gold: list[str] = Field(default_factory=lambda: ["proof", "notfound"])  # NuminaMath's sentinels
+    # gold health: a gold answer is flagged as contradicted when the samples judged wrong agree on one
+    # other answer holding at least this share of the answered samples (and min_count samples)
+    contradict_share: float = Field(default=0.8, gt=0, le=1)
+
+
 class CorrectCheck(_Check):
     timeout: float = Field(default=5.0, gt=0)  # hard per-sample limit (math); a stuck worker is killed and replaced
     code: ExecConfig = Field(default_factory=ExecConfig)  # code problems: every test must pass
+    vote: VoteConfig = Field(default_factory=VoteConfig)  # problems without a gold answer
 
 
 class LanguageCheck(_Check):
@@ -220,6 +238,9 @@ class DedupCheck(_Check):
     shingle: int = Field(default=5, gt=0)
     num_perm: int = Field(default=64, gt=8)
     max_per_problem: int | None = Field(default=None, gt=0)
+    # which of a problem's samples the cap keeps: `first` in sample order, `shortest` (fewest tokens), or
+    # `spread` (evenly over the problem's lengths, shortest and longest included)
+    cap_rule: Literal["first", "shortest", "spread"] = "first"
 
 
 class DecontaminateCheck(_Check):

@@ -9,28 +9,14 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from distill.config import ProblemsConfig
+from distill.problem import DataError, Problem
 from distill.verify.code import CodeSpecError, code_spec
 
-
-class DataError(ValueError):
-    """Input data that cannot be used; the message names the file and record."""
-
-
-@dataclass
-class Problem:
-    id: str
-    problem: str
-    answer: str
-    source: str
-    meta: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+__all__ = ["DataError", "Problem", "load_problems", "parse_shard", "select_shard", "shard_of"]
 
 
 def parse_shard(spec: str | None) -> tuple[int, int] | None:
@@ -154,8 +140,9 @@ def _text(value: Any) -> str:
 META_FIELD_MAX = 2000
 
 
-def _problem(where: str, rec: dict, cfg: ProblemsConfig, name: str) -> Problem | None:
-    """One record as a Problem, None when a benchmark reader leaves it out, or a DataError that names it."""
+def _problem(where: str, rec: dict, cfg: ProblemsConfig, name: str, need_answer: bool = True) -> Problem | None:
+    """One record as a Problem, None when a benchmark reader leaves it out, or a DataError that names it.
+    `need_answer=False` (generation): a math record without an answer is a problem without gold ("")."""
     if cfg.format:
         from distill.benchmarks import BenchmarkError, read_row
 
@@ -176,7 +163,7 @@ def _problem(where: str, rec: dict, cfg: ProblemsConfig, name: str) -> Problem |
         raise DataError(f"{where}: a code problem whose tests cannot run: {e}. Fix the record "
                         "(the schema is in docs/code.md)") from None
     # A code problem's answer is its tests; it has no answer field to read.
-    needed = (f.problem,) if spec else (f.problem, f.answer)
+    needed = (f.problem,) if spec or not need_answer else (f.problem, f.answer)
     missing = [k for k in needed + ((f.id,) if f.id else ()) if rec.get(k) in (None, "")]
     if missing:
         raise DataError(
@@ -195,7 +182,7 @@ def _problem(where: str, rec: dict, cfg: ProblemsConfig, name: str) -> Problem |
                  and len(json.dumps(v, default=str)) <= META_FIELD_MAX}
         meta = small | {k: v for k, v in spec.items() if k != "prelude"}
     answer = _text(rec[f.answer]) if rec.get(f.answer) not in (None, "") else ""
-    if f.answer_pattern and not spec:
+    if f.answer_pattern and not spec and (answer or need_answer):
         m = re.search(f.answer_pattern, answer, re.S)
         if not m or not m.group(1).strip():
             raise DataError(f"{where}: answer field {f.answer!r} does not match problems.fields.answer_pattern "
@@ -204,8 +191,11 @@ def _problem(where: str, rec: dict, cfg: ProblemsConfig, name: str) -> Problem |
     return Problem(id=pid, problem=problem, answer=answer, source=name, meta=meta)
 
 
-def load_problems(cfg: ProblemsConfig) -> list[Problem]:
-    """All problems of the recipe's source, in source order, `limit` applied (sharding comes later)."""
+def load_problems(cfg: ProblemsConfig, need_answer: bool = True) -> list[Problem]:
+    """All problems of the recipe's source, in source order, `limit` applied (sharding comes later).
+
+    `need_answer=False` lets math problems without a gold answer through with answer "" (what
+    `distill generate` asks: the filter labels them by vote); evaluation and the GRPO reward need a gold."""
     if cfg.task is not None:
         from distill.tasks import generate_task
 
@@ -230,7 +220,7 @@ def load_problems(cfg: ProblemsConfig) -> list[Problem]:
         if cfg.where and any(rec.get(k) != v and str(rec.get(k)) != str(v) for k, v in cfg.where.items()):
             continue
         try:
-            p = _problem(where, rec, cfg, name)
+            p = _problem(where, rec, cfg, name, need_answer)
             if p is None:  # outside a benchmark's window
                 continue
             if p.id in seen:
@@ -258,4 +248,10 @@ def load_problems(cfg: ProblemsConfig) -> list[Problem]:
         from distill.console import console
 
         console.print(f"[yellow]warning:[/] {cfg.source}: {repeats} repeated problem text(s) kept once")
+    if not need_answer and (no_gold := sum(not p.answer and not p.meta.get("kind") for p in problems)):
+        from distill.console import console
+
+        console.print(f"[yellow]note:[/] {cfg.source}: {no_gold} of {len(problems)} problem(s) have no gold answer "
+                      f"(field {cfg.fields.answer!r} absent or empty); `distill filter` labels them by the majority "
+                      "answer of their samples (filter.correct.vote)")
     return problems

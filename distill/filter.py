@@ -74,6 +74,7 @@ from distill.verify.batch import (
     _workers,
     dedup_verdicts,
     judge,
+    length_of,
     undecided,
 )
 from distill.verify.checks import ORDER, run_checks
@@ -81,12 +82,13 @@ from distill.verify.code import CodeSpecError, budget, code_spec, program_digest
 from distill.verify.pool import VerifyPool
 from distill.verify.response import read_response
 
-REQUIRED = ("problem", "answer", "completion")
+REQUIRED = ("problem", "completion")  # `answer`: the gold, absent or "" when the problem has none
 STATE = ".filter-state.sqlite"
 # /2: verdicts of the one reading (distill/verify/response.py) and the judge that takes nothing from the
 # answer; verdicts saved by /1 are judged again.
 STATE_FORMAT = "distill-filter-state/2"
 PAIRS = "pairs.jsonl"
+CONTRADICTED_EXAMPLES = 10  # gold answers the samples contradict, listed in the report (problem-id order)
 UNDECIDED = "undecided"  # the digest column of a verdict the machine could not decide: never reused
 UNDECIDED_NOTE = ("**{n} sample(s) undecided**: their check timed out or lost its worker twice, on this machine "
                   "rather than by the answer (a loaded machine, a too short `filter.correct.timeout`). They are "
@@ -103,18 +105,18 @@ def _normalise(rec: dict, where: str) -> dict:
     pid = next((rec[k] for k in ("problem_id", "id", "task_id") if rec.get(k) is not None), None)
     # A code problem's gold is its tests (in the record or its meta), not an answer field. Only a record
     # without an answer is asked (the tests are validated once per problem by `code_specs`).
-    spec = None
     if rec.get("answer") is None:
         try:
-            spec = code_spec(rec)
+            code_spec(rec)
         except CodeSpecError as e:
             raise DataError(f"{where}: a code problem whose tests cannot run: {e}; fix the record's tests "
                             "(the schema is in docs/code.md)") from None
-    required = [k for k in REQUIRED if not (spec and k == "answer")]
-    missing = [k for k in required if rec.get(k) is None] + ([] if pid is not None else ["problem_id (or id, task_id)"])
+    # A math sample without an answer belongs to a problem without gold: labeled by vote (filter.correct.vote).
+    missing = [k for k in REQUIRED if rec.get(k) is None] + ([] if pid is not None else ["problem_id (or id, task_id)"])
     if missing:
-        raise DataError(f"{where}: missing field(s) {missing}; a sample needs problem_id (or id, task_id), problem, answer "
-                        f"(or, for a code problem, tests: docs/code.md) and completion (it has {sorted(rec)})")
+        raise DataError(f"{where}: missing field(s) {missing}; a sample needs problem_id (or id, task_id), problem and "
+                        f"completion, and answer when the problem has a gold (code problems: tests, docs/code.md); "
+                        f"it has {sorted(rec)}")
     s = dict(rec)
     if not isinstance(s["completion"], str):
         raise DataError(f"{where}: 'completion' must be a string, got {type(s['completion']).__name__}")
@@ -215,6 +217,7 @@ class Tally:
         self.code_tests: Counter = Counter()
         self.sandboxed: set = set()
         self.lengths = {True: array("I"), False: array("I")}
+        self.tiers: dict[str, Counter] = defaultdict(Counter)  # who decided each answer: gold, vote, judge
 
     def add(self, s: dict, v: dict, spec: dict | None) -> None:
         self.total += 1
@@ -232,7 +235,10 @@ class Tally:
             if v[c]["pass"] is False and isinstance(val, dict):
                 self.details[c].update(val.get("problems", []))
         if v["correct"]["pass"] is not None:
-            self.details["correct"][v["correct"]["value"]["status"]] += 1
+            val = v["correct"]["value"]
+            self.details["correct"][val["status"]] += 1
+            if val["status"] not in _UNDECIDED_STATUSES:
+                self.tiers[val.get("tier") or "gold"]["correct" if v["correct"]["pass"] else "wrong"] += 1
         self.by_source[s.get("source") or "unknown"]["kept" if v["kept"] else "rejected"] += 1
         self.shapes[v["_parsed"]["shape"]] += 1
         self.lengths[bool(v["kept"])].append(min(length_of(s), 2**32 - 1))
@@ -262,6 +268,7 @@ class Tally:
             "undecided": self.undecided,
             "bad_lines_skipped": len(bad), "bad_lines": bad[:20], "order": list(ORDER), "checks": checks,
             "details": {k: dict(c) for k, c in self.details.items()},
+            "tiers": {k: dict(c) for k, c in sorted(self.tiers.items())},
             "by_source": {k: dict(c) for k, c in sorted(self.by_source.items())},
             "shapes": dict(self.shapes),
             "seconds": {"total": round(wall, 2), "parse": round(secs.get("parse", 0.0), 3),
@@ -270,17 +277,15 @@ class Tally:
         }
 
 
-def length_of(s: dict) -> int:
-    return int(s.get("completion_tokens") or max(1, len(s["completion"]) // 4))
-
-
 # -- the streaming filter ------------------------------------------------------------------------
 
 def _sample_cfg(cfg_d: dict) -> dict:
     """The settings a per-sample verdict depends on (a rerun with other dedup thresholds or
     decontamination benchmarks reuses every verdict)."""
     d = {k: v for k, v in cfg_d.items() if k not in ("workers", "decontaminate", "select")}
-    d["dedup"] = {k: v for k, v in cfg_d["dedup"].items() if k not in ("near_threshold", "max_per_problem")}
+    d["dedup"] = {k: v for k, v in cfg_d["dedup"].items() if k not in ("near_threshold", "max_per_problem", "cap_rule")}
+    # the vote's thresholds decide a problem, not a sample: only what marks a gold as absent is the sample's
+    d["correct"] = {**cfg_d["correct"], "vote": {"no_gold": sorted(cfg_d["correct"]["vote"]["no_gold"])}}
     return d
 
 
@@ -530,14 +535,20 @@ def _filter(inp, out: Path, cfg: FilterConfig, export: ExportConfig, skip_bad_li
         if rows:
             flush()
 
+    # 2b. problems without a gold answer: their samples judged against the majority answer; gold answers
+    # the samples overwhelmingly contradict, flagged.
+    t = time.perf_counter()
+    vote_report = _vote(db, cfg, progress)
+    phases["vote"] = time.perf_counter() - t
+
     # 3a. near-duplicates per problem, one problem in memory at a time, from the stored signatures.
     secs: Counter = Counter()
     t = time.perf_counter()
     if cfg.dedup.enabled:
         import numpy as np
 
-        cur = db.execute("SELECT w.ord, w.key, w.pid, v.exact, v.sig FROM work w JOIN verdicts v ON v.key = w.key "
-                         "WHERE v.passed = 1 ORDER BY w.pid, w.sidx, w.ord")
+        cur = db.execute("SELECT w.ord, w.key, w.pid, v.exact, v.sig, w.len FROM work w JOIN verdicts v ON "
+                         "v.key = w.key WHERE v.passed = 1 ORDER BY w.pid, w.sidx, w.ord")
         group, gpid = [], None
 
         def done_group():
@@ -545,15 +556,15 @@ def _filter(inp, out: Path, cfg: FilterConfig, export: ExportConfig, skip_bad_li
                 db.executemany("INSERT INTO dedup VALUES (?, ?)",
                                [(i, json.dumps(d)) for i, d in dedup_verdicts(group, cfg).items()])
 
-        for ord_, key, pid, exact, sig in cur:
+        for ord_, key, pid, exact, sig, n in cur:
             if pid != gpid:
                 done_group()
                 group, gpid = [], pid
-            group.append((ord_, key, pid, (exact, np.frombuffer(sig, dtype=np.uint64))))
+            group.append((ord_, key, pid, (exact, np.frombuffer(sig, dtype=np.uint64)), n))
         done_group()
         db.commit()
     secs["dedup"] += time.perf_counter() - t
-    phases["judge"] = t - t_judge
+    phases["judge"] = t - t_judge - phases["vote"]
     phases["dedup"] = time.perf_counter() - t
     t_write = time.perf_counter()
 
@@ -580,6 +591,9 @@ def _filter(inp, out: Path, cfg: FilterConfig, export: ExportConfig, skip_bad_li
                 row_ord, vtext, stext, dtext, rate = next(cur)
                 assert row_ord == ord_, (row_ord, ord_)  # the input changed under us
                 v = json.loads(vtext)
+                label = _vote_label(v)
+                if label is not None:  # the problem had no gold: its samples carry the vote's label
+                    s = {**s, "answer": label, "answer_tier": "vote"}
                 took = json.loads(stext)
                 slowest = max(slowest, took.pop("slowest", 0.0))
                 secs.update(took)
@@ -619,6 +633,9 @@ def _filter(inp, out: Path, cfg: FilterConfig, export: ExportConfig, skip_bad_li
         report["seconds"]["phases"] = {k: round(v, 2) for k, v in phases.items()}
         report.update(shard=f"{shard[0]}/{shard[1]}" if shard else None, input_fingerprint=keys_hash.hexdigest(),
                       input_samples=n_unique, verdicts_reused=counters["reused"], verdicts_judged=counters["judged"])
+        report["vote"] = {k: v for k, v in vote_report.items() if k != "contradicted"}
+        report["gold_contradicted"] = {"count": len(vote_report["contradicted"]),
+                                       "examples": vote_report["contradicted"][:CONTRADICTED_EXAMPLES]}
         report["problems"] = outs.problem_stats(problem_stats.compute(db))
         if export.pairs.enabled:
             report["pairs"] = outs.pairs(_pairs(db, export.pairs.per_problem))
@@ -638,8 +655,112 @@ def _filter(inp, out: Path, cfg: FilterConfig, export: ExportConfig, skip_bad_li
     return report
 
 
+def _vote_label(v: dict) -> str | None:
+    c = v["correct"]["value"]
+    return c.get("gold") if isinstance(c, dict) and c.get("tier") == "vote" else None
+
+
+def _no_gold_sql(cfg: FilterConfig) -> tuple[str, list]:
+    """SQL condition (on `work w`) for a math sample whose problem has no gold answer, and its parameters."""
+    values = sorted({x.strip().lower() for x in cfg.correct.vote.no_gold} | {""})
+    return f"lower(trim(w.answer)) IN ({','.join('?' * len(values))})", values
+
+
+def _vote(db, cfg: FilterConfig, progress: bool) -> dict:
+    """The set-level pass of distill/verify/vote.py over the filter's state, one problem at a time.
+
+    Voting samples are those whose `correct` verdict has tier `vote` (a readable or unreadable answer of a
+    complete sample; cut and undecided samples do not vote). Each problem's result is saved with a digest
+    of its answers and the vote settings (`votes` table), so a rerun with the same samples votes nothing
+    again; the voters' verdicts are updated in place (their answers, which the vote reads, never change).
+    """
+    from distill.verify import vote
+
+    db.execute("CREATE TABLE IF NOT EXISTS votes(pid TEXT PRIMARY KEY, h TEXT, result TEXT)")
+    db.execute("CREATE TEMP TABLE IF NOT EXISTS labels(pid TEXT PRIMARY KEY, result TEXT)")
+    vcfg = cfg.correct.vote.model_dump()
+    timeout = max(1, int(cfg.correct.timeout / 2))
+    out = {"problems": 0, "labeled": 0, "unlabeled": 0, "samples": 0, "contradicted": []}
+    if not cfg.correct.enabled:
+        return out
+    cond, params = _no_gold_sql(cfg)
+    rows = db.execute(f"SELECT w.pid, w.key, v.verdict FROM work w JOIN verdicts v ON v.key = w.key WHERE w.code = 0 "
+                      f"AND {cond} AND json_extract(v.verdict, '$.correct.value.tier') = 'vote' "
+                      "ORDER BY w.pid, w.sidx, w.ord", params)
+    problems: dict[str, list] = {}
+    for pid, key, vtext in rows:
+        problems.setdefault(pid, []).append((key, json.loads(vtext)))
+    todo, results = [], {}
+    for pid, group in problems.items():
+        preds = vote.preds_of([v["correct"] for _, v in group])
+        h = _digest(preds, vcfg["min_share"], vcfg["min_count"])
+        got = db.execute("SELECT h, result FROM votes WHERE pid=?", (pid,)).fetchone()
+        if got and got[0] == h:
+            results[pid] = json.loads(got[1])
+        elif vcfg["enabled"]:
+            todo.append((pid, h, preds))
+    if todo:
+        def fail(item, reason):
+            return {"label": None, "members": [], "why": f"the vote did not finish ({reason}); a rerun votes again"}
+
+        items = [(preds, vcfg, timeout) for _, _, preds in todo]
+        with VerifyPool(_workers(cfg, False), cfg.correct.timeout) as pool, progress_bar("vote", progress) as bar:
+            task = bar.add_task("vote", total=len(todo), rate="")
+            for i, ((pid, h, _), r) in enumerate(zip(todo, pool.imap(
+                    vote.run_vote, items, fail, lambda it: cfg.correct.timeout * (1 + len(it[0]) // 4)), strict=True)):
+                results[pid] = r
+                if "did not finish" not in r.get("why", ""):
+                    db.execute("INSERT OR REPLACE INTO votes VALUES (?,?,?)", (pid, h, json.dumps(r)))
+                bar.update(task, completed=i + 1)
+    updates = []
+    for pid, group in problems.items():
+        r = results.get(pid)
+        out["problems"] += 1
+        out["samples"] += len(group)
+        if vcfg["enabled"]:
+            out["labeled" if r and r.get("label") is not None else "unlabeled"] += 1
+            db.execute("INSERT OR REPLACE INTO labels VALUES (?, ?)", (pid, json.dumps(r)))
+        for i, (key, v) in enumerate(group):
+            new = vote.decided(v["correct"], r, i, vcfg["enabled"])
+            if new != v["correct"]:
+                v["correct"] = new
+                updates.append((int(_passed_sample_checks(v)), new["value"]["status"],
+                                json.dumps(v, ensure_ascii=False), key))
+    db.executemany("UPDATE verdicts SET passed=?, status=?, verdict=? WHERE key=?", updates)
+    db.commit()
+    out["contradicted"] = _contradicted(db, cfg, vcfg, timeout, cond, params)
+    return out
+
+
+def _contradicted(db, cfg: FilterConfig, vcfg: dict, timeout: int, cond: str, params: list) -> list[dict]:
+    """Gold problems whose samples judged wrong agree on one other answer (vote.contradiction)."""
+    from distill.verify import vote
+
+    cand = db.execute(
+        "SELECT w.pid FROM work w JOIN verdicts v ON v.key = w.key WHERE w.code = 0 AND NOT " + cond
+        + " GROUP BY w.pid HAVING SUM(v.status IN ('correct', 'wrong')) >= ? AND SUM(v.status = 'wrong') >= "
+        "? * SUM(v.status IN ('correct', 'wrong'))", [*params, vcfg["min_count"], vcfg["contradict_share"]]).fetchall()
+    if not cand:
+        return []
+    items, pids = [], []
+    for (pid,) in cand:
+        got = db.execute("SELECT v.status, json_extract(v.verdict, '$.correct.value.pred'), w.answer, w.source "
+                         "FROM work w JOIN verdicts v ON v.key = w.key WHERE w.pid = ? AND v.status IN ('correct', "
+                         "'wrong') ORDER BY w.sidx, w.ord", (pid,)).fetchall()
+        items.append(([st == "correct" for st, *_ in got], [p for _, p, *_ in got], vcfg, timeout))
+        pids.append((pid, got[0][2], got[0][3]))
+    out = []
+    with VerifyPool(_workers(cfg, False), cfg.correct.timeout) as pool:
+        for (pid, gold, src), r in zip(pids, pool.imap(vote.run_contradiction, items, lambda *_: None,
+                                                         lambda it: cfg.correct.timeout * (1 + len(it[1]) // 4)),
+                                       strict=True):
+            if r:
+                out.append({"problem_id": pid, "source": src, "gold": gold, **r})
+    return out
+
+
 # `correct` statuses that say nothing about the answer: such a sample is no rejected side of a pair
-_UNDECIDED_STATUSES = {"undecided", "unfinished", "gold_unparseable", "problem_error"}
+_UNDECIDED_STATUSES = {"undecided", "unfinished", "gold_unparseable", "problem_error", "no_gold", "unlabeled"}
 
 
 def _pair_role(v: dict) -> str | None:
@@ -975,6 +1096,22 @@ def write_markdown(report: dict, kept, rej, out: Path, suffix: str = "") -> None
         lines.append(f"- {src}: golds no parser reads (their samples can never pass `correct`; fix the answer "
                      "field or its `answer_pattern`): " + "; ".join(f"`{e['problem_id']}`: `{e['gold']}`"
                                                                     for e in h["examples"]))
+    gc = report.get("gold_contradicted") or {}
+    if gc.get("count"):
+        lines.append(f"- **{gc['count']} gold answer(s) contradicted by the samples** (the samples judged wrong agree "
+                     "on one other answer: check these golds before training or RL on them): " + "; ".join(
+                         f"`{e['problem_id']}`: gold `{e['gold']}`, {e['votes']} of {e['answered']} samples answer "
+                         f"`{e['answer']}`" for e in gc["examples"]))
+    tiers = report.get("tiers") or {}
+    if set(tiers) - {"gold"}:
+        lines += ["", "Who decided each answer: " + ", ".join(
+            f"{t} {n.get('correct', 0)} correct / {n.get('wrong', 0)} wrong" for t, n in tiers.items()) + "."]
+    vt = report.get("vote") or {}
+    if vt.get("problems"):
+        lines.append(f"Problems without a gold answer: {vt['problems']} ({vt['samples']} samples); "
+                     f"{vt['labeled']} labeled by the majority answer of their samples, **{vt['unlabeled']} unlabeled** "
+                     "(no answer held the majority `filter.correct.vote` asks: their samples are rejected as "
+                     "`unlabeled`).")
     if report.get("code"):
         c = report["code"]
         lines += ["", f"Code problems: {c['problems']}, verified by running their tests "
@@ -1201,7 +1338,14 @@ def merge_reports(reports: list[dict]) -> dict:
     problems: dict = {}
     selection: dict = {}
     pairs: dict = {}
+    tiers: dict = {}
+    votes: dict = {}
+    contradicted = {"count": 0, "examples": []}
     for r in reports:
+        tiers = _add(tiers, r.get("tiers") or {})
+        votes = _add(votes, r.get("vote") or {})
+        c = r.get("gold_contradicted") or {"count": 0, "examples": []}
+        contradicted = {"count": contradicted["count"] + c["count"], "examples": contradicted["examples"] + c["examples"]}
         problems = _add(problems, r.get("problems") or {})
         selection = _add(selection, r.get("selection") or {})
         pairs = _add(pairs, r.get("pairs") or {})
@@ -1214,7 +1358,10 @@ def merge_reports(reports: list[dict]) -> dict:
         "input": r0["input"], "created_at": now(), "total": sum(r["total"] for r in reports),
         "kept": sum(r["kept"] for r in reports), "undecided": sum(r.get("undecided", 0) for r in reports),
         "bad_lines_skipped": r0["bad_lines_skipped"], "bad_lines": r0["bad_lines"], "order": r0["order"],
-        "checks": checks, "details": details, "by_source": dict(sorted(by_source.items())), "shapes": shapes,
+        "checks": checks, "details": details, "tiers": dict(sorted(tiers.items())), "vote": votes,
+        "gold_contradicted": {"count": contradicted["count"], "examples": sorted(
+            contradicted["examples"], key=lambda e: e["problem_id"])[:CONTRADICTED_EXAMPLES]},
+        "by_source": dict(sorted(by_source.items())), "shapes": shapes,
         "problems": problems, **({"selection": selection} if selection else {}), **({"pairs": pairs} if pairs else {}),
         "seconds": {"total": round(max(r["seconds"]["total"] for r in reports), 2),
                     "parse": round(sum(r["seconds"]["parse"] for r in reports), 3),

@@ -110,7 +110,7 @@ def plan(recipe: Recipe, shard: tuple[int, int] | None) -> tuple[list, list[tupl
     """(problems, [(key, problem, sample_index, prompt)]) for every sample the recipe asks for."""
     if recipe.problems is None:
         raise RecipeError("distill generate needs a problems section in the recipe (problems.task or problems.source)")
-    problems = select_shard(load_problems(recipe.problems), shard)
+    problems = select_shard(load_problems(recipe.problems, need_answer=False), shard)
     sampling = recipe.sampling.model_dump()
     prompt_cfg = recipe.prompt.model_dump()
     # A local model is keyed by its weights, not its path (distill.models.model_identity).

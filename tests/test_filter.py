@@ -153,6 +153,26 @@ def test_max_per_problem(tmp_path):
     assert report["kept"] == 2 and report["checks"]["dedup"]["failed"] == 2
 
 
+@pytest.mark.parametrize("rule,kept", [("first", [0, 1, 2]), ("shortest", [1, 3, 4]), ("spread", [3, 4, 5])])
+def test_the_cap_keeps_samples_by_its_stated_rule(tmp_path, rule, kept):
+    """filter.dedup.cap_rule: which samples survive max_per_problem (tokens 50, 20, 40, 30, 10, 60 -> shortest:
+    10, 20, 30; spread over the sorted lengths: 10, 30, 60, the shortest, the middle and the longest)."""
+    lengths = [50, 20, 40, 30, 10, 60]
+    rows = [rec(0, GOOD.replace("Checking", f"Variant {i}. " * (i + 1) + "Checking"), sample_index=i,
+                completion_tokens=n) for i, n in enumerate(lengths)]
+    cfg = FilterConfig.model_validate({"workers": 0, "dedup": {"max_per_problem": 3, "cap_rule": rule,
+                                                               "near_threshold": 1.0}})
+    filter_samples(write(tmp_path, rows), tmp_path / "out", cfg, progress=False)
+    got = sorted(json.loads(x)["sample_index"] for x in (tmp_path / "out" / "kept.jsonl").read_text().splitlines())
+    assert got == kept
+    # the in-memory path (--explain) keeps the same
+    from distill.verify.batch import judge
+
+    samples, _ = read_samples(write(tmp_path, rows))
+    verdicts, _ = judge(samples, cfg, progress=False)
+    assert sorted(s["sample_index"] for s, v in zip(samples, verdicts, strict=True) if v["kept"]) == kept
+
+
 def test_malformed_input_names_line_or_is_skipped(tmp_path):
     p = tmp_path / "bad.jsonl"
     p.write_text(json.dumps(rec(0)) + "\n{not json\n" + json.dumps({"problem": "x"}) + "\n" + json.dumps(rec(1)) + "\n")

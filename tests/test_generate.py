@@ -79,7 +79,7 @@ def test_bad_problems_fail_before_writing(tmp_path, teacher):
     from distill.data import DataError
 
     bad = tmp_path / "p.jsonl"
-    bad.write_text('{"id": "a", "problem": "1+1"}\n')
+    bad.write_text('{"id": "a", "answer": "2"}\n')  # no problem text (an answer may be absent: vote labels)
     with pytest.raises(DataError, match="line 1"):
         generate(tiny_recipe(**{"problems.task": "null", "problems.source": str(bad)}), tmp_path / "s",
                  teacher=teacher, progress=False)

@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from distill.data import Problem
+from distill.problem import Problem
 from distill.tasks.expr import evaluate, format_value
 
 

@@ -12,7 +12,7 @@ from collections import Counter
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from distill.data import Problem
+from distill.problem import Problem
 from distill.tasks.expr import ExpressionError, evaluate, numbers_used
 
 

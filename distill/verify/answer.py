@@ -298,3 +298,41 @@ def _compare(gold: str, pred: str, is_answer: bool, timeout: int) -> tuple[str, 
             if verify(list(g), list(p), allow_set_relation_comp=True, **vkw):
                 return "correct", str(p[0])
     return "wrong", str(preds[0][0])
+
+
+def read_answer(final: str | None, timeout: int = 5) -> str | None:
+    """The answer a final part gives, as text, without a gold to compare with (what `check_answer` would
+    compare): the last box, else a bare expression, else what math-verify extracts from the text; None when
+    nothing reads as an answer. Problems without a gold answer are labeled by these (distill/verify/vote.py)."""
+    if final is None or not final.strip():
+        return None
+    final = final[-MAX_FINAL_CHARS:]
+    t = max(1, int(timeout))
+    boxed = [b.strip() for b in find_boxed(final) if b.strip()]
+    if boxed:
+        return boxed[-1] if _parse_one(boxed[-1], t, False) else None
+    text = final.strip()
+    if _looks_like_math(text) and _parse_one(text, t, False):
+        return text
+    return _extract(_normalise(final), t)
+
+
+@lru_cache(maxsize=8192)
+def _extract(text: str, timeout: int) -> str | None:
+    from math_verify import parse
+
+    _, pred_cfg = _configs()
+    kw, _ = _timeouts(timeout)
+    got = parse(text, pred_cfg, **kw)
+    # math-verify returns [object(s)..., the matched text]; nothing numeric read: no answer
+    if not got or all(isinstance(x, str) for x in got) or not isinstance(got[-1], str) or not got[-1].strip():
+        return None
+    return got[-1].strip()
+
+
+def same_answer(a: str, b: str, timeout: int = 5) -> bool:
+    """Two answers (as `read_answer` gives them) denote the same value, by the comparison `check_answer`
+    makes with `a` in the gold's place (the readings above included: units, mixed numbers, times)."""
+    if a.strip() == b.strip():
+        return True
+    return _compare(a, b, True, max(1, int(timeout)))[0] == "correct"

@@ -132,24 +132,52 @@ def _passed_sample_checks(v: dict) -> bool:
     return all(v[c]["pass"] is not False for c in SAMPLE_CHECKS)
 
 
+def length_of(s: dict) -> int:
+    """A sample's length in tokens: the teacher's count, else about 4 characters a token."""
+    return int(s.get("completion_tokens") or max(1, len(s["completion"]) // 4))
+
+
 def dedup_verdicts(rows, cfg: FilterConfig) -> dict[int, dict]:
-    """rows: (index, key, problem_id, fingerprint) of samples that passed every per-sample check, in
-    keep-priority order (problem, sample index, input order) -> {index: dedup verdict}."""
+    """rows: (index, key, problem_id, fingerprint, length) of samples that passed every per-sample check,
+    in keep-priority order (problem, sample index, input order) -> {index: dedup verdict}.
+
+    Of near-duplicates the first is kept. Then, with `max_per_problem`, a problem keeps that many of the
+    rest by `cap_rule`: `first` (sample order), `shortest` (fewest tokens first; ties in sample order) or
+    `spread` (evenly over the problem's range of lengths, shortest and longest included)."""
     rows = list(rows)
-    dups = find_duplicates([(key, pid, fp) for _, key, pid, fp in rows], cfg.dedup.near_threshold,
+    dups = find_duplicates([(key, pid, fp) for _, key, pid, fp, _ in rows], cfg.dedup.near_threshold,
                            cfg.dedup.shingle, cfg.dedup.num_perm)
-    per_problem: Counter = Counter()
     out = {}
-    for i, key, pid, _ in rows:
+    by_problem: dict[str, list[tuple[int, int]]] = {}
+    for i, key, pid, _, n in rows:
         if key in dups:
             kind, of = dups[key]
             out[i] = {"pass": False, "value": {"duplicate": kind, "of": of}}
             continue
-        per_problem[pid] += 1
-        rank = per_problem[pid]
-        over = cfg.dedup.max_per_problem is not None and rank > cfg.dedup.max_per_problem
-        out[i] = {"pass": not over, "value": {"rank_in_problem": rank, "over_cap": over}}
+        by_problem.setdefault(pid, []).append((i, n))
+    cap, rule = cfg.dedup.max_per_problem, cfg.dedup.cap_rule
+    for group in by_problem.values():
+        chosen = _capped(group, cap, rule)
+        for rank, (i, _) in enumerate(group, 1):
+            over = i not in chosen
+            out[i] = {"pass": not over, "value": {"rank_in_problem": rank, "over_cap": over,
+                                                  **({"cap_rule": rule} if cap is not None else {})}}
     return out
+
+
+def _capped(group: list[tuple[int, int]], cap: int | None, rule: str) -> set[int]:
+    """The indices a problem keeps of `group` [(index, length)] (in sample order) under the cap."""
+    if cap is None or len(group) <= cap:
+        return {i for i, _ in group}
+    if rule == "first":
+        return {i for i, _ in group[:cap]}
+    by_len = sorted(group, key=lambda x: x[1])  # stable: equal lengths stay in sample order
+    if rule == "shortest":
+        return {i for i, _ in by_len[:cap]}
+    if cap == 1:  # spread: one sample is the median length
+        return {by_len[(len(by_len) - 1) // 2][0]}
+    step = (len(by_len) - 1) / (cap - 1)
+    return {by_len[round(j * step)][0] for j in range(cap)}
 
 
 NOT_CHECKED = {"pass": None, "value": "not checked: rejected earlier"}
@@ -215,6 +243,9 @@ def judge(samples: list[dict], cfg: FilterConfig, progress: bool = True,
             if i % 64 == 0 or i == len(samples):
                 bar.update(task, completed=i, rate=f"{i / (time.perf_counter() - start):.0f}/s")
 
+    if cfg.correct.enabled:
+        vote_in_memory(samples, verdicts, cfg)
+
     # Set-level checks. Dedup looks only at samples that passed every per-sample check, in
     # sample-index order, so the kept copy of a duplicate pair is the one a user would expect.
     t = time.perf_counter()
@@ -222,7 +253,7 @@ def judge(samples: list[dict], cfg: FilterConfig, progress: bool = True,
         passed = [i for i, v in enumerate(verdicts) if _passed_sample_checks(v)]
         order = sorted(passed, key=lambda i: (samples[i]["problem_id"], samples[i].get("sample_index") or 0, i))
         dd = dedup_verdicts(((i, samples[i]["key"], samples[i]["problem_id"], verdicts[i].get("_fingerprint")
-                              or samples[i]["completion"]) for i in order), cfg)
+                              or samples[i]["completion"], length_of(samples[i])) for i in order), cfg)
         for i, v in enumerate(verdicts):
             v["dedup"] = dd.get(i, NOT_CHECKED)
     else:
@@ -250,6 +281,26 @@ def judge(samples: list[dict], cfg: FilterConfig, progress: bool = True,
     secs["decontaminate"] = time.perf_counter() - t
     secs["slowest_sample"] = slowest
     return verdicts, dict(secs)
+
+
+def vote_in_memory(samples: list[dict], verdicts: list[dict], cfg: FilterConfig) -> None:
+    """distill/verify/vote.py over samples in memory, as the filter's vote pass does over its state: the
+    voting samples of each problem in sample-index order, their `correct` verdicts replaced."""
+    from distill.verify import vote
+
+    groups: dict[str, list[int]] = {}
+    for i, (s, v) in enumerate(zip(samples, verdicts, strict=True)):
+        c = v["correct"]
+        if c["pass"] is not None and isinstance(c["value"], dict) and c["value"].get("tier") == "vote":
+            groups.setdefault(s["problem_id"], []).append(i)
+    vcfg = cfg.correct.vote
+    timeout = max(1, int(cfg.correct.timeout / 2))
+    for idx in groups.values():
+        idx.sort(key=lambda i: (samples[i].get("sample_index") or 0, i))
+        preds = vote.preds_of([verdicts[i]["correct"] for i in idx])
+        r = vote.majority(preds, vcfg.min_share, vcfg.min_count, timeout) if vcfg.enabled else None
+        for j, i in enumerate(idx):
+            verdicts[i]["correct"] = vote.decided(verdicts[i]["correct"], r, j, vcfg.enabled)
 
 
 def _select_verdict(rate, cfg: FilterConfig, origin: str) -> dict:

@@ -11,13 +11,14 @@ import re
 import time
 from typing import Any
 
-from distill.verify.answer import check_answer
+from distill.verify.answer import check_answer, read_answer
 from distill.verify.code import fenced_blocks, program_digest, unclosed_fence, verify_code, without_fences
 from distill.verify.dedup import fingerprint
 from distill.verify.format import find_boxed
 from distill.verify.language import detect_language, language_share
 from distill.verify.readable import code_blocks, longest_paragraph, repetition
 from distill.verify.response import block_problems, format_problems, read_response
+from distill.verify.vote import NO_GOLD, NO_GOLD_DEFAULT, awaits_vote, has_gold
 
 SAMPLE_CHECKS = ("complete", "format", "correct", "language", "readable")
 SET_CHECKS = ("dedup", "decontaminate", "select")
@@ -122,11 +123,17 @@ def check_correct(s: dict, p, cfg: dict, cut: dict | None = None) -> dict:
                                          "pred": None}}
     if s.get("_code"):  # a code problem: its tests, run in the sandbox, are the gold
         r = verify_code(s["_code"], p.program, cfg["code"])
-        return {"pass": r["status"] == "passed", "value": r}
+        return {"pass": r["status"] == "passed", "value": {**r, "tier": "gold"}}
     # math-verify's own limit at about half the hard one: most slow expressions end gracefully,
     # and the pool's kill is left for hangs that signals cannot interrupt.
-    r = check_answer(str(s["answer"]), p.final, s.get("meta") or {}, timeout=max(1, int(cfg["timeout"] / 2)))
-    return {"pass": r["status"] == "correct", "value": r}
+    timeout = max(1, int(cfg["timeout"] / 2))
+    if not has_gold(s["answer"], (cfg.get("vote") or {}).get("no_gold", NO_GOLD_DEFAULT)):
+        # No gold: the answer read here is voted on with the problem's other samples (distill/verify/vote.py,
+        # a set-level pass); until then the sample is not correct.
+        return {"pass": False, "value": {"status": NO_GOLD, "gold": None, "pred": read_answer(p.final, timeout),
+                                         "tier": "vote"}}
+    r = check_answer(str(s["answer"]), p.final, s.get("meta") or {}, timeout=timeout)
+    return {"pass": r["status"] == "correct", "value": {**r, "tier": "gold"}}
 
 
 def check_language(s: dict, p, cfg: dict) -> dict:
@@ -196,7 +203,8 @@ def run_checks(item: tuple[dict, dict, str | None]) -> dict:
         else:
             out[name] = check_readable(s, p, cfg["readable"])
         secs[name] = time.perf_counter() - t
-    if cfg["dedup"]["enabled"] and all(out[c]["pass"] is not False for c in SAMPLE_CHECKS):
+    # (a sample awaiting its problem's vote may pass: its signature is taken too)
+    if cfg["dedup"]["enabled"] and all(out[c]["pass"] is not False or awaits_vote(out[c]) for c in SAMPLE_CHECKS):
         t = time.perf_counter()
         d = cfg["dedup"]
         out["_fingerprint"] = fingerprint(s["completion"], d["shingle"], d["num_perm"])  # in the worker: parallel
