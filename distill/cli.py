@@ -258,6 +258,47 @@ def filter(
                      if report.get("shard") else ""))
 
 
+@app.command()
+def topup(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Sample store directory (created or resumed).")],
+    filtered: Annotated[Path, typer.Option("--filtered", help="The filter's output directory (its verdicts are reused).")],
+    recipe: RecipeOpt = None,
+    set_: SetOpt = None,
+    shard: Annotated[str | None, typer.Option(help="i/N: this node's slice of the problems.")] = None,
+    progress: Annotated[bool, typer.Option(help="Show the progress bars.")] = True,
+    unsafe_no_sandbox: UnsafeOpt = False,
+) -> None:
+    """Generate and filter in rounds until each problem has topup.k kept (or correct) samples or topup.max_samples
+    samples exist. Resumable: a rerun continues where it stopped, and generates nothing once done."""
+    from distill.config import load_recipe
+    from distill.data import parse_shard
+    from distill.topup import FILE
+    from distill.topup import topup as run
+
+    try:
+        r = load_recipe(recipe, _unsafe(set_, unsafe_no_sandbox, "filter.correct.code.unsafe_no_sandbox"))
+        res = run(r, out, filtered, shard=parse_shard(shard), progress=progress)
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted:[/] the samples and verdicts so far are kept; rerun the same command to resume")
+        raise typer.Exit(130) from None
+    except _user_errors() as e:
+        _fail(e)
+    from rich.table import Table
+
+    t = Table(title=f"distill topup: {res['reached_k']} of {res['problems']} problems have k={res['k']} {res['count']}")
+    for col in ("round", "generated", "tokens", "samples", "kept", "reached k", "at max", "seconds"):
+        t.add_column(col, justify="right")
+    for x in res["rounds"]:
+        t.add_row(*(str(x[k]) for k in ("round", "generated", "tokens", "samples", "kept", "reached_k", "at_most",
+                                        "seconds")))
+    console.print(t)
+    console.print(f"{res['at_most']} problem(s) stopped at {res['max_samples']} samples; {res['generated']} samples "
+                  f"({res['tokens']} tokens) generated in all. Store: {out}; filter outputs and {FILE}: {filtered}")
+    if res["failed"]:
+        console.print(f"[yellow]{res['failed']} request(s) failed for good[/]: rerun the same command to retry them")
+        raise typer.Exit(3)
+
+
 def _print_explain(sample: dict, verdict: dict) -> None:
     from rich.table import Table
 

@@ -587,6 +587,18 @@ class OnPolicyConfig(_Strict):
         return self
 
 
+class TopupConfig(_Strict):
+    """`distill topup`: generate and filter in rounds until each problem has `k` samples that count (`count`:
+    kept by the filter, or only verified correct) or `max_samples` samples of it exist; each round adds
+    `step` samples (default: sampling.n) to every problem short of k. AM-Thinking's resampling of a query
+    until it has enough verified answers."""
+
+    k: int = Field(default=4, gt=0)
+    max_samples: int = Field(default=32, gt=0)
+    step: int | None = Field(default=None, gt=0)
+    count: Literal["kept", "correct"] = "kept"
+
+
 class Recipe(_Strict):
     teacher: TeacherConfig = Field(default_factory=TeacherConfig)
     problems: ProblemsConfig | None = None  # required by `distill generate`
@@ -598,6 +610,7 @@ class Recipe(_Strict):
     eval: EvalConfig = Field(default_factory=EvalConfig)
     grpo: GrpoConfig = Field(default_factory=GrpoConfig)
     onpolicy: OnPolicyConfig = Field(default_factory=OnPolicyConfig)
+    topup: TopupConfig = Field(default_factory=TopupConfig)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -327,6 +327,7 @@ class _State:
         self.db.execute("CREATE TEMP TABLE dedup(ord INTEGER PRIMARY KEY, v TEXT)")
         self.db.execute("CREATE TEMP TABLE rates(pid TEXT PRIMARY KEY, rate REAL)")  # filter.select's pass rates
         self.db.execute("CREATE TEMP TABLE selected(pid TEXT PRIMARY KEY, row TEXT)")
+        self.db.execute("CREATE TEMP TABLE kept(ord INTEGER PRIMARY KEY)")  # this run's kept samples
         # export.pairs: the candidates for preference pairs, one problem's rows together
         self.db.execute("CREATE TEMP TABLE pairing(pid TEXT, role TEXT, sidx, ord INT, rec TEXT)")
         self.db.commit()
@@ -622,6 +623,8 @@ def _filter(inp, out: Path, cfg: FilterConfig, export: ExportConfig, skip_bad_li
                                                                           ord_, json.dumps(rec, ensure_ascii=False)))
                 tally.add(s, v, spec)
                 outs.add(s, v, spec)
+                if v["kept"]:
+                    db.execute("INSERT INTO kept VALUES (?)", (ord_,))
                 n += 1
                 if n % 256 == 0:
                     bar.update(task, completed=n)

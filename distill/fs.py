@@ -86,3 +86,11 @@ def sweep_temps(directory: str | Path) -> list[Path]:
             except OSError:
                 pass
     return removed
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write `path` through a temporary file and a rename: an interrupted write leaves the old file whole."""
+    path = Path(path)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)

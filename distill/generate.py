@@ -106,8 +106,10 @@ def _signals_as_interrupt():
             signal.signal(sig, h)
 
 
-def plan(recipe: Recipe, shard: tuple[int, int] | None) -> tuple[list, list[tuple]]:
-    """(problems, [(key, problem, sample_index, prompt)]) for every sample the recipe asks for."""
+def plan(recipe: Recipe, shard: tuple[int, int] | None, counts: dict[str, int] | None = None
+         ) -> tuple[list, list[tuple]]:
+    """(problems, [(key, problem, sample_index, prompt)]) for every sample the recipe asks for: `sampling.n`
+    per problem, or `counts[problem id]` where given (`distill topup` asks more of some problems)."""
     if recipe.problems is None:
         raise RecipeError("distill generate needs a problems section in the recipe (problems.task or problems.source)")
     problems = select_shard(load_problems(recipe.problems, need_answer=False), shard)
@@ -118,7 +120,7 @@ def plan(recipe: Recipe, shard: tuple[int, int] | None) -> tuple[list, list[tupl
     rows = []
     for p in problems:
         prompt = build_prompt(p.problem, recipe.prompt, p.meta)
-        for i in range(recipe.sampling.n):
+        for i in range((counts or {}).get(p.id, recipe.sampling.n)):
             rows.append((sample_key(p.id, i, model_key, sampling, prompt_cfg), p, i, prompt))
     return problems, rows
 
@@ -154,6 +156,7 @@ def generate(
     progress: bool = True,
     teacher: Teacher | None = None,
     max_failures: float | None = None,
+    counts: dict[str, int] | None = None,
 ) -> Summary:
     """Generate the store's missing samples. A second run on the same store and shard is refused at
     once, before any weights load (distill/lock.py); other shards may write beside it."""
@@ -161,14 +164,14 @@ def generate(
 
     part = shard_file_name(shard).removesuffix(".jsonl")
     with output_lock(out, "distill generate", name=f".distill.{part}.lock"):
-        return _generate(recipe, out, shard, progress, teacher, max_failures)
+        return _generate(recipe, out, shard, progress, teacher, max_failures, counts)
 
 
 def _generate(recipe: Recipe, out: str | Path, shard, progress: bool, teacher: Teacher | None,
-              max_failures: float | None) -> Summary:
+              max_failures: float | None, counts: dict[str, int] | None = None) -> Summary:
     start = time.monotonic()
     store = SampleStore(out)
-    problems, rows = plan(recipe, shard)
+    problems, rows = plan(recipe, shard, counts)
     have = store.keys()
     todo = [r for r in rows if r[0] not in have]
     s = Summary(problems=len(problems), planned=len(rows), present=len(rows) - len(todo), out=str(out))

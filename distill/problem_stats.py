@@ -26,20 +26,23 @@ BINS = 10  # the report's histogram: pass rates in tenths, with 0 and 1 counted 
 
 _QUERY = ("SELECT w.pid, w.len, w.source, json_extract(v.verdict, '$.correct.pass'), "
           "json_extract(v.verdict, '$.correct.value.status'), json_extract(v.verdict, '$.correct.value.pred'), "
-          "json_extract(v.verdict, '$.complete.pass') "
-          "FROM work w JOIN verdicts v ON v.key = w.key ORDER BY w.pid, w.ord")
+          "json_extract(v.verdict, '$.complete.pass'), k.ord IS NOT NULL "
+          "FROM work w JOIN verdicts v ON v.key = w.key LEFT JOIN kept k ON k.ord = w.ord ORDER BY w.pid, w.ord")
+# statuses that judge nothing about the answer: the machine's outcome, or no gold to judge against
+UNJUDGED = {"undecided", "no_gold", "unlabeled"}
 
 
 def _row(pid: str, source: str, samples: list[tuple]) -> dict:
-    judged = [(n, c) for n, c, status, _, _ in samples if c is not None and status != "undecided"]
+    judged = [(n, c) for n, c, status, *_ in samples if c is not None and status not in UNJUDGED]
     right = [n for n, c in judged if c]
     wrong = [n for n, c in judged if not c]
-    preds = Counter(str(p).strip() for _, _, _, p, _ in samples if p not in (None, ""))
+    preds = Counter(str(p).strip() for _, _, _, p, *_ in samples if p not in (None, ""))
     answered = sum(preds.values())
     top = preds.most_common(1)[0] if preds else None
     return {"problem_id": pid, "source": source, "samples": len(samples), "judged": len(judged),
             "correct": len(right), "wrong": len(wrong),
-            "truncated": sum(1 for *_, complete in samples if complete == 0),
+            "truncated": sum(1 for *_, complete, _ in samples if complete == 0),
+            "kept": sum(1 for *_, kept in samples if kept),
             "pass_rate": round(len(right) / len(judged), 4) if judged else None,
             "tokens_correct": round(sum(right) / len(right)) if right else None,
             "tokens_wrong": round(sum(wrong) / len(wrong)) if wrong else None,
@@ -50,12 +53,12 @@ def _row(pid: str, source: str, samples: list[tuple]) -> dict:
 def compute(db) -> Iterator[dict]:
     """Each problem's row, in problem-id order, from the filter state's `work` and `verdicts` tables."""
     pid, source, group = None, None, []
-    for p, n, src, c, status, pred, complete in db.execute(_QUERY):
+    for p, n, src, c, status, pred, complete, kept in db.execute(_QUERY):
         if p != pid:
             if group:
                 yield _row(pid, source, group)
             pid, source, group = p, src, []
-        group.append((int(n or 0), None if c is None else bool(c), status, pred, complete))
+        group.append((int(n or 0), None if c is None else bool(c), status, pred, complete, kept))
     if group:
         yield _row(pid, source, group)
 
@@ -163,7 +166,7 @@ def rates_in_memory(samples: list[dict], verdicts: list[dict]) -> dict[str, floa
         groups.setdefault(s["problem_id"], []).append((c["pass"], status))
     out = {}
     for pid, g in groups.items():
-        judged = [p for p, status in g if p is not None and status != "undecided"]
+        judged = [p for p, status in g if p is not None and status not in UNJUDGED]
         out[pid] = round(sum(judged) / len(judged), 4) if judged else None
     return out
 
