@@ -212,10 +212,24 @@ class VoteConfig(_Strict):
     contradict_share: float = Field(default=0.8, gt=0, le=1)
 
 
+class JudgeConfig(_Strict):
+    """The judge tier (distill/verify/model_judge.py): a model served by any teacher backend decides what the
+    rules cannot (`when: undecided`: an answer no parser reads, a gold no parser reads) or every math sample
+    with a reference (`always`), against the gold or the vote's label. Calls are cached in the filter's state
+    by the judge model and prompt; the report counts them with their tokens."""
+
+    enabled: bool = False
+    when: Literal["undecided", "always"] = "undecided"
+    teacher: TeacherConfig = Field(default_factory=TeacherConfig)
+    max_tokens: int = Field(default=16, gt=0)  # a reasoning judge needs room to think before its verdict line
+    max_answer_chars: int = Field(default=2000, gt=0)  # the tail of the final part the judge reads
+
+
 class CorrectCheck(_Check):
     timeout: float = Field(default=5.0, gt=0)  # hard per-sample limit (math); a stuck worker is killed and replaced
     code: ExecConfig = Field(default_factory=ExecConfig)  # code problems: every test must pass
     vote: VoteConfig = Field(default_factory=VoteConfig)  # problems without a gold answer
+    judge: JudgeConfig = Field(default_factory=JudgeConfig)  # a model for what the rules cannot decide
 
 
 class LanguageCheck(_Check):

@@ -285,7 +285,10 @@ def _sample_cfg(cfg_d: dict) -> dict:
     d = {k: v for k, v in cfg_d.items() if k not in ("workers", "decontaminate", "select")}
     d["dedup"] = {k: v for k, v in cfg_d["dedup"].items() if k not in ("near_threshold", "max_per_problem", "cap_rule")}
     # the vote's thresholds decide a problem, not a sample: only what marks a gold as absent is the sample's
-    d["correct"] = {**cfg_d["correct"], "vote": {"no_gold": sorted(cfg_d["correct"]["vote"]["no_gold"])}}
+    # (and of the judge tier, whether it may decide the sample: its signature is then taken for dedup)
+    j = cfg_d["correct"]["judge"]
+    d["correct"] = {**cfg_d["correct"], "vote": {"no_gold": sorted(cfg_d["correct"]["vote"]["no_gold"])},
+                    "judge": {"enabled": j["enabled"], "when": j["when"]} if j["enabled"] else {}}
     return d
 
 
@@ -541,6 +544,10 @@ def _filter(inp, out: Path, cfg: FilterConfig, export: ExportConfig, skip_bad_li
     t = time.perf_counter()
     vote_report = _vote(db, cfg, progress)
     phases["vote"] = time.perf_counter() - t
+    # 2c. the judge tier: a model decides what the rules could not (or everything, when asked).
+    t = time.perf_counter()
+    judge_report = _judge_tier(db, inp, cfg, skip_bad_lines, sizes, mine, progress)
+    phases["judge_tier"] = time.perf_counter() - t
 
     # 3a. near-duplicates per problem, one problem in memory at a time, from the stored signatures.
     secs: Counter = Counter()
@@ -565,7 +572,7 @@ def _filter(inp, out: Path, cfg: FilterConfig, export: ExportConfig, skip_bad_li
         done_group()
         db.commit()
     secs["dedup"] += time.perf_counter() - t
-    phases["judge"] = t - t_judge - phases["vote"]
+    phases["judge"] = t - t_judge - phases["vote"] - phases["judge_tier"]
     phases["dedup"] = time.perf_counter() - t
     t_write = time.perf_counter()
 
@@ -637,6 +644,7 @@ def _filter(inp, out: Path, cfg: FilterConfig, export: ExportConfig, skip_bad_li
         report.update(shard=f"{shard[0]}/{shard[1]}" if shard else None, input_fingerprint=keys_hash.hexdigest(),
                       input_samples=n_unique, verdicts_reused=counters["reused"], verdicts_judged=counters["judged"])
         report["vote"] = {k: v for k, v in vote_report.items() if k != "contradicted"}
+        report["judge_tier"] = judge_report
         report["gold_contradicted"] = {"count": len(vote_report["contradicted"]),
                                        "examples": vote_report["contradicted"][:CONTRADICTED_EXAMPLES]}
         report["problems"] = outs.problem_stats(problem_stats.compute(db))
@@ -658,8 +666,14 @@ def _filter(inp, out: Path, cfg: FilterConfig, export: ExportConfig, skip_bad_li
     return report
 
 
+def _rule(v: dict) -> dict:
+    """The rules' `correct` verdict of a sample (under the judge tier's, when the judge decided it)."""
+    c = v["correct"]
+    return c["value"]["rule"] if isinstance(c["value"], dict) and c["value"].get("tier") == "judge" else c
+
+
 def _vote_label(v: dict) -> str | None:
-    c = v["correct"]["value"]
+    c = _rule(v)["value"]
     return c.get("gold") if isinstance(c, dict) and c.get("tier") == "vote" else None
 
 
@@ -688,14 +702,15 @@ def _vote(db, cfg: FilterConfig, progress: bool) -> dict:
         return out
     cond, params = _no_gold_sql(cfg)
     rows = db.execute(f"SELECT w.pid, w.key, v.verdict FROM work w JOIN verdicts v ON v.key = w.key WHERE w.code = 0 "
-                      f"AND {cond} AND json_extract(v.verdict, '$.correct.value.tier') = 'vote' "
+                      f"AND {cond} AND (json_extract(v.verdict, '$.correct.value.tier') = 'vote' OR "
+                      "json_extract(v.verdict, '$.correct.value.rule.value.tier') = 'vote') "
                       "ORDER BY w.pid, w.sidx, w.ord", params)
     problems: dict[str, list] = {}
     for pid, key, vtext in rows:
         problems.setdefault(pid, []).append((key, json.loads(vtext)))
     todo, results = [], {}
     for pid, group in problems.items():
-        preds = vote.preds_of([v["correct"] for _, v in group])
+        preds = vote.preds_of([_rule(v) for _, v in group])
         h = _digest(preds, vcfg["min_share"], vcfg["min_count"])
         got = db.execute("SELECT h, result FROM votes WHERE pid=?", (pid,)).fetchone()
         if got and got[0] == h:
@@ -724,14 +739,132 @@ def _vote(db, cfg: FilterConfig, progress: bool) -> dict:
             out["labeled" if r and r.get("label") is not None else "unlabeled"] += 1
             db.execute("INSERT OR REPLACE INTO labels VALUES (?, ?)", (pid, json.dumps(r)))
         for i, (key, v) in enumerate(group):
-            new = vote.decided(v["correct"], r, i, vcfg["enabled"])
-            if new != v["correct"]:
-                v["correct"] = new
+            new = vote.decided(_rule(v), r, i, vcfg["enabled"])
+            if new != _rule(v):
+                if v["correct"]["value"].get("tier") == "judge":  # the judge tier decides again from this rule
+                    v["correct"]["value"]["rule"] = new
+                else:
+                    v["correct"] = new
                 updates.append((int(_passed_sample_checks(v)), new["value"]["status"],
                                 json.dumps(v, ensure_ascii=False), key))
     db.executemany("UPDATE verdicts SET passed=?, status=?, verdict=? WHERE key=?", updates)
     db.commit()
     out["contradicted"] = _contradicted(db, cfg, vcfg, timeout, cond, params)
+    return out
+
+
+def _judge_tier(db, inp, cfg: FilterConfig, skip_bad_lines, sizes, mine, progress: bool) -> dict:
+    """distill/verify/model_judge.py over the samples the rules left undecided (or every math sample with a
+    reference, `when: always`). Calls are saved in the state (`judge_calls`, keyed by the judge model and the
+    prompt) as they return, so an interrupted run loses none and a rerun calls only what is new; a call that
+    failed for good leaves its sample `undecided` (judged again by the next run)."""
+    from distill.config import SamplingConfig
+    from distill.verify import model_judge as mj
+
+    jc = cfg.correct.judge
+    out = {"enabled": jc.enabled, "candidates": 0, "calls": 0, "cached": 0, "screened": 0, "unparsed": 0,
+           "failed": 0, "no_reference": 0, "prompt_tokens": 0, "completion_tokens": 0}
+    if not (cfg.correct.enabled and jc.enabled):
+        return out
+    db.execute("CREATE TABLE IF NOT EXISTS judge_calls(h TEXT PRIMARY KEY, verdict INT, output TEXT, "
+               "prompt_tokens INT, completion_tokens INT)")
+    statuses = mj.UNDECIDED_BY_RULE + (mj.RULE_DECIDED if jc.when == "always" else ())
+    # the rule statuses that go to the judge; a sample the judge decided before is looked at again too
+    cand = {o for (o,) in db.execute(
+        "SELECT w.ord FROM work w JOIN verdicts v ON v.key = w.key WHERE w.code = 0 AND (json_extract(v.verdict, "
+        "'$.correct.value.tier') = 'judge' OR v.status IN (" + ",".join("?" * len(statuses)) + "))", statuses)}
+    if not cand:
+        return out
+    from distill.models import model_identity
+
+    ident = model_identity(jc.teacher.model, jc.teacher.revision, jc.teacher.backend)["key"]
+    decisions: list[tuple[str, dict, dict, str | None, str | None]] = []  # (key, verdict, rule, reference, call h)
+    requests: dict[str, object] = {}
+    for ord_, s in enumerate(iter_records(inp, skip_bad_lines, None, sizes)):
+        if ord_ >= len(mine) or not mine[ord_] or ord_ not in cand:
+            continue
+        v = json.loads(db.execute("SELECT verdict FROM verdicts WHERE key=?", (s["key"],)).fetchone()[0])
+        rule = _rule(v)
+        val = rule["value"] if isinstance(rule["value"], dict) else {}
+        if val.get("status") not in statuses:  # the rules decide it now (a vote changed): their verdict stands
+            decisions.append((s["key"], v, rule, None, None))
+            continue
+        out["candidates"] += 1
+        reference = val.get("gold") if val.get("tier") == "vote" else s["answer"]
+        if not reference:
+            out["no_reference"] += 1
+            decisions.append((s["key"], v, rule, None, None))
+            continue
+        final = read_response(s["completion"], s.get("prompt_template"), v["_parsed"]["shape"], None).final or ""
+        why = mj.screen(final)
+        if why:
+            out["screened"] += 1
+            decisions.append((s["key"], v, rule, reference, "screened: " + why))
+            continue
+        prompt, digest = mj.prompt(s["problem"], reference, final, jc.max_answer_chars)
+        h = _digest(ident, digest, jc.max_tokens)
+        if db.execute("SELECT 1 FROM judge_calls WHERE h=?", (h,)).fetchone():
+            out["cached"] += 1
+        elif h not in requests:
+            requests[h] = prompt
+        decisions.append((s["key"], v, rule, reference, h))
+    if requests:
+        from distill.teachers import Request, load_teacher
+        from distill.teachers.base import Failure
+
+        failed: dict[str, str] = {}
+        sampling = SamplingConfig(n=1, temperature=0.0, top_p=1.0, max_tokens=jc.max_tokens)
+        with console.status(f"loading the judge {jc.teacher.model} ({jc.teacher.backend})"):
+            teacher = load_teacher(jc.teacher)
+        try:
+            with progress_bar("judge tier", progress) as bar:
+                task = bar.add_task("judge tier", total=len(requests), rate="")
+                done = 0
+                reqs = (Request(h, p, int(h[:15], 16)) for h, p in requests.items())
+                for batch in teacher.generate(reqs, sampling):
+                    rows = []
+                    for c in batch:
+                        if isinstance(c, Failure):
+                            failed[c.key] = f"{c.cause}: {c.message}"
+                            continue
+                        verdict = mj.parse(c.text)
+                        rows.append((c.key, None if verdict is None else int(verdict), c.text[:2000],
+                                     c.prompt_tokens, c.completion_tokens))
+                        out["prompt_tokens"] += c.prompt_tokens
+                        out["completion_tokens"] += c.completion_tokens
+                    db.executemany("INSERT OR REPLACE INTO judge_calls VALUES (?,?,?,?,?)", rows)
+                    db.commit()
+                    done += len(batch)
+                    out["calls"] += len(rows)
+                    bar.update(task, completed=done)
+        finally:
+            teacher.close()
+    else:
+        failed = {}
+    updates = []
+    for key, v, rule, reference, h in decisions:
+        if h is None:
+            new = rule
+        elif h.startswith("screened: "):
+            new = {"pass": False, "value": {"status": "wrong", "gold": reference, "pred": rule["value"].get("pred"),
+                                            "tier": "judge", "why": h.removeprefix("screened: "), "rule": rule}}
+        elif h in failed:
+            out["failed"] += 1
+            new = {"pass": False, "value": {"status": "undecided", "why": "the judge's call failed: " + failed[h],
+                                            "gold": reference, "pred": None, "tier": "judge", "rule": rule}}
+        else:
+            verdict, text = db.execute("SELECT verdict, output FROM judge_calls WHERE h=?", (h,)).fetchone()
+            status = mj.UNPARSED if verdict is None else "correct" if verdict else "wrong"
+            out["unparsed"] += verdict is None
+            new = {"pass": bool(verdict), "value": {"status": status, "gold": reference,
+                                                    "pred": rule["value"].get("pred"), "tier": "judge",
+                                                    "judge_output": text[:200], "rule": rule}}
+        if new != v["correct"]:
+            v["correct"] = new
+            updates.append((int(_passed_sample_checks(v)), new["value"]["status"], json.dumps(v, ensure_ascii=False),
+                            key))
+    db.executemany("UPDATE verdicts SET passed=?, status=?, verdict=? WHERE key=?", updates)
+    db.commit()
     return out
 
 
@@ -763,7 +896,8 @@ def _contradicted(db, cfg: FilterConfig, vcfg: dict, timeout: int, cond: str, pa
 
 
 # `correct` statuses that say nothing about the answer: such a sample is no rejected side of a pair
-_UNDECIDED_STATUSES = {"undecided", "unfinished", "gold_unparseable", "problem_error", "no_gold", "unlabeled"}
+_UNDECIDED_STATUSES = {"undecided", "unfinished", "gold_unparseable", "problem_error", "no_gold", "unlabeled",
+                       "judge_unparsed"}
 
 
 def _pair_role(v: dict) -> str | None:
@@ -1109,6 +1243,14 @@ def write_markdown(report: dict, kept, rej, out: Path, suffix: str = "") -> None
     if set(tiers) - {"gold"}:
         lines += ["", "Who decided each answer: " + ", ".join(
             f"{t} {n.get('correct', 0)} correct / {n.get('wrong', 0)} wrong" for t, n in tiers.items()) + "."]
+    jt = report.get("judge_tier") or {}
+    if jt.get("enabled"):
+        lines.append(f"Judge tier (`filter.correct.judge`): {jt['candidates']} sample(s) the rules left to it; "
+                     f"{jt['calls']} call(s) made now, {jt['cached']} answered from the saved calls, {jt['screened']} "
+                     f"answer(s) that address the judge judged wrong without a call, {jt['unparsed']} verdict(s) "
+                     f"not in the strict format (rejected), {jt['failed']} failed call(s) (judged again by the next "
+                     f"run), {jt['no_reference']} without a reference; cost {jt['prompt_tokens']} prompt + "
+                     f"{jt['completion_tokens']} completion tokens.")
     vt = report.get("vote") or {}
     if vt.get("problems"):
         lines.append(f"Problems without a gold answer: {vt['problems']} ({vt['samples']} samples); "
@@ -1343,10 +1485,12 @@ def merge_reports(reports: list[dict]) -> dict:
     pairs: dict = {}
     tiers: dict = {}
     votes: dict = {}
+    judged: dict = {}
     contradicted = {"count": 0, "examples": []}
     for r in reports:
         tiers = _add(tiers, r.get("tiers") or {})
         votes = _add(votes, r.get("vote") or {})
+        judged = _add(judged, r.get("judge_tier") or {})
         c = r.get("gold_contradicted") or {"count": 0, "examples": []}
         contradicted = {"count": contradicted["count"] + c["count"], "examples": contradicted["examples"] + c["examples"]}
         problems = _add(problems, r.get("problems") or {})
@@ -1362,6 +1506,7 @@ def merge_reports(reports: list[dict]) -> dict:
         "kept": sum(r["kept"] for r in reports), "undecided": sum(r.get("undecided", 0) for r in reports),
         "bad_lines_skipped": r0["bad_lines_skipped"], "bad_lines": r0["bad_lines"], "order": r0["order"],
         "checks": checks, "details": details, "tiers": dict(sorted(tiers.items())), "vote": votes,
+        "judge_tier": judged,
         "gold_contradicted": {"count": contradicted["count"], "examples": sorted(
             contradicted["examples"], key=lambda e: e["problem_id"])[:CONTRADICTED_EXAMPLES]},
         "by_source": dict(sorted(by_source.items())), "shapes": shapes,

@@ -29,7 +29,7 @@ _QUERY = ("SELECT w.pid, w.len, w.source, json_extract(v.verdict, '$.correct.pas
           "json_extract(v.verdict, '$.complete.pass'), k.ord IS NOT NULL "
           "FROM work w JOIN verdicts v ON v.key = w.key LEFT JOIN kept k ON k.ord = w.ord ORDER BY w.pid, w.ord")
 # statuses that judge nothing about the answer: the machine's outcome, or no gold to judge against
-UNJUDGED = {"undecided", "no_gold", "unlabeled"}
+UNJUDGED = {"undecided", "no_gold", "unlabeled", "judge_unparsed"}
 
 
 def _row(pid: str, source: str, samples: list[tuple]) -> dict:

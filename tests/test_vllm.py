@@ -227,6 +227,21 @@ def test_openai_teacher_against_vllm_serve(tmp_path):
         samples = list(SampleStore(out).iter_samples())
         assert len(samples) == 8 and all(s["teacher"]["backend"] == "openai" for s in samples)
         assert all(s["completion"] and 0 < s["completion_tokens"] <= 24 and s["prompt_tokens"] > 10 for s in samples)
+        # the judge tier through the same server (issue 33): every math sample judged, calls saved and reused
+        judge = ["--set", "filter.correct.judge.enabled=true", "--set", "filter.correct.judge.when=always",
+                 "--set", "filter.correct.judge.teacher.backend=openai", "--set", "filter.correct.judge.teacher.model=embedded",
+                 "--set", f"filter.correct.judge.teacher.base_url=http://127.0.0.1:{port}/v1", "--no-progress"]
+        for attempt in range(2):
+            r = distill("filter", "--recipe", "recipes/quickstart.yaml", "--in", str(out), "--out", str(tmp_path / "f"),
+                        *judge)
+            assert r.returncode == 0, r.stderr[-3000:]
+            j = json.loads((tmp_path / "f" / "report.json").read_text())["judge_tier"]
+            decided = j["candidates"] - j["screened"] - j["no_reference"]
+            assert decided > 0 and j["failed"] == 0
+            if attempt == 0:  # one call per distinct prompt (two samples with the same final part share one)
+                assert 0 < j["calls"] <= decided and j["cached"] == 0 and j["completion_tokens"] > 0, j
+            else:
+                assert j["calls"] == 0 and j["cached"] == decided, j
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         try:

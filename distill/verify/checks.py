@@ -16,6 +16,7 @@ from distill.verify.code import fenced_blocks, program_digest, unclosed_fence, v
 from distill.verify.dedup import fingerprint
 from distill.verify.format import find_boxed
 from distill.verify.language import detect_language, language_share
+from distill.verify.model_judge import RULE_DECIDED, UNDECIDED_BY_RULE
 from distill.verify.readable import code_blocks, longest_paragraph, repetition
 from distill.verify.response import block_problems, format_problems, read_response
 from distill.verify.vote import NO_GOLD, NO_GOLD_DEFAULT, awaits_vote, has_gold
@@ -168,6 +169,17 @@ def check_readable(s: dict, p, cfg: dict) -> dict:
     return {"pass": not problems, "value": value}
 
 
+def may_pass_later(check: dict, cfg: dict) -> bool:
+    """A `correct` verdict that a set-level tier may still turn: the vote, or the judge tier when enabled."""
+    if awaits_vote(check):
+        return True
+    j = (cfg["correct"].get("judge") or {})
+    if not j.get("enabled") or not isinstance(check.get("value"), dict):
+        return False
+    status = check["value"].get("status")
+    return status in UNDECIDED_BY_RULE or (j.get("when") == "always" and status in RULE_DECIDED)
+
+
 def run_checks(item: tuple[dict, dict, str | None]) -> dict:
     """(sample, filter config as a dict, forced correct status or None) -> {check: verdict, '_seconds': {...}}."""
     s, cfg, forced = item
@@ -203,8 +215,9 @@ def run_checks(item: tuple[dict, dict, str | None]) -> dict:
         else:
             out[name] = check_readable(s, p, cfg["readable"])
         secs[name] = time.perf_counter() - t
-    # (a sample awaiting its problem's vote may pass: its signature is taken too)
-    if cfg["dedup"]["enabled"] and all(out[c]["pass"] is not False or awaits_vote(out[c]) for c in SAMPLE_CHECKS):
+    # (a sample that its problem's vote or the judge tier may still pass: its signature is taken too)
+    if cfg["dedup"]["enabled"] and all(out[c]["pass"] is not False or (c == "correct" and may_pass_later(out[c], cfg))
+                                       for c in SAMPLE_CHECKS):
         t = time.perf_counter()
         d = cfg["dedup"]
         out["_fingerprint"] = fingerprint(s["completion"], d["shingle"], d["num_perm"])  # in the worker: parallel
