@@ -101,7 +101,14 @@ def topup(recipe: Recipe, store: str | Path, filtered: str | Path, shard=None, p
            "reached_k": last["reached_k"], "at_most": last["at_most"], "samples": last["samples"],
            "generated": sum(r["generated"] for r in rounds), "tokens": sum(r["tokens"] for r in rounds),
            "failed": last["failed"], "rounds": rounds, "seconds": round(time.monotonic() - start, 1)}
-    atomic_write_text(Path(filtered) / FILE, json.dumps(out, indent=1) + "\n")
+    path = Path(filtered) / FILE
+    if path.exists():  # what earlier runs of this top-up generated and spent stays on record
+        try:
+            old = json.loads(path.read_text())
+            out["earlier_runs"] = old.pop("earlier_runs", []) + [old]
+        except (OSError, ValueError):
+            pass
+    atomic_write_text(path, json.dumps(out, indent=1) + "\n")
     return out
 
 

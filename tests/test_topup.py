@@ -40,4 +40,5 @@ def test_topup_reaches_k_or_stops_at_the_most_and_a_rerun_generates_nothing(tmp_
     assert present_counts(r, store) == per  # what a resumed run asks for
     again = topup(r, store, filtered, progress=False, teacher=teacher)
     assert again["generated"] == 0 and len(again["rounds"]) == 1
+    assert json.loads((filtered / FILE).read_text())["earlier_runs"][0]["generated"] == res["generated"]
     assert (again["reached_k"], again["at_most"]) == (res["reached_k"], res["at_most"])
