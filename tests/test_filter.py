@@ -343,9 +343,9 @@ def test_a_check_the_machine_could_not_decide_is_undecided_and_judged_again(tmp_
     """A timeout of the infrastructure is never saved as a verdict: with workers that stall past the
     limit on both tries, every sample is undecided (counted, rejected in this output); the next run
     judges them all again instead of reading the timeouts back."""
-    import distill.filter
+    import distill.filter.stream
 
-    monkeypatch.setattr(distill.filter, "run_checks", _stalled_checks)
+    monkeypatch.setattr(distill.filter.stream, "run_checks", _stalled_checks)
     inp = tmp_path / "in.jsonl"
     inp.write_text("".join(json.dumps(r) + "\n" for r in _additions(6)))
     base = {"format": {"require_boxed": False}, "language": {"enabled": False}, "readable": {"enabled": False},

@@ -113,7 +113,7 @@ def test_streaming_filter_gives_the_in_memory_judges_verdicts_and_report(tmp_pat
 
 
 def test_an_interrupted_run_keeps_the_old_outputs_and_the_rerun_judges_only_the_rest(tmp_path, monkeypatch):
-    import distill.filter as F
+    import distill.filter.stream as F
 
     inp = write(tmp_path / "in.jsonl", mixed_input(8))
     out = tmp_path / "out"

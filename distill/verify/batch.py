@@ -1,6 +1,6 @@
 """The batch judge: every check on a batch of samples, with the set-level rules (dedup,
 decontamination) and gold health. `distill eval`, `distill filter --explain` and the benchmarks call
-`judge`; the streaming filter (distill/filter.py) shares every helper here, so a verdict does not
+`judge`; the streaming filter (distill/filter/) shares every helper here, so a verdict does not
 depend on which of them produced it.
 """
 
