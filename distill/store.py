@@ -55,6 +55,10 @@ def now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
+# sampling settings added later: in a key only when set, so the keys of every store written before stay
+KEY_IF_SET = ("repetition_detection", "thinking_token_budget")
+
+
 def sample_key(problem_id: str, sample_index: int, teacher_model: str, sampling: dict, prompt: dict) -> str:
     """Hash of what makes a sample: problem, index, teacher, sampling (less `n`) and prompt settings.
 
@@ -66,7 +70,7 @@ def sample_key(problem_id: str, sample_index: int, teacher_model: str, sampling:
         "problem_id": problem_id,
         "sample_index": sample_index,
         "teacher": teacher_model,
-        "sampling": {k: v for k, v in sorted(sampling.items()) if k != "n"},
+        "sampling": {k: v for k, v in sorted(sampling.items()) if k != "n" and not (k in KEY_IF_SET and v is None)},
         "prompt": prompt,
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:32]

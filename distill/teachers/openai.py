@@ -277,6 +277,11 @@ class OpenAITeacher:
                 "top_p": sampling.top_p}
         if self.cfg.per_sample_seed:
             body["seed"] = r.seed % (2**31)
+        # vLLM's loop and budget controls, in the request body as its server reads them
+        if sampling.repetition_detection is not None:
+            body["repetition_detection"] = sampling.repetition_detection.model_dump()
+        if sampling.thinking_token_budget is not None:
+            body["thinking_token_budget"] = sampling.thinking_token_budget
         body.update(self.cfg.extra_body or {})
         while True:
             ep = await self._pick(eps, last_ep)

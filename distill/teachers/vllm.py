@@ -44,10 +44,23 @@ class VLLMTeacher:
         )
         if cfg.max_model_len:
             kwargs["max_model_len"] = cfg.max_model_len
+        if cfg.reasoning_end:  # what sampling.thinking_token_budget forces at the budget (vLLM >= 0.32)
+            from vllm.config import ReasoningConfig
+
+            kwargs["reasoning_config"] = ReasoningConfig(reasoning_start_str=cfg.reasoning_start,
+                                                         reasoning_end_str=cfg.reasoning_end)
         self.llm = LLM(**kwargs)
         self.tokenizer = self.llm.get_tokenizer()
         self.template_hash = template_hash(self.tokenizer)
         self.max_model_len = self.llm.llm_engine.model_config.max_model_len
+        # The KV cache's capacity in tokens (vLLM's group-aware count, set after profiling; blocks x block size
+        # where it is missing): a request longer than this but within max_model_len is never scheduled and
+        # the engine waits forever (vllm #39734), so it is refused here as a failure with its numbers.
+        cache = getattr(getattr(self.llm.llm_engine, "vllm_config", None), "cache_config", None)
+        cap = getattr(cache, "kv_cache_size_tokens", None)
+        if not cap and getattr(cache, "num_gpu_blocks", None) and getattr(cache, "block_size", None):
+            cap = cache.num_gpu_blocks * cache.block_size
+        self.kv_cache_tokens = int(cap) if cap else None
         sched = getattr(getattr(self.llm.llm_engine, "vllm_config", None), "scheduler_config", None)
         self.max_num_seqs = int(getattr(sched, "max_num_seqs", 0) or 0)
 
@@ -85,12 +98,19 @@ class VLLMTeacher:
                                             f"max_model_len={self.max_model_len}; raise teacher.max_model_len", 0))
                         continue
                     max_tokens = max(1, min(sampling.max_tokens, self.max_model_len - len(ids)))
+                    if self.kv_cache_tokens and len(ids) + max_tokens > self.kv_cache_tokens:
+                        done.append(Failure(r.key, "exceeds_kv_cache", None,
+                                            f"the prompt's {len(ids)} tokens plus max_tokens={max_tokens} do not fit the "
+                                            f"engine's KV cache of {self.kv_cache_tokens} tokens (vLLM would wait for "
+                                            "room forever); raise teacher.gpu_memory_utilization or lower "
+                                            "sampling.max_tokens or teacher.max_model_len", 0))
+                        continue
                     # FINAL_ONLY: the engine builds a request's output once, when it ends. Its default
                     # (cumulative) rebuilds the whole text so far of every running request at every step
                     # (benchmarks/vllm_output_kind.py); LLM.generate asks for final outputs the same way.
                     params = SamplingParams(n=1, temperature=sampling.temperature, top_p=sampling.top_p,
                                             seed=r.seed if self.cfg.per_sample_seed else None, max_tokens=max_tokens,
-                                            output_kind=RequestOutputKind.FINAL_ONLY)
+                                            output_kind=RequestOutputKind.FINAL_ONLY, **engine_controls(sampling))
                     engine.add_request(r.key, TokensPrompt(prompt_token_ids=ids), params)
                     inflight[r.key] = (r, len(ids), text_hash(text), max_tokens)
                 if not inflight:
@@ -119,3 +139,15 @@ class VLLMTeacher:
 
     def close(self) -> None:
         del self.llm
+
+
+def engine_controls(sampling: SamplingConfig) -> dict:
+    """vLLM's loop and budget controls for `SamplingParams`, from the recipe (none when unset)."""
+    out: dict = {}
+    if sampling.repetition_detection is not None:
+        from vllm.sampling_params import RepetitionDetectionParams
+
+        out["repetition_detection"] = RepetitionDetectionParams(**sampling.repetition_detection.model_dump())
+    if sampling.thinking_token_budget is not None:
+        out["thinking_token_budget"] = sampling.thinking_token_budget
+    return out

@@ -22,6 +22,8 @@ from distill.verify.response import block_problems, format_problems, read_respon
 from distill.verify.vote import NO_GOLD, NO_GOLD_DEFAULT, awaits_vote, has_gold
 
 SAMPLE_CHECKS = ("complete", "format", "correct", "language", "readable")
+REPETITION = "repetition"  # vLLM's finish reason for a trace its repetition detection ended
+STOPPED = "stopped_for_repetition"
 SET_CHECKS = ("dedup", "decontaminate", "select")
 ORDER = SAMPLE_CHECKS + SET_CHECKS
 
@@ -56,6 +58,9 @@ def unfinished(s: dict, p) -> dict:
     if s.get("finish_reason") == "length":
         problems.append("truncated")
         how["truncated"] = "finish_reason is 'length' (the teacher hit max_tokens)"
+    if s.get("finish_reason") == REPETITION:
+        problems.append(STOPPED)
+        how[STOPPED] = "finish_reason is 'repetition': the engine ended a loop (sampling.repetition_detection)"
     text = s["completion"]
     if _last_box_unclosed(text):
         problems.append("unclosed_boxed")
@@ -195,9 +200,13 @@ def run_checks(item: tuple[dict, dict, str | None]) -> dict:
         p = read_response(s["completion"], s.get("prompt_template"), tc["shape"], spec)
     cut = unfinished(s, p)
     secs["parse"] = time.perf_counter() - t
+    stopped = STOPPED in cut["problems"]  # the engine ended a loop: rejected as such, nothing else is asked
     for name in SAMPLE_CHECKS:
         if not cfg[name]["enabled"]:
             out[name] = {"pass": None, "value": "disabled"}
+            continue
+        if stopped and name != "complete" and cfg["complete"]["enabled"]:
+            out[name] = {"pass": None, "value": "not checked: the engine stopped this trace for repetition"}
             continue
         t = time.perf_counter()
         if name == "complete":
