@@ -69,8 +69,10 @@ def _user_errors() -> tuple[type[BaseException], ...]:
         from distill.prompts import PromptError
         from distill.store import StoreError
         from distill.teachers.base import TeacherError
+        from distill.train.trl_seam import TrlSeamError
 
-        _USER_ERRORS = (RecipeError, DataError, ModelError, PromptError, StoreError, TeacherError, OutputLocked)
+        _USER_ERRORS = (RecipeError, DataError, ModelError, PromptError, StoreError, TeacherError, OutputLocked,
+                        TrlSeamError)
     return _USER_ERRORS
 
 

@@ -98,11 +98,16 @@ OPEN_PROTOCOL = {
 
 def run_protocol(by: dict[str, dict]) -> dict:
     """This run's protocol in the published rows' terms, from each benchmark's eval.json settings."""
-    out = {"temperature": set(), "top_p": set(), "max_tokens": set(), "k": {}, "sets": {}}
+    out = {"temperature": set(), "top_p": set(), "max_tokens": set(), "k": {}, "sets": {}, "engine": {}}
     for b, d in by.items():
         st = d["settings"]
         for key in ("temperature", "top_p", "max_tokens"):
             out[key].add(st["sampling"].get(key))
+        # loop and budget control in the engine: the published rows had none
+        controls = {k: st["sampling"][k] for k in ("thinking_token_budget", "repetition_detection")
+                    if st["sampling"].get(k) is not None}
+        if controls:
+            out["engine"][b] = controls
         out["k"][b] = st["k"]
         opts = st.get("benchmark_options") or {}
         if b == "livecodebench" and opts:
@@ -132,6 +137,9 @@ def protocol_differences(published: dict, run: dict) -> list[str]:
             diffs.append(f"{b} k: not stated by the source (this run: {k})")
         elif pk != k:
             diffs.append(f"{b} k={pk} (this run: {k})")
+    for b, controls in (run.get("engine") or {}).items():
+        for k, v in controls.items():
+            diffs.append(f"{b} {k}: none in the source (this run: {v})")
     for b, what in published["sets"].items():
         mine = run["sets"].get(b)
         if b in run["k"] and mine is not None and not what.startswith(mine):

@@ -97,3 +97,17 @@ def test_shipped_recipes_validate():
     assert recipes, "no recipes found"
     for p in recipes:
         load_recipe(p)
+
+
+def test_engine_controls_are_refused_where_no_engine_keeps_them():
+    from distill.config import RecipeError, load_recipe
+
+    with pytest.raises(RecipeError, match="teacher.backend=hf has none"):
+        load_recipe(None, ["sampling.repetition_detection.min_count=4"])
+    with pytest.raises(RecipeError, match="needs teacher.reasoning_end"):
+        load_recipe(None, ["teacher.backend=vllm", "sampling.thinking_token_budget=64"])
+    with pytest.raises(RecipeError, match="min_pattern_size"):
+        load_recipe(None, ["teacher.backend=vllm", "sampling.repetition_detection.min_pattern_size=9",
+                           "sampling.repetition_detection.max_pattern_size=4"])
+    r = load_recipe(None, ["teacher.backend=openai", "sampling.thinking_token_budget=64"])
+    assert r.sampling.thinking_token_budget == 64

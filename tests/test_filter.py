@@ -521,3 +521,21 @@ def test_preference_pairs_pair_a_kept_sample_with_a_wrong_one_of_the_same_proble
         filter_samples(inp, tmp_path / f"s{i}", cfg, ex, progress=False, shard=(i, 2))
     merge_filtered([tmp_path / "s0", tmp_path / "s1"], tmp_path / "all", progress=False)
     assert (tmp_path / "all" / "pairs.jsonl").read_text() == (tmp_path / "one" / "pairs.jsonl").read_text()
+
+
+def test_a_trace_the_engine_stopped_for_repetition_is_rejected_as_such_without_further_checks(tmp_path):
+    """finish_reason 'repetition' (vLLM's repetition detection): `complete` fails with stopped_for_repetition,
+    nothing else is asked; with `complete` off, `correct` still reads it as unfinished (eval agrees)."""
+    rows = [rec(0, GOOD, finish_reason="repetition"), rec(1, GOOD)]
+    report = filter_samples(write(tmp_path, rows), tmp_path / "out", FilterConfig(workers=0), progress=False)
+    rej = [json.loads(x) for x in (tmp_path / "out" / "rejected.jsonl").read_text().splitlines()]
+    assert report["kept"] == 1 and [r["problem_id"] for r in rej] == ["p0"]
+    v = rej[0]["verdicts"]
+    assert rej[0]["reject_reason"] == "complete" and "stopped_for_repetition" in v["complete"]["value"]["problems"]
+    assert all(v[c]["pass"] is None and "repetition" in v[c]["value"] for c in ("format", "correct", "language",
+                                                                                 "readable"))
+    assert report["details"]["complete"] == {"stopped_for_repetition": 1}
+    off = FilterConfig.model_validate({"workers": 0, "complete": {"enabled": False}})
+    report = filter_samples(write(tmp_path, rows), tmp_path / "off", off, progress=False)
+    rej = [json.loads(x) for x in (tmp_path / "off" / "rejected.jsonl").read_text().splitlines()]
+    assert rej[0]["verdicts"]["correct"]["value"]["status"] == "unfinished"

@@ -340,3 +340,17 @@ def test_cli_exit_status_says_failures_and_aborts(tmp_path, server_factory):
     broken = server_factory(after=400)
     r = cli(broken.url, "--max-failures", "0")
     assert r.returncode == 4 and "stopped:" in r.stdout + r.stderr
+
+
+def test_engine_controls_travel_in_the_request_body_and_the_finish_reason_is_kept(tmp_path, server_factory):
+    """sampling.repetition_detection and thinking_token_budget reach a vLLM server as its request fields."""
+    srv = server_factory()
+    r = recipe(srv.url, **{"problems.count": 1, "sampling.n": 1, "sampling.thinking_token_budget": 64,
+                           "sampling.repetition_detection.min_count": 4})
+    s = generate(r, tmp_path / "s", progress=False)
+    assert s.generated == 1
+    body = next(b for st, b, _ in srv.seen if st == 200)
+    assert body["thinking_token_budget"] == 64
+    assert body["repetition_detection"] == {"max_pattern_size": 64, "min_pattern_size": 1, "min_count": 4}
+    row = next(iter(SampleStore(tmp_path / "s").iter_samples()))
+    assert row["sampling"]["thinking_token_budget"] == 64  # recorded with the sample (and in its key)

@@ -160,3 +160,20 @@ def test_a_refused_or_failed_merge_leaves_no_empty_file(tmp_path):
     with pytest.raises(StoreError, match="has no 'key'"):
         merge([bad], tmp_path / "dest")
     assert not list((tmp_path / "dest" / "data").glob("part-merged-*.jsonl"))
+
+
+def test_engine_controls_enter_the_sample_key_only_when_set():
+    """sampling.repetition_detection / thinking_token_budget (issue 34): unset, the keys of every store written
+    before stay; set, they are new samples (a budget changes what the teacher writes)."""
+    from distill.config import load_recipe
+    from distill.store import sample_key
+
+    def key(*sets):
+        s = load_recipe(None, ["teacher.backend=vllm", "teacher.reasoning_end=</think>", *sets]).sampling.model_dump()
+        return sample_key("p", 0, "m", s, {})
+
+    old = {k: v for k, v in load_recipe(None, []).sampling.model_dump().items()
+           if k not in ("repetition_detection", "thinking_token_budget")}
+    assert key() == sample_key("p", 0, "m", old, {})
+    assert len({key(), key("sampling.thinking_token_budget=64"), key("sampling.thinking_token_budget=128"),
+                key("sampling.repetition_detection.min_count=4")}) == 4

@@ -127,3 +127,16 @@ def test_distill_eval_suite_r1_on_the_embedded_model_writes_the_report(tmp_path)
     assert doc["protocol"]["sets"]["gpqadiamond"] == "simple-evals' prompt"
     nemo = doc["protocol_differences"][-1]["differs_from_this_run"]
     assert "max_tokens 65536 (this run: 24)" in nemo and "aime24 k=64 (this run: 2)" in nemo
+
+
+def test_a_thinking_budget_is_a_protocol_difference_from_the_published_rows():
+    from distill.suite import R1_PROTOCOL, protocol_differences, run_protocol
+
+    st = {"sampling": {"temperature": 0.6, "top_p": 0.95, "max_tokens": 32768, "thinking_token_budget": 4096},
+          "k": 64}
+    run = run_protocol({"aime24": {"settings": st}})
+    assert any("thinking_token_budget: none in the source (this run: 4096)" in d
+               for d in protocol_differences(R1_PROTOCOL, run))
+    st["sampling"]["thinking_token_budget"] = None
+    assert not any("thinking_token_budget" in d for d in protocol_differences(R1_PROTOCOL, run_protocol(
+        {"aime24": {"settings": st}})))

@@ -249,3 +249,23 @@ def test_openai_teacher_against_vllm_serve(tmp_path):
         except subprocess.TimeoutExpired:
             os.killpg(server.pid, signal.SIGKILL)
         log.close()
+
+
+def test_the_engine_stops_loops_and_keeps_the_thinking_budget(tmp_path):
+    """Issue 34 on the real engine (benchmarks/engine_controls.py, smaller): repetition detection ends looping
+    traces (finish reason `repetition`, fewer tokens than without, each counted by the filter as
+    stopped_for_repetition); a thinking budget makes the engine close the reasoning block the 135M model
+    never closes by itself."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("engine_controls", ROOT / "benchmarks" / "engine_controls.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    rows = {r["run"]: r for r in mod.run("embedded", 256, 1, tmp_path)}
+    plain, rep = rows["plain"], rows["repetition_detection"]
+    assert rep["finish"].get("repetition", 0) >= 1 and rep["tokens"] < plain["tokens"], rows
+    assert rep["stopped_in_filter"] == rep["finish"]["repetition"]
+    assert "repetition" not in plain["finish"]
+    budget, free = rows["r1 template, thinking_token_budget=64"], rows["r1 template"]
+    assert budget["closed_think"] > free["closed_think"], rows

@@ -167,7 +167,10 @@ def build_trainer(recipe: Recipe, model, ds, tokenizer, out: Path, callbacks=Non
     end-of-turn token joins the model's EOS before TRL reads it: TRL stops HF rollouts at the model's
     generation_config EOS and masks what follows it, and gives vLLM the same as stop tokens."""
     from trl import GRPOTrainer
-    from trl.trainer.utils import create_model_from_path
+
+    from distill.train.trl_seam import check, create_model_from_path
+
+    check("grpo")
 
     from distill.train.common import checkpoint_callback, choose_speed, log_progress, lora_config
     from distill.train.rewards import build_rewards

@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +26,7 @@ from distill.console import console
 from distill.lock import locks_output
 from distill.train.examples import PreflightError
 from distill.train.grpo import _f
+from distill.train.trl_seam import check, check_instance, onpolicy_trainer_class
 
 GB = 1e9
 
@@ -238,6 +238,7 @@ def preflight(recipe: Recipe) -> tuple[Pair, object]:
     Returns the pair and the tokenizer the student uses."""
     from distill.train.common import device_kind, load_tokenizer
 
+    check("onpolicy")  # TRL's internals that the overrides rely on, before anything loads
     cfg = recipe.onpolicy
     if not cfg.teacher:
         raise RecipeError("onpolicy.teacher is not set: name the teacher (a local directory, `embedded`, a .gguf "
@@ -290,140 +291,14 @@ def onpolicy_args(recipe: Recipe, out: Path, pair: Pair):
     ), speed
 
 
-def _trainer_class():
-    """TRL's DistillationTrainer plus two logs it does not keep: the reverse KL to the teacher at every beta, and
-    the verifier's scores of the student's own completions."""
-    import torch
-    from trl import DistillationTrainer
-    from trl.kernels.chunked_divergence import ChunkedDivergenceFunction
-
-    class OnPolicyTrainer(DistillationTrainer):
-        verifier: list = []
-        verifier_names: list[str] = []
-        _hidden: list | None = None
-        lmbda: float = 1.0  # the share of steps the student samples (GKD's lambda); the teacher samples the rest
-        sampler: str = "student"  # who sampled the generation batch being trained on
-        teacher_samples_beta: float = 0.0  # the divergence on the teacher's samples (0: forward KL)
-        sampled_tokens: dict  # prompt + completion tokens (all processes) by sampler, for the compute ledger
-
-        def teacher_samples_now(self) -> bool:
-            """Who samples this optimizer step: a draw seeded by (seed, step), so every process agrees (a ZeRO-3
-            teacher must be gathered by all of them) and a resumed run repeats the same schedule."""
-            if self.lmbda >= 1.0:
-                return False
-            return random.Random(f"{self.args.seed}:{self.state.global_step}").random() >= self.lmbda
-
-        def _generate_and_score_completions(self, inputs):
-            mode = "train" if self.model.training else "eval"
-            self.sampler = "teacher" if mode == "train" and self.teacher_samples_now() else "student"
-            # the loss of this generation batch's micro-steps (TRL reads self.beta in its loss)
-            self.beta = self.teacher_samples_beta if self.sampler == "teacher" else self.args.beta
-            seen = {k: len(v) for k, v in self._metrics[mode].items()}
-            out = super()._generate_and_score_completions(inputs)
-            n = out["prompt_mask"].sum() + out["completion_mask"].sum()
-            self.sampled_tokens[self.sampler] += int(self.accelerator.gather(n.reshape(1)).sum().item())
-            if self.sampler == "teacher":
-                # TRL's completion statistics of this batch describe the teacher's samples: logged apart, so
-                # completions/* and verifier/* stay the student's own
-                for k in [k for k in self._metrics[mode] if k.startswith("completions/")]:
-                    new = self._metrics[mode][k][seen.get(k, 0):]
-                    del self._metrics[mode][k][seen.get(k, 0):]
-                    if not self._metrics[mode][k]:
-                        del self._metrics[mode][k]  # else TRL logs it as None
-                    self._metrics[mode][f"teacher_samples/{k}"].extend(new)
-            if mode == "train":
-                self._metrics[mode]["teacher_sampled"].append(float(self.sampler == "teacher"))
-            if self.verifier:
-                self._score(inputs, out, "verifier/" if self.sampler == "student" else "teacher_samples/verifier/")
-            return out
-
-        def _generate_single_turn(self, *args, **kwargs):
-            if self.sampler != "teacher":
-                return super()._generate_single_turn(*args, **kwargs)
-            # TRL's own HF generation path, pointed at the teacher: the same padding, stop tokens, sampling
-            # settings and ZeRO-3 gathering as the student's
-            saved = self.model_wrapped, self.use_vllm
-            self.model_wrapped, self.use_vllm = self.teacher_model, False
-            try:
-                return super()._generate_single_turn(*args, **kwargs)
-            finally:
-                self.model_wrapped, self.use_vllm = saved
-
-        def _score(self, inputs, out, prefix="verifier/"):
-            """The verifier on this generation batch (logged under <prefix><name>, mean over every process)."""
-            ids, mask = out["completion_ids"], out["completion_mask"]
-            texts = self.processing_class.batch_decode([row[m.bool()] for row, m in zip(ids, mask, strict=True)],
-                                                       skip_special_tokens=True)
-            columns = {k: [x.get(k) for x in inputs] for k in ("answer", "problem", "prefill", "prompt_template", "meta")}
-            prompts = [x["prompt"] for x in inputs]
-            mode = "train" if self.model.training else "eval"
-            for name, fn in zip(self.verifier_names, self.verifier, strict=True):
-                vals = fn(prompts, texts, **columns)
-                t = torch.tensor([math.nan if v is None else float(v) for v in vals], device=self.accelerator.device)
-                t = self.accelerator.gather(t)
-                t = t[~torch.isnan(t)]
-                if t.numel():
-                    self._metrics[mode][f"{prefix}{name}"].append(t.mean().item())
-
-        def _get_last_hidden_state(self, unwrapped_model, *a, **kw):
-            h = super()._get_last_hidden_state(unwrapped_model, *a, **kw)
-            if self._hidden is not None:
-                self._hidden.append((unwrapped_model, h))
-            return h
-
-        def _compute_loss(self, unwrapped_student, inputs, num_items_in_batch):
-            self._hidden = [] if self.beta != 1.0 else None
-            try:
-                loss, entropy_sum, n_valid = super()._compute_loss(unwrapped_student, inputs, num_items_in_batch)
-                with torch.no_grad():
-                    if self.beta == 1.0:  # the loss is the reverse KL: sum over tokens / num_items_in_batch
-                        kl_sum = loss.detach() * (num_items_in_batch if num_items_in_batch is not None else n_valid)
-                    else:
-                        kl_sum = self._reverse_kl_sum(inputs)
-                mode = "train" if self.model.training else "eval"
-                n = self.accelerator.gather(n_valid.detach().float().reshape(1)).sum()
-                s = self.accelerator.gather(torch.as_tensor(kl_sum, device=n.device).float().reshape(1)).sum()
-                if n > 0:  # reverse_kl: on the student's own samples; on the teacher's, logged apart
-                    key = "reverse_kl" if self.sampler == "student" else "teacher_samples/reverse_kl"
-                    self._metrics[mode][key].append((s / n).item())
-            finally:
-                self._hidden = None
-            return loss, entropy_sum, n_valid
-
-        def _reverse_kl_sum(self, inputs):
-            """KL(student || teacher) summed over this micro-batch's completion tokens, from the hidden states the
-            loss just computed (one more pass over both LM heads, no backbone). Scales and softcaps: none (Qwen,
-            Llama, SmolLM)."""
-            (s_model, s_h), (t_model, t_h) = self._hidden[0], self._hidden[-1]
-            s_head, t_head = s_model.get_output_embeddings(), t_model.get_output_embeddings()
-            valid = inputs["completion_mask"].reshape(-1) != 0
-            s = s_h.detach().reshape(-1, s_h.size(-1))[valid]
-            t = t_h.detach().reshape(-1, t_h.size(-1))[valid].to(s.device)
-
-            def whole(w, dtype):
-                # FSDP2 shards the heads as DTensors: gathered once, in the hidden states' dtype, as TRL's own loss
-                # path does; ZeRO-3's partitioned heads are gathered inside the kernel
-                if isinstance(w, torch.distributed.tensor.DTensor):
-                    return w.full_tensor().to(dtype)
-                return w
-
-            div, _ = ChunkedDivergenceFunction.apply(
-                s, whole(s_head.weight, s.dtype), whole(s_head.bias, s.dtype), t, whole(t_head.weight, t.dtype),
-                whole(t_head.bias, t.dtype), 1.0, self.temperature)
-            return div.sum()
-
-    return OnPolicyTrainer
-
-
 def build_trainer(recipe: Recipe, pair: Pair, ds, tokenizer, out: Path, callbacks=None, student=None):
     """student: a model instance built in memory (benchmarks), or None to load pair.student as GRPO loads its policy:
     TRL's loader, then the end-of-turn joins the model's EOS before TRL reads it (TRL stops rollouts there)."""
-    from trl.trainer.utils import create_model_from_path
-
     from distill.train.common import checkpoint_callback, log_progress, lora_config
     from distill.train.grpo import stop_ids
     from distill.train.rewards import REWARDS
     from distill.train.sft import _model_init_extras
+    from distill.train.trl_seam import create_model_from_path
 
     cfg = recipe.onpolicy
     args, speed = onpolicy_args(recipe, out, pair)
@@ -443,9 +318,10 @@ def build_trainer(recipe: Recipe, pair: Pair, ds, tokenizer, out: Path, callback
     peft_config = lora_config(cfg.lora) if cfg.lora.enabled else None
     if 0 < speed.checkpointing < 1:
         callbacks = [*(callbacks or []), checkpoint_callback(speed.checkpointing)]
-    cls = _trainer_class()
+    cls = onpolicy_trainer_class()
     trainer = cls(model=student, teacher_model=pair.teacher, args=args, train_dataset=ds, processing_class=tokenizer,
                   peft_config=peft_config, callbacks=log_progress(callbacks))
+    check_instance(trainer)
     trainer.lmbda = cfg.lmbda
     trainer.teacher_samples_beta = cfg.teacher_samples_beta
     trainer.sampled_tokens = {"student": 0, "teacher": 0}
