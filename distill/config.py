@@ -477,10 +477,12 @@ class CodeRewardConfig(ExecConfig):
     score: Literal["all", "fraction"] = "all"
 
 
-class GrpoConfig(_Strict):
-    """`distill grpo`: TRL's GRPOTrainer on the recipe's problems and prompt, rewards from distill.verify."""
+class _PolicyArm(_Strict):
+    """What `distill grpo` and `distill onpolicy` share: the policy (student) model, its sampling, the
+    optimizer and schedule, saving and logging, the verifier's settings, generation through vLLM (and its
+    server validation, written once) and LoRA. Each arm adds its own fields."""
 
-    model: str = "embedded"  # the policy: "embedded", a local HF directory, a .gguf file, or a hub id
+    model: str = "embedded"  # the policy (student): "embedded", a local HF directory, a .gguf file, or a hub id
     revision: str | None = None
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # auto: bf16 on GPU, fp32 on CPU
     trust_remote_code: bool = False
@@ -488,29 +490,14 @@ class GrpoConfig(_Strict):
     attn_implementation: str | None = "auto"
     chat_template: str | None = None  # as train.chat_template
     output_dir: str | None = None  # --out overrides
-    # Reward name -> weight; names from distill/train/rewards.py (accuracy, format, language). The
-    # R1 report adds the language-consistency reward to accuracy: {accuracy: 1, language: 1}.
-    rewards: dict[str, float] = Field(default_factory=lambda: {"accuracy": 1.0, "format": 1.0})
     language: str | None = None  # target of the language reward; default: the problem's language
     reward_timeout: float = Field(default=5.0, gt=0)  # hard limit per answer check (worker process)
-    reward_workers: int = Field(default=2, ge=0)  # processes for answer checks; 0: in the calling thread
     code: CodeRewardConfig = Field(default_factory=lambda: CodeRewardConfig())  # the `code` reward
-    # The loss. "grpo" is the report's objective: per-sequence mean, clipped ratio, KL to the
-    # reference by the k3 estimator. TRL 1.16 defaults to loss_type dapo and beta 0 (no KL, no
-    # reference model); distill defaults to the report's.
-    loss_type: Literal["grpo", "dapo", "dr_grpo", "bnpo"] = "grpo"
-    beta: float = Field(default=0.001, ge=0)  # KL coefficient; > 0 loads a frozen reference model
-    epsilon: float = Field(default=0.2, gt=0)  # clip
-    epsilon_high: float | None = Field(default=None, gt=0)  # DAPO's clip-higher; null: epsilon
-    scale_rewards: Literal["group", "batch", "none"] = "group"  # GRPO divides by the group's std
-    num_generations: int = Field(default=8, ge=2)  # group size G
     temperature: float = Field(default=1.0, gt=0)
     top_p: float = Field(default=1.0, gt=0, le=1)
     max_completion_length: int = Field(default=1024, gt=0)
-    mask_truncated_completions: bool = False
     per_device_batch_size: int = Field(default=8, gt=0)  # completions per device per micro-step
     gradient_accumulation_steps: int = Field(default=1, gt=0)
-    num_iterations: int = Field(default=1, gt=0)  # policy updates per generation batch (mu)
     learning_rate: float = Field(default=1e-6, gt=0)
     lr_scheduler: str = "constant"
     warmup: float = Field(default=0.0, ge=0)
@@ -535,22 +522,40 @@ class GrpoConfig(_Strict):
     lora: LoraConfig = Field(default_factory=LoraConfig)
 
     @model_validator(mode="after")
-    def _batch(self) -> GrpoConfig:
-        # Whole groups per generation batch depends on the world size too: checked at launch
-        # (distill.train.grpo.check_batch), where the number of processes is known.
+    def _server(self):
         if self.use_vllm and self.vllm_mode == "server" and not self.vllm_server_base_url:
             raise ValueError("vllm_mode server needs vllm_server_base_url (e.g. http://vllm-node:8000)")
         return self
 
 
-class OnPolicyConfig(_Strict):
+class GrpoConfig(_PolicyArm):
+    """`distill grpo`: TRL's GRPOTrainer on the recipe's problems and prompt, rewards from distill.verify."""
+
+    # Reward name -> weight; names from distill/train/rewards.py (accuracy, format, language). The
+    # R1 report adds the language-consistency reward to accuracy: {accuracy: 1, language: 1}.
+    rewards: dict[str, float] = Field(default_factory=lambda: {"accuracy": 1.0, "format": 1.0})
+    reward_workers: int = Field(default=2, ge=0)  # processes for answer checks; 0: in the calling thread
+    # The loss. "grpo" is the report's objective: per-sequence mean, clipped ratio, KL to the
+    # reference by the k3 estimator. TRL 1.16 defaults to loss_type dapo and beta 0 (no KL, no
+    # reference model); distill defaults to the report's.
+    loss_type: Literal["grpo", "dapo", "dr_grpo", "bnpo"] = "grpo"
+    beta: float = Field(default=0.001, ge=0)  # KL coefficient; > 0 loads a frozen reference model
+    epsilon: float = Field(default=0.2, gt=0)  # clip
+    epsilon_high: float | None = Field(default=None, gt=0)  # DAPO's clip-higher; null: epsilon
+    scale_rewards: Literal["group", "batch", "none"] = "group"  # GRPO divides by the group's std
+    num_generations: int = Field(default=8, ge=2)  # group size G
+    mask_truncated_completions: bool = False
+    num_iterations: int = Field(default=1, gt=0)  # policy updates per generation batch (mu)
+    # Whole groups per generation batch depend on the world size too: checked at launch
+    # (distill.train.grpo.check_batch), where the number of processes is known.
+
+
+class OnPolicyConfig(_PolicyArm):
     """`distill onpolicy`: on-policy distillation (TRL's DistillationTrainer). The student samples its own
     completions to the recipe's problems and prompt; the teacher scores every token (its full next-token
     distribution), and the loss is the generalized JSD between the two, reverse KL(student || teacher) at beta 1.
     The verifier (distill.verify, as GRPO's rewards) scores the student's samples for the log only."""
 
-    model: str = "embedded"  # the student: "embedded", a local HF directory, a .gguf file, or a hub id
-    revision: str | None = None
     # The teacher, held in this process: "embedded", a local HF directory, a .gguf file, or a hub id. Same
     # vocabulary as the student (checked before any weights load).
     teacher: str | None = None
@@ -561,11 +566,6 @@ class OnPolicyConfig(_Strict):
     # <｜User｜> to the teacher), so every id the student reads and writes means to the teacher what it means to
     # the student; the student is then trained on the teacher's template, as R1-Distill's students were.
     tokenizer: Literal["student", "teacher"] = "student"
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # auto: bf16 on GPU, fp32 on CPU
-    trust_remote_code: bool = False
-    attn_implementation: str | None = "auto"  # as grpo: the student also generates
-    chat_template: str | None = None  # as train.chat_template
-    output_dir: str | None = None  # --out overrides
     # The divergence: 1.0 reverse KL(student || teacher) (mode-seeking: the on-policy distillation of the Qwen3
     # report and Thinking Machines), 0.0 forward KL, between: generalized JSD.
     beta: float = Field(default=1.0, ge=0, le=1)
@@ -580,49 +580,18 @@ class OnPolicyConfig(_Strict):
     # on a token is proportional to the student's own probability of it, so it cannot. `beta` stays the
     # divergence on the student's own samples.
     teacher_samples_beta: float = Field(default=0.0, ge=0, le=1)
-    temperature: float = Field(default=1.0, gt=0)  # sampling, and both distributions in the loss
-    top_p: float = Field(default=1.0, gt=0, le=1)
     top_k: int = Field(default=0, ge=0)
-    max_completion_length: int = Field(default=1024, gt=0)
-    per_device_batch_size: int = Field(default=8, gt=0)  # completions (one per prompt) per device per micro-step
-    gradient_accumulation_steps: int = Field(default=1, gt=0)
-    learning_rate: float = Field(default=1e-6, gt=0)
-    lr_scheduler: str = "constant"
-    warmup: float = Field(default=0.0, ge=0)
-    weight_decay: float = Field(default=0.0, ge=0)
-    max_grad_norm: float = Field(default=1.0, gt=0)
-    max_steps: int = Field(default=100, gt=0)
-    gradient_checkpointing: Checkpointing = "auto"
-    seed: int = 42
-    logging_steps: int = Field(default=1, gt=0)
-    save_strategy: SaveStrategy = "steps"
-    save_steps: int = Field(default=100, gt=0)
-    save_total_limit: int | None = Field(default=2, gt=0)
-    report_to: list[Literal["tensorboard", "wandb", "trackio"]] = Field(default_factory=list)
-    log_completions: bool = False
     # Verifier scores of the student's own samples, logged (verifier/<name>), never optimized: names from
     # distill/train/rewards.py, as grpo.rewards.
     verifier: list[str] = Field(default_factory=lambda: ["accuracy", "format"])
-    language: str | None = None  # target of the `language` score; default: the problem's language
-    reward_timeout: float = Field(default=5.0, gt=0)
     reward_workers: int = Field(default=1, ge=0)
-    code: CodeRewardConfig = Field(default_factory=lambda: CodeRewardConfig())
     # Refuse a teacher that does not fit beside the student (weights, gradients, optimizer), before loading;
     # false: skip the check (e.g. a device_map you set up yourself).
     check_memory: bool = True
-    # Student generation through vLLM (GPU): colocate, or server (`trl vllm-serve` at vllm_server_base_url).
-    use_vllm: bool = False
-    vllm_mode: Literal["colocate", "server"] = "colocate"
-    vllm_gpu_memory_utilization: float = Field(default=0.3, gt=0, le=1)
-    vllm_tensor_parallel_size: int = Field(default=1, gt=0)
-    vllm_server_base_url: str | None = None
-    lora: LoraConfig = Field(default_factory=LoraConfig)
     context: ContextConfig = Field(default_factory=ContextConfig)  # the student's RoPE base / positions, as train.context
 
     @model_validator(mode="after")
-    def _server(self) -> OnPolicyConfig:
-        if self.use_vllm and self.vllm_mode == "server" and not self.vllm_server_base_url:
-            raise ValueError("vllm_mode server needs vllm_server_base_url (e.g. http://vllm-node:8000)")
+    def _quantize(self) -> OnPolicyConfig:
         if self.lora.quantize:
             raise ValueError("onpolicy.lora.quantize: a 4-bit student base is not wired into distill onpolicy; "
                              "use LoRA on a bf16 base (lora.quantize: null)")
