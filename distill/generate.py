@@ -28,7 +28,16 @@ from distill.console import console, progress_bar
 from distill.data import load_problems, select_shard
 from distill.models import ModelError, model_identity
 from distill.prompts import build_prompt
-from distill.store import SampleStore, host, now, sample_key, shard_file_name, split_tests, versions
+from distill.store import (
+    KEY_IF_SET,
+    SampleStore,
+    host,
+    now,
+    sample_key,
+    shard_file_name,
+    split_tests,
+    versions,
+)
 from distill.teachers import Request, Teacher, load_teacher
 from distill.teachers.base import Failure
 from distill.verify.response import read_response
@@ -202,7 +211,9 @@ def _generate(recipe: Recipe, out: str | Path, shard, progress: bool, teacher: T
         return s
 
     store.update_manifest(start_run)
-    sampling_rec = {k: v for k, v in recipe.sampling.model_dump().items() if k != "n"}
+    # what the key says of the sampling (engine controls only when set)
+    sampling_rec = {k: v for k, v in recipe.sampling.model_dump().items()
+                    if k != "n" and not (k in KEY_IF_SET and v is None)}
     by_key = {r[0]: r for r in todo}
     # Lazy: a teacher with a bounded window takes requests only as it has room.
     requests = (Request(key, prompt, int(key[:15], 16)) for key, _, _, prompt in todo)

@@ -26,7 +26,7 @@ from distill.console import console
 from distill.lock import locks_output
 from distill.train.examples import PreflightError
 from distill.train.grpo import _f
-from distill.train.trl_seam import check, check_instance, onpolicy_trainer_class
+from distill.train.trl_seam import check, onpolicy_trainer_class
 
 GB = 1e9
 
@@ -320,13 +320,8 @@ def build_trainer(recipe: Recipe, pair: Pair, ds, tokenizer, out: Path, callback
         callbacks = [*(callbacks or []), checkpoint_callback(speed.checkpointing)]
     cls = onpolicy_trainer_class()
     trainer = cls(model=student, teacher_model=pair.teacher, args=args, train_dataset=ds, processing_class=tokenizer,
-                  peft_config=peft_config, callbacks=log_progress(callbacks))
-    check_instance(trainer)
-    trainer.lmbda = cfg.lmbda
-    trainer.teacher_samples_beta = cfg.teacher_samples_beta
-    trainer.sampled_tokens = {"student": 0, "teacher": 0}
-    trainer.verifier_names = list(cfg.verifier)
-    trainer.verifier = [REWARDS[n](cfg) for n in cfg.verifier]
+                  peft_config=peft_config, callbacks=log_progress(callbacks), distill_cfg=cfg,
+                  verifier=[(n, REWARDS[n](cfg)) for n in cfg.verifier])
     trainer.distill_init_kwargs = init_kwargs  # how to load the base again for an offline LoRA merge
     trainer.distill_speed = speed
     return trainer

@@ -113,13 +113,19 @@ def onpolicy_trainer_class():
     from trl.kernels.chunked_divergence import ChunkedDivergenceFunction
 
     class OnPolicyTrainer(DistillationTrainer):
-        verifier: list = []
-        verifier_names: list[str] = []
         _hidden: list | None = None
-        lmbda: float = 1.0  # the share of steps the student samples (GKD's lambda); the teacher samples the rest
         sampler: str = "student"  # who sampled the generation batch being trained on
-        teacher_samples_beta: float = 0.0  # the divergence on the teacher's samples (0: forward KL)
-        sampled_tokens: dict  # prompt + completion tokens (all processes) by sampler, for the compute ledger
+
+        def __init__(self, *args, distill_cfg=None, verifier=(), **kwargs):
+            """`distill_cfg`: the recipe's onpolicy section, which the trainer reads for what TRL's config has not
+            (`lmbda`, `teacher_samples_beta`); `verifier`: (name, scorer) pairs logged on the student's samples."""
+            super().__init__(*args, **kwargs)
+            check_instance(self)
+            self.lmbda = distill_cfg.lmbda if distill_cfg else 1.0  # the share of steps the student samples (GKD)
+            self.teacher_samples_beta = distill_cfg.teacher_samples_beta if distill_cfg else 0.0  # on the teacher's
+            self.verifier_names = [n for n, _ in verifier]
+            self.verifier = [f for _, f in verifier]
+            self.sampled_tokens = {"student": 0, "teacher": 0}  # prompt + completion tokens by sampler, all processes
 
         def teacher_samples_now(self) -> bool:
             """Who samples this optimizer step: a draw seeded by (seed, step), so every process agrees (a ZeRO-3
