@@ -130,11 +130,29 @@ def _env(out: Path) -> dict:
             "DISTILL_AUDIT_OUT": str(out.resolve()), "DISTILL_AUDIT_LOG": str(audit / "writes")}
 
 
+def _run(cmd: list[str], out: Path, timeout: int) -> subprocess.CompletedProcess:
+    """A launch. A DeepSpeed launch on CPU (its shared-memory allreduce, deepspeed_shm_comm_op, exists only on
+    CPU; GPUs use NCCL) now and then dies of SIGABRT: twice in this project's CI runs (a ZeRO-3 on-policy and a
+    ZeRO-3 SFT launch), never in 4 back-to-back local runs of the same launch. Such a launch is run once more
+    from scratch, its first output kept beside `out` (sigabrt-first-attempt.txt) for diagnosis. Any other
+    failure, or a second abort, fails the test."""
+    r = subprocess.run(cmd, cwd=ROOT, env=_env(out), capture_output=True, text=True, timeout=timeout)
+    if r.returncode != 0 and "Signal 6 (SIGABRT)" in r.stderr and "deepspeed_shm_comm_op" in r.stdout + r.stderr:
+        import shutil
+
+        (out.parent / "sigabrt-first-attempt.txt").write_text(r.stdout + "\n=====\n" + r.stderr)
+        shutil.rmtree(out, ignore_errors=True)
+        for log in (out.parent / "audit").glob("writes.*"):
+            log.unlink()
+        r = subprocess.run(cmd, cwd=ROOT, env=_env(out), capture_output=True, text=True, timeout=timeout)
+    return r
+
+
 def _launch(config: Path | None, student: Path, data: Path, out: Path, *sets: str,
             nproc: int = 2) -> subprocess.CompletedProcess:
     cmd = _command(config, ["train", "--data", str(data), "--out", str(out)],
                    ["train.model=" + str(student), *COMMON, *sets], nproc)
-    return subprocess.run(cmd, cwd=ROOT, env=_env(out), capture_output=True, text=True, timeout=900)
+    return _run(cmd, out, 900)
 
 
 def _writes(out: Path) -> dict[str, set[str]]:
@@ -416,8 +434,7 @@ def test_grpo_on_two_processes(config, setup, tmp_path):
             # the random policy never answers right; the language share varies, so advantages are not all 0
             "grpo.rewards={accuracy: 1.0, format: 1.0, language: 1.0}"]
     cfg = None if config == "ddp.yaml" else _cpu_config(config, tmp_path)
-    r = subprocess.run(_command(cfg, ["grpo", "--out", str(out)], sets), cwd=ROOT, env=_env(out),
-                       capture_output=True, text=True, timeout=600)
+    r = _run(_command(cfg, ["grpo", "--out", str(out)], sets), out, 600)
     assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-4000:])
     d = json.loads((out / "grpo_summary.json").read_text())
     kind, stage = LAYOUTS[config]
@@ -456,8 +473,7 @@ def test_onpolicy_on_two_processes(config, setup, tmp_path):
     if config == "zero3.yaml":  # seed 0, lmbda 0.5: the teacher samples step 0 (gathered from ZeRO-3 shards), the student step 1
         sets += ["onpolicy.lmbda=0.5", "onpolicy.seed=0"]
     cfg = None if config == "ddp.yaml" else _cpu_config(config, tmp_path)
-    r = subprocess.run(_command(cfg, ["onpolicy", "--out", str(out)], sets), cwd=ROOT, env=_env(out),
-                       capture_output=True, text=True, timeout=600)
+    r = _run(_command(cfg, ["onpolicy", "--out", str(out)], sets), out, 600)
     assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-4000:])
     d = json.loads((out / "train_summary.json").read_text())
     kind, stage = LAYOUTS[config]

@@ -187,6 +187,18 @@ def test_the_teacher_refills_the_engine_as_each_request_finishes(monkeypatch):
     next(stream)
     stream.close()
     assert engine2.aborted and not engine2.running
+    # a request that does not fit the engine's KV cache is refused as a failure record, never sent: vLLM
+    # would wait for room forever (vllm #39734); the others go through
+    t.kv_cache_tokens = 50  # the prompts are 38 tokens
+    engine3 = _FakeEngine()
+    t.llm = SimpleNamespace(llm_engine=engine3)
+    out = [c for b in t.generate(iter(reqs[:3]), SamplingConfig(max_tokens=8)) for c in b]
+    assert len(out) == 3 and engine3.unfinished_when_added == [0, 1, 2]  # 38 + 8 fits in 50 tokens
+    out = [c for b in t.generate(iter(reqs[:3]), SamplingConfig(max_tokens=64)) for c in b]
+    from distill.teachers.base import Failure
+
+    assert all(isinstance(c, Failure) and c.cause == "exceeds_kv_cache" and "KV cache of 50" in c.message
+               for c in out)
 
 
 def _free_port() -> int:

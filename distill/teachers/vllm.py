@@ -28,6 +28,8 @@ FLUSH_SECONDS = 5.0
 class VLLMTeacher:
     backend = "vllm"
 
+    kv_cache_tokens: int | None = None  # the engine's KV cache in tokens (None: unknown, nothing refused)
+
     def __init__(self, cfg: TeacherConfig):
         try:
             from vllm import LLM
