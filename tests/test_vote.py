@@ -13,6 +13,7 @@ from distill.filter import filter_samples, merge_filtered
 from distill.verify import vote
 from distill.verify.answer import read_answer, same_answer
 from distill.verify.batch import judge
+from tests.test_filter import write
 
 
 def trace(answer: str, words: str = "We work it out step by step and check the result twice") -> str:
@@ -27,12 +28,6 @@ def sample(pid, i, answer, gold=None, **kw):
         r["answer"] = gold
     r.update(kw)
     return r
-
-
-def write(tmp_path, rows, name="in.jsonl"):
-    p = tmp_path / name
-    p.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-    return p
 
 
 def cfg(**vote_kw) -> FilterConfig:

@@ -64,7 +64,7 @@ class _State:
         # This run's tables: on disk (temp_store=FILE), gone when the connection closes.
         self.db.execute("CREATE TEMP TABLE seen(key TEXT PRIMARY KEY) WITHOUT ROWID")
         self.db.execute("CREATE TEMP TABLE work(ord INTEGER PRIMARY KEY, key TEXT, pid TEXT, sidx, source TEXT, "
-                        "answer TEXT, code INT, len INT)")
+                        "answer TEXT, code INT, len INT, gold INT)")  # gold: verify.vote.has_gold, the one rule
         self.db.execute("CREATE TEMP TABLE specs(pid TEXT PRIMARY KEY, spec TEXT)")
         self.db.execute("CREATE TEMP TABLE dedup(ord INTEGER PRIMARY KEY, v TEXT)")
         self.db.execute("CREATE TEMP TABLE rates(pid TEXT PRIMARY KEY, rate REAL)")  # filter.select's pass rates

@@ -51,6 +51,7 @@ from distill.verify.batch import (
 from distill.verify.checks import run_checks
 from distill.verify.code import budget
 from distill.verify.pool import VerifyPool
+from distill.verify.vote import has_gold
 
 
 def filter_samples(inp: str | Path, out: str | Path, cfg: FilterConfig, export: ExportConfig | None = None,
@@ -120,6 +121,7 @@ def _filter(inp, out: Path, cfg: FilterConfig, export: ExportConfig, skip_bad_li
     keys_hash = hashlib.blake2b(digest_size=16)  # what input this was, for merging shards
     spec_digest: dict[str, str] = {}  # code problems only
     shard_cache: dict[str, bool] = {}
+    no_gold = cfg.correct.vote.no_gold
     n_unique = 0
     with progress_bar("scan", progress) as bar:
         task = bar.add_task("scan", total=None, rate="")
@@ -153,12 +155,13 @@ def _filter(inp, out: Path, cfg: FilterConfig, export: ExportConfig, skip_bad_li
                     spec_digest[pid] = _digest(text.encode())
             is_code = pid in spec_digest
             batch.append((ord_, s["key"], pid, s.get("sample_index") or 0, s.get("source") or "unknown",
-                          s["answer"], int(is_code), min(length_of(s), 2**31 - 1)))
+                          s["answer"], int(is_code), min(length_of(s), 2**31 - 1),
+                          int(is_code or has_gold(s["answer"], no_gold))))
             if len(batch) >= 2000:
-                db.executemany("INSERT INTO work VALUES (?,?,?,?,?,?,?,?)", batch)
+                db.executemany("INSERT INTO work VALUES (?,?,?,?,?,?,?,?,?)", batch)
                 batch = []
                 bar.update(task, completed=len(mine), rate=f"{len(mine) / (time.perf_counter() - start):.0f}/s")
-        db.executemany("INSERT INTO work VALUES (?,?,?,?,?,?,?,?)", batch)
+        db.executemany("INSERT INTO work VALUES (?,?,?,?,?,?,?,?,?)", batch)
         db.commit()
     total = db.execute("SELECT COUNT(*) FROM work").fetchone()[0]
     if not len(mine):

@@ -34,12 +34,6 @@ def _vote_label(v: dict) -> str | None:
     return c.get("gold") if isinstance(c, dict) and c.get("tier") == "vote" else None
 
 
-def _no_gold_sql(cfg: FilterConfig) -> tuple[str, list]:
-    """SQL condition (on `work w`) for a math sample whose problem has no gold answer, and its parameters."""
-    values = sorted({x.strip().lower() for x in cfg.correct.vote.no_gold} | {""})
-    return f"lower(trim(w.answer)) IN ({','.join('?' * len(values))})", values
-
-
 def _vote(db, cfg: FilterConfig, progress: bool) -> dict:
     """The set-level pass of distill/verify/vote.py over the filter's state, one problem at a time.
 
@@ -57,11 +51,10 @@ def _vote(db, cfg: FilterConfig, progress: bool) -> dict:
     out = {"problems": 0, "labeled": 0, "unlabeled": 0, "samples": 0, "contradicted": []}
     if not cfg.correct.enabled:
         return out
-    cond, params = _no_gold_sql(cfg)
-    rows = db.execute(f"SELECT w.pid, w.key, v.verdict FROM work w JOIN verdicts v ON v.key = w.key WHERE w.code = 0 "
-                      f"AND {cond} AND (json_extract(v.verdict, '$.correct.value.tier') = 'vote' OR "
+    rows = db.execute("SELECT w.pid, w.key, v.verdict FROM work w JOIN verdicts v ON v.key = w.key WHERE w.code = 0 "
+                      "AND w.gold = 0 AND (json_extract(v.verdict, '$.correct.value.tier') = 'vote' OR "
                       "json_extract(v.verdict, '$.correct.value.rule.value.tier') = 'vote') "
-                      "ORDER BY w.pid, w.sidx, w.ord", params)
+                      "ORDER BY w.pid, w.sidx, w.ord")
     problems: dict[str, list] = {}
     for pid, key, vtext in rows:
         problems.setdefault(pid, []).append((key, json.loads(vtext)))
@@ -106,7 +99,7 @@ def _vote(db, cfg: FilterConfig, progress: bool) -> dict:
                                 json.dumps(v, ensure_ascii=False), key))
     db.executemany("UPDATE verdicts SET passed=?, status=?, verdict=? WHERE key=?", updates)
     db.commit()
-    out["contradicted"] = _contradicted(db, cfg, vcfg, timeout, cond, params)
+    out["contradicted"] = _contradicted(db, cfg, vcfg, timeout)
     return out
 
 
@@ -225,14 +218,14 @@ def _judge_tier(db, inp, cfg: FilterConfig, skip_bad_lines, sizes, mine, progres
     return out
 
 
-def _contradicted(db, cfg: FilterConfig, vcfg: dict, timeout: int, cond: str, params: list) -> list[dict]:
+def _contradicted(db, cfg: FilterConfig, vcfg: dict, timeout: int) -> list[dict]:
     """Gold problems whose samples judged wrong agree on one other answer (vote.contradiction)."""
     from distill.verify import vote
 
     cand = db.execute(
-        "SELECT w.pid FROM work w JOIN verdicts v ON v.key = w.key WHERE w.code = 0 AND NOT " + cond
-        + " GROUP BY w.pid HAVING SUM(v.status IN ('correct', 'wrong')) >= ? AND SUM(v.status = 'wrong') >= "
-        "? * SUM(v.status IN ('correct', 'wrong'))", [*params, vcfg["min_count"], vcfg["contradict_share"]]).fetchall()
+        "SELECT w.pid FROM work w JOIN verdicts v ON v.key = w.key WHERE w.code = 0 AND w.gold = 1"
+        " GROUP BY w.pid HAVING SUM(v.status IN ('correct', 'wrong')) >= ? AND SUM(v.status = 'wrong') >= "
+        "? * SUM(v.status IN ('correct', 'wrong'))", [vcfg["min_count"], vcfg["contradict_share"]]).fetchall()
     if not cand:
         return []
     items, pids = [], []
