@@ -550,6 +550,19 @@ class GrpoConfig(_PolicyArm):
     # (distill.train.grpo.check_batch), where the number of processes is known.
 
 
+class TeacherServer(_Strict):
+    """One served teacher for `distill onpolicy`: an OpenAI-compatible vLLM server (stock `vllm serve`) that
+    scores the student's tokens (`prompt_logprobs`) and, with lmbda < 1, samples completions."""
+
+    name: str = "default"  # the value of onpolicy.teacher_route that sends a problem to this teacher
+    url: str  # the server's base URL, e.g. http://teacher-node:8000 (a trailing /v1 is accepted)
+    model: str | None = None  # the served model name; default: the server's only model, or the one called `name`
+    # A local directory or hub id of the served checkpoint, read for its config and tokenizer only (the vocabulary
+    # checks, the compute ledger); default: onpolicy.teacher, else the server's model path when it exists here.
+    checkpoint: str | None = None
+    revision: str | None = None
+
+
 class OnPolicyConfig(_PolicyArm):
     """`distill onpolicy`: on-policy distillation (TRL's DistillationTrainer). The student samples its own
     completions to the recipe's problems and prompt; the teacher scores every token (its full next-token
@@ -589,6 +602,19 @@ class OnPolicyConfig(_PolicyArm):
     # false: skip the check (e.g. a device_map you set up yourself).
     check_memory: bool = True
     context: ContextConfig = Field(default_factory=ContextConfig)  # the student's RoPE base / positions, as train.context
+    # Served teachers (distill/train/served.py): the teacher runs on vLLM servers, not in the training processes
+    # (32B-70B teachers). Empty: the teacher is held in-process (`teacher`). Several: each problem goes to the
+    # teacher whose `name` is the problem's value of `teacher_route` (a column of the problems, or a key of their
+    # meta, e.g. `domain` with teachers `math` and `code`).
+    teacher_servers: list[TeacherServer] = Field(default_factory=list)
+    teacher_route: str | None = None
+    # The teacher's support at each position: its top-k tokens (plus the token the student sampled), and with
+    # `teacher_tail` one bucket for the rest of the mass (without it a top-1 support gives a zero loss); -1: the
+    # whole vocabulary (exact; the server must run with --max-logprobs -1; heavy, for checks).
+    teacher_top_k: int = Field(default=8, ge=-1)
+    teacher_tail: bool = True
+    teacher_concurrency: int = Field(default=16, gt=0)  # requests in flight per process
+    teacher_timeout: float = Field(default=600.0, gt=0)  # seconds per request (retried on 408/429/5xx, timeouts)
 
     @model_validator(mode="after")
     def _quantize(self) -> OnPolicyConfig:
@@ -596,6 +622,30 @@ class OnPolicyConfig(_PolicyArm):
             raise ValueError("onpolicy.lora.quantize: a 4-bit student base is not wired into distill onpolicy; "
                              "use LoRA on a bf16 base (lora.quantize: null)")
         return self
+
+    @model_validator(mode="after")
+    def _servers(self) -> OnPolicyConfig:
+        if not self.teacher_servers:
+            return self
+        names = [s.name for s in self.teacher_servers]
+        if len(set(names)) != len(names):
+            raise ValueError(f"onpolicy.teacher_servers: names must differ, got {names}")
+        if len(names) > 1 and not self.teacher_route:
+            raise ValueError(f"onpolicy.teacher_servers: {len(names)} teachers ({', '.join(names)}) need "
+                             "onpolicy.teacher_route, the problems' column (or meta key) whose value names the teacher")
+        if self.teacher_top_k == 0:
+            raise ValueError("onpolicy.teacher_top_k: 0 is not a support; a number of tokens, or -1 for the whole vocabulary")
+        if self.temperature != 1.0 and self.teacher_top_k != -1:
+            raise ValueError(
+                f"onpolicy.temperature {self.temperature} with a served teacher's top-{self.teacher_top_k}: TRL divides "
+                "both models' logits by the temperature before the divergence, but vLLM's prompt logprobs are the "
+                "teacher's distribution at temperature 1, and a top-k support cannot be re-tempered without the rest "
+                "of the vocabulary. Fix: onpolicy.temperature: 1.0, or onpolicy.teacher_top_k: -1 (whole vocabulary)")
+        return self
+
+    @property
+    def served(self) -> bool:
+        return bool(self.teacher_servers)
 
 
 class TopupConfig(_Strict):

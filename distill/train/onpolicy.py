@@ -48,6 +48,7 @@ class Pair:
     tokenizer_from: str  # "student" or "teacher"
     differing_ids: int = 0  # ids the two tokenizers spell differently (only with tokenizer: teacher)
     memory: dict = field(default_factory=dict)
+    served: object = None  # distill.train.served.TeacherServers: the teacher on servers, none in this process
 
 
 def _text_config(path: str, revision: str | None, trust_remote_code: bool):
@@ -175,9 +176,10 @@ def _shards() -> int:
 
 
 def check_memory(pair: Pair, cfg, device: str, available: tuple[float, str] | None = None) -> dict:
-    need = memory_need(pair.student_params, pair.teacher_params, _bytes(cfg.dtype, device),
+    # a served teacher takes nothing on the training devices
+    need = memory_need(pair.student_params, 0 if pair.served else pair.teacher_params, _bytes(cfg.dtype, device),
                        _bytes(cfg.teacher_dtype if cfg.teacher_dtype != "auto" else cfg.dtype, device),
-                       cfg.lora.enabled, _shards(), teacher_generates=cfg.lmbda < 1)
+                       cfg.lora.enabled, _shards(), teacher_generates=cfg.lmbda < 1 and not pair.served)
     have, where = available or available_memory()
     need["available"], need["where"] = have, where
     if cfg.check_memory and need["total"] > have:
@@ -240,6 +242,8 @@ def preflight(recipe: Recipe) -> tuple[Pair, object]:
 
     check("onpolicy")  # TRL's internals that the overrides rely on, before anything loads
     cfg = recipe.onpolicy
+    if cfg.served:
+        return _preflight_served(recipe)
     if not cfg.teacher:
         raise RecipeError("onpolicy.teacher is not set: name the teacher (a local directory, `embedded`, a .gguf "
                           "file or a hub id), e.g. --set onpolicy.teacher=runs/quick/student")
@@ -255,6 +259,59 @@ def preflight(recipe: Recipe) -> tuple[Pair, object]:
     contexts = [c for c in (cfg.context.max_position_embeddings or _context(s_cfg), _context(t_cfg)) if c]
     pair = Pair(s_model.path, t_model.path, _params(s_cfg), _params(t_cfg), s_cfg.vocab_size,
                 min(contexts) if contexts else 1 << 30, cfg.tokenizer, differing)
+    pair.memory = check_memory(pair, cfg, device_kind())
+    return pair, tok
+
+
+# logit transforms TRL applies in its in-process loss and the served loss does not (none of Qwen, Llama, SmolLM)
+LOGIT_TRANSFORMS = ("logit_scale", "output_multiplier", "lm_head_multiplier", "logits_scaling", "final_logit_softcapping")
+
+
+def _preflight_served(recipe: Recipe) -> tuple[Pair, object]:
+    """The preflight for served teachers: each server answers and serves its model; each teacher's checkpoint
+    (config and tokenizer, no weights) has the student's vocabulary and spellings; a scoring request at the
+    configured top-k goes through; the memory counts no teacher."""
+    from pathlib import Path as _P
+
+    from distill.train.common import device_kind, load_tokenizer
+    from distill.train.served import TeacherServers
+
+    cfg = recipe.onpolicy
+    s_model = _resolve("onpolicy.model", cfg.model, cfg.revision)
+    s_cfg = _text_config(s_model.path, cfg.revision, cfg.trust_remote_code)
+    if used := [k for k in LOGIT_TRANSFORMS if getattr(s_cfg, k, None) not in (None, 1, 1.0)]:
+        raise PreflightError(f"onpolicy.teacher_servers: the student {cfg.model} transforms its logits ({', '.join(used)}), "
+                             "which the served loss does not apply; distill it from an in-process teacher")
+    s_tok = load_tokenizer(s_model.path, cfg.revision, cfg.trust_remote_code, cfg.chat_template)
+    servers = TeacherServers(cfg)
+    servers.describe()
+    tok, differing, contexts, params = s_tok, 0, [cfg.context.max_position_embeddings or _context(s_cfg)], []
+    for entry in cfg.teacher_servers:
+        t = servers.teachers[entry.name]
+        ref = entry.checkpoint or cfg.teacher or (t.root if t.root and _P(t.root).exists() else None)
+        if not ref:
+            raise PreflightError(
+                f"onpolicy.teacher_servers {entry.name!r}: the server serves {t.root or t.model!r}, which is not a path "
+                "on this machine; name the checkpoint (`checkpoint:` a hub id or a local copy of its config and "
+                "tokenizer) so its vocabulary can be checked against the student's before training")
+        key = f"onpolicy.teacher_servers[{entry.name}].checkpoint"
+        t_model = _resolve(key, ref, entry.revision or cfg.teacher_revision)
+        t_cfg = _text_config(t_model.path, entry.revision or cfg.teacher_revision, cfg.trust_remote_code)
+        check_vocab_size(cfg.model, ref, s_cfg, t_cfg)
+        t_tok = load_tokenizer(t_model.path, entry.revision or cfg.teacher_revision, cfg.trust_remote_code,
+                               cfg.chat_template)
+        differing = max(differing, check_spellings(cfg.model, ref, s_cfg, s_tok, t_tok, cfg.tokenizer))
+        if cfg.tokenizer == "teacher" and entry is cfg.teacher_servers[0]:
+            tok = t_tok
+        t.checkpoint, t.params = t_model.path, _params(t_cfg)
+        params.append(t.params)
+        contexts += [_context(t_cfg), t.max_model_len or None]
+    probe = tok("1 + 1 = 2", add_special_tokens=True)["input_ids"]
+    servers.probe(probe)
+    contexts = [c for c in contexts if c]
+    names = ", ".join(f"{t.name}: {t.model} at {t.url}" for t in servers.teachers.values())
+    pair = Pair(s_model.path, names, _params(s_cfg), max(params), s_cfg.vocab_size,
+                min(contexts) if contexts else 1 << 30, cfg.tokenizer, differing, served=servers)
     pair.memory = check_memory(pair, cfg, device_kind())
     return pair, tok
 
@@ -319,9 +376,9 @@ def build_trainer(recipe: Recipe, pair: Pair, ds, tokenizer, out: Path, callback
     if 0 < speed.checkpointing < 1:
         callbacks = [*(callbacks or []), checkpoint_callback(speed.checkpointing)]
     cls = onpolicy_trainer_class()
-    trainer = cls(model=student, teacher_model=pair.teacher, args=args, train_dataset=ds, processing_class=tokenizer,
-                  peft_config=peft_config, callbacks=log_progress(callbacks), distill_cfg=cfg,
-                  verifier=[(n, REWARDS[n](cfg)) for n in cfg.verifier])
+    trainer = cls(model=student, teacher_model=None if pair.served else pair.teacher, args=args, train_dataset=ds,
+                  processing_class=tokenizer, peft_config=peft_config, callbacks=log_progress(callbacks),
+                  distill_cfg=cfg, verifier=[(n, REWARDS[n](cfg)) for n in cfg.verifier], served=pair.served)
     trainer.distill_init_kwargs = init_kwargs  # how to load the base again for an offline LoRA merge
     trainer.distill_speed = speed
     return trainer
@@ -406,10 +463,15 @@ def train_onpolicy(recipe: Recipe, out: str | Path | None = None, resume: bool =
     pair, tok = preflight(recipe)
     ds, n = build_dataset(recipe, tok, stage="onpolicy")
     check_context(ds, tok, cfg, pair.context)
+    routed = pair.served.check_routes(ds) if pair.served else {}
     if is_main():
         m = pair.memory
+        teacher = (f"served ({pair.served.manifest()['support']}; " + ", ".join(
+            f"{t.name}: {t.model} at {t.url}, {t.params / 1e6:.0f}M, {routed.get(t.name, 0)} problems"
+            for t in pair.served.teachers.values()) + ")") if pair.served else \
+            f"{cfg.teacher} ({pair.teacher_params / 1e6:.0f}M)"
         console.print(f"on-policy distillation: student {cfg.model} ({pair.student_params / 1e6:.0f}M), teacher "
-                      f"{cfg.teacher} ({pair.teacher_params / 1e6:.0f}M), vocabulary {pair.vocab_size}, tokenizer of "
+                      f"{teacher}, vocabulary {pair.vocab_size}, tokenizer of "
                       f"the {pair.tokenizer_from}; weights + optimizer {m['total'] / GB:.1f} GB of "
                       f"{m['available'] / GB:.1f} GB {m['where']}")
     trainer = build_trainer(recipe, pair, ds, tok, out, callbacks)
@@ -427,7 +489,15 @@ def train_onpolicy(recipe: Recipe, out: str | Path | None = None, resume: bool =
         for f in trainer.verifier:
             if hasattr(f, "close"):
                 f.close()
-    s = OnPolicySummary(str(out), n, cfg.model, cfg.teacher, pair.student_params, pair.teacher_params,
+        if pair.served:
+            pair.served.close()
+    teachers = served_manifest(pair.served, trainer) if pair.served else None
+    if teachers:  # the ledger's teacher: parameters weighted by the tokens each teacher ran
+        work = [(t["params"], t["forward_tokens"]) for t in teachers["teachers"]]
+        if sum(w for _, w in work):
+            pair.teacher_params = int(sum(p * w for p, w in work) / sum(w for _, w in work))
+    s = OnPolicySummary(str(out), n, cfg.model, pair.teacher if pair.served else cfg.teacher, pair.student_params,
+                        pair.teacher_params,
                         steps=trainer.state.global_step, seconds=time.perf_counter() - t0, resumed_from=ckpt)
     s.log = trainer.state.log_history
     steps = [x for x in s.log if "loss" in x and "step" in x]
@@ -445,13 +515,29 @@ def train_onpolicy(recipe: Recipe, out: str | Path | None = None, resume: bool =
     eot, _ = end_of_turn(tok)
     save_student(trainer, tok, eot, out, merge=cfg.lora.enabled and cfg.lora.merge)
     if is_main():
+        if teachers:
+            (out / "teachers.json").write_text(json.dumps(teachers, indent=1))
         (out / "train_summary.json").write_text(json.dumps(
             {"stage": "onpolicy", "summary": {k: v for k, v in s.__dict__.items() if k != "log"}, "log": s.log,
              "layout": layout(trainer), "speed": speed_dict(trainer.distill_speed), "memory": pair.memory,
              "prompt": recipe_dict(recipe.prompt), "recipe": recipe_dict(recipe), "student": pair.student,
-             "teacher": pair.teacher, "versions": versions()}, indent=1, default=str))
+             "teacher": pair.teacher, "teachers": teachers, "versions": versions()}, indent=1, default=str))
         plot_onpolicy(s.log, out / "onpolicy.png", cfg.verifier)
     return s
+
+
+def served_manifest(served, trainer) -> dict:
+    """The teacher manifest (teachers.json beside the checkpoint): each served teacher, what it serves and what it
+    did, summed over every training process."""
+    import torch
+
+    m = served.manifest()
+    keys = ("rows", "score_requests", "scored_tokens", "forward_tokens", "sample_requests", "sampled_tokens")
+    local = torch.tensor([[float(t[k]) for k in keys] for t in m["teachers"]], device=trainer.accelerator.device)
+    total = trainer.accelerator.reduce(local, reduction="sum").cpu()
+    for t, row in zip(m["teachers"], total.tolist(), strict=True):
+        t.update({k: int(v) for k, v in zip(keys, row, strict=True)})
+    return m
 
 
 def _mean(rows, key):

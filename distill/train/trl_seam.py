@@ -116,11 +116,14 @@ def onpolicy_trainer_class():
         _hidden: list | None = None
         sampler: str = "student"  # who sampled the generation batch being trained on
 
-        def __init__(self, *args, distill_cfg=None, verifier=(), **kwargs):
+        def __init__(self, *args, distill_cfg=None, verifier=(), served=None, **kwargs):
             """`distill_cfg`: the recipe's onpolicy section, which the trainer reads for what TRL's config has not
-            (`lmbda`, `teacher_samples_beta`); `verifier`: (name, scorer) pairs logged on the student's samples."""
+            (`lmbda`, `teacher_samples_beta`); `verifier`: (name, scorer) pairs logged on the student's samples;
+            `served`: the teacher servers (distill/train/served.py), None for the in-process teacher."""
             super().__init__(*args, **kwargs)
             check_instance(self)
+            self.served = served
+            self._rows = None  # the generation batch's problem rows (a served teacher is chosen per row)
             self.lmbda = distill_cfg.lmbda if distill_cfg else 1.0  # the share of steps the student samples (GKD)
             self.teacher_samples_beta = distill_cfg.teacher_samples_beta if distill_cfg else 0.0  # on the teacher's
             self.verifier_names = [n for n, _ in verifier]
@@ -140,7 +143,10 @@ def onpolicy_trainer_class():
             # the loss of this generation batch's micro-steps (TRL reads self.beta in its loss)
             self.beta = self.teacher_samples_beta if self.sampler == "teacher" else self.args.beta
             seen = {k: len(v) for k, v in self._metrics[mode].items()}
+            self._rows = inputs
             out = super()._generate_and_score_completions(inputs)
+            if self.served is not None:
+                self._attach_teacher(inputs, out)
             n = out["prompt_mask"].sum() + out["completion_mask"].sum()
             self.sampled_tokens[self.sampler] += int(self.accelerator.gather(n.reshape(1)).sum().item())
             if self.sampler == "teacher":
@@ -158,9 +164,39 @@ def onpolicy_trainer_class():
                 self._score(inputs, out, "verifier/" if self.sampler == "student" else "teacher_samples/verifier/")
             return out
 
+        def _attach_teacher(self, rows, out):
+            """The served teachers' log-probabilities of this generation batch's tokens, as tensors beside the batch
+            (TRL shuffles and splits every tensor of it into the micro-batches together)."""
+            names = [self.served.teacher_of(r) for r in rows]
+            seqs, plens = [], []
+            for p, pm, c, cm in zip(out["prompt_ids"], out["prompt_mask"], out["completion_ids"],
+                                    out["completion_mask"], strict=True):
+                prompt = p[pm.bool()].tolist()
+                seqs.append(prompt + c[cm.bool()].tolist())
+                plens.append(len(prompt))
+            for n in names:
+                self.served.teachers[n].stats["rows"] += 1
+            scored = self.served.score(names, seqs, plens)
+            vocab = self.accelerator.unwrap_model(self.model).config.get_text_config().vocab_size
+            ids, lp = self.served.to_tensors(scored, out["completion_ids"].size(1), vocab)
+            out["teacher_logprobs"] = lp.to(out["completion_ids"].device)
+            if ids is not None:
+                out["teacher_ids"] = ids.to(out["completion_ids"].device)
+
+        def _teacher_sampling(self) -> dict:
+            """The student's sampling settings, for a served teacher's samples (vLLM's request fields)."""
+            a = self.args
+            return {"max_tokens": a.max_completion_length, "temperature": a.temperature, "top_p": a.top_p,
+                    "top_k": a.top_k if a.top_k and a.top_k > 0 else -1, "stop_token_ids": list(self.eos_token_ids),
+                    "seed": a.seed * 100003 + self.state.global_step}
+
         def _generate_single_turn(self, *args, **kwargs):
             if self.sampler != "teacher":
                 return super()._generate_single_turn(*args, **kwargs)
+            if self.served is not None:  # the teacher's server samples, per row its own teacher
+                prompt_ids = args[0] if args else kwargs["prompt_ids"]
+                names = [self.served.teacher_of(r) for r in self._rows]
+                return self.served.sample(names, [list(p) for p in prompt_ids], self._teacher_sampling())
             # TRL's own HF generation path, pointed at the teacher: the same padding, stop tokens, sampling
             # settings and ZeRO-3 gathering as the student's
             saved = self.model_wrapped, self.use_vllm
@@ -193,6 +229,8 @@ def onpolicy_trainer_class():
             return h
 
         def _compute_loss(self, unwrapped_student, inputs, num_items_in_batch):
+            if self.served is not None:
+                return self._served_loss(unwrapped_student, inputs, num_items_in_batch)
             self._hidden = [] if self.beta != 1.0 else None
             try:
                 loss, entropy_sum, n_valid = super()._compute_loss(unwrapped_student, inputs, num_items_in_batch)
@@ -201,15 +239,42 @@ def onpolicy_trainer_class():
                         kl_sum = loss.detach() * (num_items_in_batch if num_items_in_batch is not None else n_valid)
                     else:
                         kl_sum = self._reverse_kl_sum(inputs)
-                mode = "train" if self.model.training else "eval"
-                n = self.accelerator.gather(n_valid.detach().float().reshape(1)).sum()
-                s = self.accelerator.gather(torch.as_tensor(kl_sum, device=n.device).float().reshape(1)).sum()
-                if n > 0:  # reverse_kl: on the student's own samples; on the teacher's, logged apart
-                    key = "reverse_kl" if self.sampler == "student" else "teacher_samples/reverse_kl"
-                    self._metrics[mode][key].append((s / n).item())
+                self._log_reverse_kl(kl_sum, n_valid)
             finally:
                 self._hidden = None
             return loss, entropy_sum, n_valid
+
+        def _log_reverse_kl(self, kl_sum, n_valid):
+            mode = "train" if self.model.training else "eval"
+            n = self.accelerator.gather(n_valid.detach().float().reshape(1)).sum()
+            s = self.accelerator.gather(torch.as_tensor(kl_sum, device=n.device).float().reshape(1)).sum()
+            if n > 0:  # reverse_kl: on the student's own samples; on the teacher's, logged apart
+                key = "reverse_kl" if self.sampler == "student" else "teacher_samples/reverse_kl"
+                self._metrics[mode][key].append((s / n).item())
+
+        def _served_loss(self, unwrapped_student, inputs, num_items_in_batch):
+            """TRL's `_compute_loss` contract (loss, entropy sum, valid positions; the loss reduced as TRL's: sum /
+            num_items_in_batch, else the mean over this micro-batch) with the teacher's distribution from its
+            server: the student's hidden states through TRL's own `_get_last_hidden_state`, its logits chunk by
+            chunk through its head module (ZeRO-3 gathers the head on the call), the divergence on the served
+            support (distill/train/served.py). The reverse KL is logged on the same support."""
+            from distill.train.served import served_loss_sums
+
+            input_ids = torch.cat([inputs["prompt_ids"], inputs["completion_ids"]], dim=1)
+            attention_mask = torch.cat([inputs["prompt_mask"], inputs["completion_mask"]], dim=1)
+            mask = inputs["completion_mask"] if "tool_mask" not in inputs else inputs["completion_mask"] * inputs["tool_mask"]
+            h = self._get_last_hidden_state(unwrapped_student, input_ids, attention_mask, inputs["completion_ids"].size(1))
+            head = unwrapped_student.get_output_embeddings()
+            total, rkl, ent, n_valid = served_loss_sums(
+                h, head, inputs.get("teacher_ids"), inputs["teacher_logprobs"], mask.to(h.device), self.beta,
+                self.temperature, self.served.tail)
+            if num_items_in_batch is None:
+                loss = total / n_valid.clamp(min=1)
+            else:
+                loss = total / (num_items_in_batch.to(total.device) if torch.is_tensor(num_items_in_batch)
+                                else num_items_in_batch)
+            self._log_reverse_kl(rkl, n_valid)
+            return loss, ent, n_valid
 
         def _reverse_kl_sum(self, inputs):
             """KL(student || teacher) summed over this micro-batch's completion tokens, from the hidden states the
