@@ -111,7 +111,7 @@ def table(rows: list[dict]) -> str:
     for r in rows:
         sup = "whole vocabulary" if r["k"] == -1 else f"top-{r['k']} + sampled" + (" + tail" if r["tail"] else ", no tail")
         rel = r["diff"] / r["in_process"] if r["in_process"] else float("nan")
-        out.append(f"| {r['beta']} | {sup} | {r['in_process']:.6f} | {r['served']:.6f} | {r['diff']:+.2e} | {rel:+.1%} | "
+        out.append(f"| {r['beta']} | {sup} | {r['in_process']:.6f} | {r['served']:.6f} | {r['diff']:+.2e} | {rel:+.1e} | "
                    f"{r['grad_cosine']:.5f} | {r['grad_norm_ratio']:.3f} |")
     return "\n".join(out)
 
@@ -122,7 +122,11 @@ def main() -> None:
     ap.add_argument("--teacher", default="embedded")
     ap.add_argument("--model", default="teacher", help="the served model name")
     ap.add_argument("--json", help="also write the rows here")
+    ap.add_argument("--table", help="only print the table of rows written earlier with --json")
     a = ap.parse_args()
+    if a.table:
+        print(table(json.loads(Path(a.table).read_text())))
+        return
     rows = compare(a.url, a.teacher, a.model)
     print(table(rows))
     if a.json:

@@ -89,6 +89,18 @@ def onpolicy_flops(student_params: int, teacher_params: int, tokens: int, teache
     return out
 
 
+def served_teacher_flops(teachers: list[dict]) -> dict[str, float]:
+    """The served teachers' part of the ledger, from the manifest (distill/train/served.py): each teacher's forward
+    over the sequences it scored (prompt + completion, 2 x its parameters a token) and its generation of the
+    teacher-sampled completions, by name (the work was done on its server, not in the training processes)."""
+    out = {}
+    for t in teachers:
+        out[f"teacher forward (served: {t['name']})"] = 2.0 * t["params"] * t["forward_tokens"]
+        if t.get("sampled_tokens"):
+            out[f"teacher generation (served: {t['name']})"] = 2.0 * t["params"] * t["sampled_tokens"]
+    return out
+
+
 def grpo_budget_callback(budget: float, params: int, beta: float, num_iterations: int = 1,
                          checkpoints: tuple[float, ...] = (), on_point=None):
     """A TrainerCallback that stops GRPO once its compute reaches `budget` FLOPs, and saves a checkpoint

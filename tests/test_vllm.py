@@ -330,7 +330,9 @@ def test_onpolicy_from_two_served_teachers_routed_by_a_column(tmp_path, vllm_ser
     assert sum(x["sample_requests"] for x in t.values()) == 4 * len(sampled_by_teacher)
     assert summary["memory"]["teacher"] == 0 and summary["teachers"] == m
     assert all(math.isfinite(x["loss"]) for x in log) and any(x.get("reverse_kl", 0) > 0 for x in log)
-    assert (out / "model.safetensors").exists() and summary["summary"]["flops"]["teacher forward"] > 0
+    assert (out / "model.safetensors").exists() and all(
+        summary["summary"]["flops"][f"teacher forward (served: {n})"] == 2.0 * t[n]["params"] * t[n]["forward_tokens"]
+        for n in t)
 
 
 def test_the_engine_stops_loops_and_keeps_the_thinking_budget(tmp_path):

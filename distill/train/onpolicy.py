@@ -435,7 +435,7 @@ class OnPolicySummary:
 @locks_output("distill onpolicy", "onpolicy")  # one run per output directory (rank 0 holds it)
 def train_onpolicy(recipe: Recipe, out: str | Path | None = None, resume: bool = True, callbacks=None) -> OnPolicySummary:
     """Run on-policy distillation from the recipe; save the student like a distill student plus train_summary.json."""
-    from distill.compute import onpolicy_flops
+    from distill.compute import onpolicy_flops, served_teacher_flops
     from distill.train.common import (
         check_layout,
         check_reporters,
@@ -492,10 +492,6 @@ def train_onpolicy(recipe: Recipe, out: str | Path | None = None, resume: bool =
         if pair.served:
             pair.served.close()
     teachers = served_manifest(pair.served, trainer) if pair.served else None
-    if teachers:  # the ledger's teacher: parameters weighted by the tokens each teacher ran
-        work = [(t["params"], t["forward_tokens"]) for t in teachers["teachers"]]
-        if sum(w for _, w in work):
-            pair.teacher_params = int(sum(p * w for p, w in work) / sum(w for _, w in work))
     s = OnPolicySummary(str(out), n, cfg.model, pair.teacher if pair.served else cfg.teacher, pair.student_params,
                         pair.teacher_params,
                         steps=trainer.state.global_step, seconds=time.perf_counter() - t0, resumed_from=ckpt)
@@ -512,6 +508,9 @@ def train_onpolicy(recipe: Recipe, out: str | Path | None = None, resume: bool =
     sampled = trainer.sampled_tokens  # this process's run only (a resumed run's earlier steps: in s.tokens)
     s.teacher_share = sampled["teacher"] / max(1, sum(sampled.values()))
     s.flops = onpolicy_flops(pair.student_params, pair.teacher_params, s.tokens, s.teacher_share)
+    if teachers:  # what each served teacher ran, by name, from the manifest's token counts
+        s.flops = {k: v for k, v in s.flops.items() if not k.startswith("teacher")} | served_teacher_flops(
+            teachers["teachers"])
     eot, _ = end_of_turn(tok)
     save_student(trainer, tok, eot, out, merge=cfg.lora.enabled and cfg.lora.merge)
     if is_main():
