@@ -530,3 +530,50 @@ def versions() -> dict:
 
 def speed_dict(speed: Speed | None) -> dict | None:
     return asdict(speed) if speed else None
+
+
+@dataclass
+class Run:
+    """What `run_arm` did: the checkpoint it resumed from, the training time and TRL's train() result."""
+
+    resumed_from: str | None
+    seconds: float
+    result: object = None
+
+
+def run_arm(trainer, tokenizer, out: Path, cfg, unit: str, eot_id: int | None, resume: bool, closers=(),
+            notes=()) -> Run:
+    """The skeleton every training arm (sft, grpo, onpolicy) shares once its trainer is built: check the layout,
+    find the checkpoint to resume, print the layout (and the arm's `notes`), train (closing `closers`, e.g. the
+    verifier's worker pools, however training ends), then save the student like every other arm."""
+    import time as _time
+
+    from distill.console import console
+
+    check_layout(trainer)
+    ckpt = last_checkpoint(out) if resume else None
+    if is_main():
+        console.print(f"layout: {describe_layout(layout(trainer), cfg.per_device_batch_size, cfg.gradient_accumulation_steps, unit)}")
+        for line in notes:
+            console.print(line)
+        if ckpt:
+            console.print(f"resuming from {ckpt}")
+    t0 = _time.perf_counter()
+    try:
+        result = trainer.train(resume_from_checkpoint=ckpt)
+    finally:
+        for c in closers:
+            if hasattr(c, "close"):
+                c.close()
+    run = Run(ckpt, _time.perf_counter() - t0, result)
+    save_student(trainer, tokenizer, eot_id, out, merge=cfg.lora.enabled and cfg.lora.merge)
+    return run
+
+
+def write_summary(out: Path, name: str, payload: dict, plot=None) -> None:
+    """The arm's summary JSON (`name` in `out`, with the library versions) and its plot, from the main process."""
+    if not is_main():
+        return
+    (out / name).write_text(json.dumps({**payload, "versions": versions()}, indent=1, default=str))
+    if plot is not None:
+        plot()

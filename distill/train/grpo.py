@@ -13,12 +13,10 @@ estimator), not TRL's defaults (`dapo`, β = 0): see GrpoConfig in distill/confi
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from distill.config import Recipe, RecipeError, recipe_dict
-from distill.console import console
 from distill.lock import locks_output
 
 
@@ -207,17 +205,7 @@ def build_trainer(recipe: Recipe, model, ds, tokenizer, out: Path, callbacks=Non
 def train_grpo(recipe: Recipe, out: str | Path | None = None, resume: bool = True, callbacks=None) -> GrpoSummary:
     """Run GRPO from the recipe; save the policy like a distill student (weights, template, EOS) plus grpo_summary.json."""
     from distill.models import resolve_model
-    from distill.train.common import (
-        check_layout,
-        check_reporters,
-        describe_layout,
-        is_main,
-        last_checkpoint,
-        layout,
-        load_tokenizer,
-        save_student,
-        versions,
-    )
+    from distill.train.common import check_reporters, layout, load_tokenizer, run_arm, write_summary
     from distill.train.examples import end_of_turn
     from distill.train.rewards import build_rewards
 
@@ -233,20 +221,10 @@ def train_grpo(recipe: Recipe, out: str | Path | None = None, resume: bool = Tru
     tok = load_tokenizer(model.path, cfg.revision, cfg.trust_remote_code, cfg.chat_template)
     ds, n = build_dataset(recipe, tok)
     trainer = build_trainer(recipe, model.path, ds, tok, out, callbacks)
-    check_layout(trainer)
-    ckpt = last_checkpoint(out) if resume else None
-    if is_main():
-        console.print(f"layout: {describe_layout(layout(trainer), cfg.per_device_batch_size, cfg.gradient_accumulation_steps, 'completions')}")
-    if ckpt and is_main():
-        console.print(f"resuming from {ckpt}")
-    t0 = time.perf_counter()
-    try:
-        trainer.train(resume_from_checkpoint=ckpt)
-    finally:
-        for f in trainer.reward_funcs:
-            if hasattr(f, "close"):
-                f.close()
-    s = GrpoSummary(str(out), n, steps=trainer.state.global_step, seconds=time.perf_counter() - t0, resumed_from=ckpt)
+    eot, _ = end_of_turn(tok)
+    run = run_arm(trainer, tok, out, cfg, "completions", eot, resume, closers=trainer.reward_funcs)
+    ckpt = run.resumed_from
+    s = GrpoSummary(str(out), n, steps=trainer.state.global_step, seconds=run.seconds, resumed_from=ckpt)
     s.log = trainer.state.log_history
     steps = [x for x in s.log if "reward" in x]
     if steps:
@@ -269,13 +247,10 @@ def train_grpo(recipe: Recipe, out: str | Path | None = None, resume: bool = Tru
         s.tokens_seen = int(steps[-1].get("num_tokens", 0))
     s.completions = int(s.steps * cfg.per_device_batch_size * cfg.gradient_accumulation_steps * _world()
                         / cfg.num_iterations)
-    eot, _ = end_of_turn(tok)
-    save_student(trainer, tok, eot, out, merge=cfg.lora.enabled and cfg.lora.merge)
-    if is_main():
-        (out / "grpo_summary.json").write_text(json.dumps(
-            {"summary": {k: v for k, v in s.__dict__.items() if k != "log"}, "log": s.log, "layout": layout(trainer),
-             "recipe": recipe_dict(recipe), "model": model.path, "versions": versions()}, indent=1, default=str))
-        plot_rewards(s.log, list(cfg.rewards), out / "rewards.png")
+    write_summary(out, "grpo_summary.json",
+                  {"summary": {k: v for k, v in s.__dict__.items() if k != "log"}, "log": s.log, "layout": layout(trainer),
+                   "recipe": recipe_dict(recipe), "model": model.path},
+                  plot=lambda: plot_rewards(s.log, list(cfg.rewards), out / "rewards.png"))
     return s
 
 

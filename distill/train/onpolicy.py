@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -436,17 +435,7 @@ class OnPolicySummary:
 def train_onpolicy(recipe: Recipe, out: str | Path | None = None, resume: bool = True, callbacks=None) -> OnPolicySummary:
     """Run on-policy distillation from the recipe; save the student like a distill student plus train_summary.json."""
     from distill.compute import onpolicy_flops, served_teacher_flops
-    from distill.train.common import (
-        check_layout,
-        check_reporters,
-        describe_layout,
-        is_main,
-        last_checkpoint,
-        layout,
-        save_student,
-        speed_dict,
-        versions,
-    )
+    from distill.train.common import check_reporters, is_main, layout, run_arm, speed_dict, write_summary
     from distill.train.examples import end_of_turn
     from distill.train.grpo import build_dataset
     from distill.train.rewards import REWARDS
@@ -475,26 +464,14 @@ def train_onpolicy(recipe: Recipe, out: str | Path | None = None, resume: bool =
                       f"the {pair.tokenizer_from}; weights + optimizer {m['total'] / GB:.1f} GB of "
                       f"{m['available'] / GB:.1f} GB {m['where']}")
     trainer = build_trainer(recipe, pair, ds, tok, out, callbacks)
-    check_layout(trainer)
-    ckpt = last_checkpoint(out) if resume else None
     world = trainer.accelerator.num_processes
-    if is_main():
-        console.print(f"layout: {describe_layout(layout(trainer), cfg.per_device_batch_size, cfg.gradient_accumulation_steps, 'completions')}")
-        if ckpt:
-            console.print(f"resuming from {ckpt}")
-    t0 = time.perf_counter()
-    try:
-        trainer.train(resume_from_checkpoint=ckpt)
-    finally:
-        for f in trainer.verifier:
-            if hasattr(f, "close"):
-                f.close()
-        if pair.served:
-            pair.served.close()
+    eot, _ = end_of_turn(tok)
+    run = run_arm(trainer, tok, out, cfg, "completions", eot, resume,
+                  closers=[*trainer.verifier, *([pair.served] if pair.served else [])])
+    ckpt = run.resumed_from
     teachers = served_manifest(pair.served, trainer) if pair.served else None
     s = OnPolicySummary(str(out), n, cfg.model, pair.teacher if pair.served else cfg.teacher, pair.student_params,
-                        pair.teacher_params,
-                        steps=trainer.state.global_step, seconds=time.perf_counter() - t0, resumed_from=ckpt)
+                        pair.teacher_params, steps=trainer.state.global_step, seconds=run.seconds, resumed_from=ckpt)
     s.log = trainer.state.log_history
     steps = [x for x in s.log if "loss" in x and "step" in x]
     if steps:
@@ -511,17 +488,14 @@ def train_onpolicy(recipe: Recipe, out: str | Path | None = None, resume: bool =
     if teachers:  # what each served teacher ran, by name, from the manifest's token counts
         s.flops = {k: v for k, v in s.flops.items() if not k.startswith("teacher")} | served_teacher_flops(
             teachers["teachers"])
-    eot, _ = end_of_turn(tok)
-    save_student(trainer, tok, eot, out, merge=cfg.lora.enabled and cfg.lora.merge)
-    if is_main():
-        if teachers:
-            (out / "teachers.json").write_text(json.dumps(teachers, indent=1))
-        (out / "train_summary.json").write_text(json.dumps(
-            {"stage": "onpolicy", "summary": {k: v for k, v in s.__dict__.items() if k != "log"}, "log": s.log,
-             "layout": layout(trainer), "speed": speed_dict(trainer.distill_speed), "memory": pair.memory,
-             "prompt": recipe_dict(recipe.prompt), "recipe": recipe_dict(recipe), "student": pair.student,
-             "teacher": pair.teacher, "teachers": teachers, "versions": versions()}, indent=1, default=str))
-        plot_onpolicy(s.log, out / "onpolicy.png", cfg.verifier)
+    if teachers and is_main():
+        (out / "teachers.json").write_text(json.dumps(teachers, indent=1))
+    write_summary(out, "train_summary.json",
+                  {"stage": "onpolicy", "summary": {k: v for k, v in s.__dict__.items() if k != "log"}, "log": s.log,
+                   "layout": layout(trainer), "speed": speed_dict(trainer.distill_speed), "memory": pair.memory,
+                   "prompt": recipe_dict(recipe.prompt), "recipe": recipe_dict(recipe), "student": pair.student,
+                   "teacher": pair.teacher, "teachers": teachers},
+                  plot=lambda: plot_onpolicy(s.log, out / "onpolicy.png", cfg.verifier))
     return s
 
 

@@ -14,7 +14,6 @@ is the end-of-turn token the student learned to write.
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,21 +21,18 @@ from distill.config import Recipe, TrainConfig, recipe_dict
 from distill.console import console
 from distill.train.common import (
     Speed,
-    check_layout,
     check_reporters,
     checkpoint_callback,
     choose_speed,
     common_args,
-    describe_layout,
     is_main,
-    last_checkpoint,
     layout,
     load_tokenizer,
     log_progress,
     lora_config,
-    save_student,
+    run_arm,
     speed_dict,
-    versions,
+    write_summary,
 )
 from distill.train.examples import (
     PreflightError,
@@ -389,20 +385,11 @@ def _train(recipe: Recipe, data, out, dry_run: bool, resume: bool) -> TrainSumma
 
     out = Path(out)
     trainer = build_trainer(recipe, model.path, ds, tok, out, speed)
-    check_layout(trainer)
     speed = trainer.distill_speed  # what the model's attention allows (exact_attention)
     summary.speed = speed_dict(speed)
-    ckpt = last_checkpoint(out) if resume else None
-    if is_main():
-        console.print(f"layout: {describe_layout(layout(trainer), cfg.per_device_batch_size, cfg.gradient_accumulation_steps, 'packed rows' if cfg.packing else 'traces')}")
-        console.print(f"speed: {speed.describe()}")
-        if ckpt:
-            console.print(f"resuming from {ckpt}")
-    t0 = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=ckpt)
-    secs = time.perf_counter() - t0
-
-    save_student(trainer, tok, pf.eot_id, out, merge=cfg.lora.enabled and cfg.lora.merge)
+    run = run_arm(trainer, tok, out, cfg, "packed rows" if cfg.packing else "traces", pf.eot_id, resume,
+                  notes=[f"speed: {speed.describe()}"])
+    ckpt, secs, result = run.resumed_from, run.seconds, run.result
     losses = [x for x in trainer.state.log_history if "loss" in x]
     summary.steps = trainer.state.global_step
     summary.epochs = float(trainer.state.epoch or 0)
@@ -415,11 +402,10 @@ def _train(recipe: Recipe, data, out, dry_run: bool, resume: bool) -> TrainSumma
     summary.resumed_from = ckpt
     summary.layout = layout(trainer)
     summary.log = trainer.state.log_history
-    if trainer.is_world_process_zero():
-        (out / "train_summary.json").write_text(json.dumps(
-            {"summary": {k: v for k, v in summary.__dict__.items() if k != "log"}, "log": summary.log,
-             "recipe": recipe_dict(recipe), "data": str(data), "model": model.path, "versions": versions()}, indent=1))
-        plot_loss(summary.log, out / "loss.png")
+    write_summary(out, "train_summary.json",
+                  {"summary": {k: v for k, v in summary.__dict__.items() if k != "log"}, "log": summary.log,
+                   "recipe": recipe_dict(recipe), "data": str(data), "model": model.path},
+                  plot=lambda: plot_loss(summary.log, out / "loss.png"))
     return summary
 
 
