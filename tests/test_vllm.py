@@ -353,3 +353,32 @@ def test_the_engine_stops_loops_and_keeps_the_thinking_budget(tmp_path):
     assert "repetition" not in plain["finish"]
     budget, free = rows["r1 template, thinking_token_budget=64"], rows["r1 template"]
     assert budget["closed_think"] > free["closed_think"], rows
+
+
+def test_onpolicy_from_a_served_teacher_on_two_zero3_processes(tmp_path, vllm_server):
+    """The served teacher under a two-process ZeRO-3 launch (as the 32B/70B recipes run): each rank scores its own
+    completions on the server, the student's partitioned LM head is gathered by the served loss's call to it, the
+    teacher-sampled step comes from the server, and the manifest sums both ranks' requests. beta 0.5, so the
+    reverse KL is a second pass over the same head."""
+    from tests.test_launch import LAYOUTS, _command, _cpu_config, _needs_deepspeed, _run
+
+    _needs_deepspeed("zero3.yaml")
+    url = f"http://127.0.0.1:{vllm_server}"
+    out = tmp_path / "out"
+    sets = ["onpolicy.model=embedded", "onpolicy.teacher=embedded", f'onpolicy.teacher_servers=[{{name: math, url: "{url}"}}]',
+            "problems.task=arithmetic", "problems.count=8", "prompt.template=plain", "onpolicy.per_device_batch_size=2",
+            "onpolicy.max_completion_length=8", "onpolicy.max_steps=2", "onpolicy.learning_rate=1e-4",
+            "onpolicy.save_strategy=no", "onpolicy.reward_workers=0", "onpolicy.gradient_checkpointing=false",
+            "onpolicy.beta=0.5", "onpolicy.lmbda=0.5", "onpolicy.seed=0"]
+    r = _run(_command(_cpu_config("zero3.yaml", tmp_path), ["onpolicy", "--out", str(out)], sets), out, 900)
+    assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-4000:])
+    d = json.loads((out / "train_summary.json").read_text())
+    lay = d["layout"]
+    assert (lay["world_size"], lay["distributed_type"], lay.get("zero_stage")) == (2, *LAYOUTS["zero3.yaml"]), lay
+    steps = [x for x in d["log"] if "loss" in x]
+    assert [x["teacher_sampled"] for x in steps] == [1.0, 0.0]  # seed 0: the server samples step 0
+    assert all(math.isfinite(x["loss"]) for x in steps) and steps[1]["reverse_kl"] > 0
+    t = json.loads((out / "teachers.json").read_text())["teachers"][0]
+    # both ranks' requests: 2 steps x 4 completions scored, step 0's 4 completions sampled by the server
+    assert (t["rows"], t["score_requests"], t["sample_requests"]) == (8, 8, 4), t
+    assert d["memory"]["teacher"] == 0 and (out / "model.safetensors").exists()
