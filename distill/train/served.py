@@ -35,11 +35,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from distill.teachers.base import TeacherError
 from distill.train.examples import PreflightError
 
 
-class TeacherServerError(RuntimeError):
-    """A served teacher did not answer usably (after retries)."""
+class TeacherServerError(TeacherError):
+    """A served teacher did not answer usably (after retries): the run stops with this message (exit 2)."""
 
 
 def _base(url: str) -> str:
