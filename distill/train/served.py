@@ -58,7 +58,8 @@ class ServedTeacher:
     checkpoint: str = ""  # where the preflight read its config and tokenizer
     params: int = 0
     stats: dict = field(default_factory=lambda: {"rows": 0, "score_requests": 0, "scored_tokens": 0, "forward_tokens": 0,
-                                                 "sample_requests": 0, "sampled_tokens": 0, "seconds": 0.0})
+                                                 "sample_requests": 0, "sampled_tokens": 0,
+                                                 "request_seconds": 0.0})  # summed over concurrent requests
 
 
 def _session(pool: int, retries: int = 6):
@@ -211,7 +212,7 @@ class TeacherServers:
             t.stats["score_requests"] += 1
             t.stats["scored_tokens"] += len(ids) - prompt_len
             t.stats["forward_tokens"] += len(ids)
-            t.stats["seconds"] += time.perf_counter() - t0
+            t.stats["request_seconds"] += time.perf_counter() - t0
         return out
 
     def score(self, names: list[str], sequences: list[list[int]], prompt_lens: list[int]) -> list[list[dict[int, float]]]:
@@ -260,7 +261,7 @@ class TeacherServers:
         with self._lock:
             t.stats["sample_requests"] += 1
             t.stats["sampled_tokens"] += len(ids)
-            t.stats["seconds"] += time.perf_counter() - t0
+            t.stats["request_seconds"] += time.perf_counter() - t0
         return ids
 
     def sample(self, names: list[str], prompts: list[list[int]], sampling: dict) -> list[list[int]]:
