@@ -31,7 +31,8 @@ class TrlSeamError(RuntimeError):
 NEEDS = {
     "onpolicy": [
         ("trl", "DistillationTrainer", "_generate_and_score_completions", ("self", "inputs")),
-        ("trl", "DistillationTrainer", "_generate_single_turn", None),  # forwarded with *args, **kwargs
+        # forwarded with *args, **kwargs; a served teacher's samples read the prompts' token ids from the first
+        ("trl", "DistillationTrainer", "_generate_single_turn", ("self", "prompt_ids")),
         ("trl", "DistillationTrainer", "_get_last_hidden_state", ("self", "unwrapped_model")),
         ("trl", "DistillationTrainer", "_compute_loss", ("self", "unwrapped_student", "inputs", "num_items_in_batch")),
         ("trl.kernels.chunked_divergence", "ChunkedDivergenceFunction", "apply", None),
@@ -41,7 +42,7 @@ NEEDS = {
 }
 # what the on-policy overrides read or set on a built DistillationTrainer
 INSTANCE = ("_metrics", "model_wrapped", "use_vllm", "teacher_model", "beta", "temperature", "accelerator",
-            "processing_class")
+            "processing_class", "eos_token_ids")
 # the overrides, by name: tests/test_trl_seam.py checks that TRL calls each one
 OVERRIDES = ("_generate_and_score_completions", "_generate_single_turn", "_get_last_hidden_state", "_compute_loss")
 
