@@ -234,10 +234,32 @@ def _resolve(key: str, ref: str, revision: str | None):
         raise ModelError(f"{key}: {e}") from None
 
 
+def _student(cfg):
+    """The student's resolved model, text config and tokenizer (configs and tokenizers only)."""
+    from distill.train.common import load_tokenizer
+
+    s_model = _resolve("onpolicy.model", cfg.model, cfg.revision)
+    s_cfg = _text_config(s_model.path, cfg.revision, cfg.trust_remote_code)
+    return s_model, s_cfg, load_tokenizer(s_model.path, cfg.revision, cfg.trust_remote_code, cfg.chat_template)
+
+
+def _teacher_checks(cfg, key: str, ref: str, revision: str | None, s_cfg, s_tok):
+    """One teacher's config and tokenizer (no weights) against the student's: the vocabulary size and the id-by-id
+    spellings, for an in-process teacher and for each served one alike. Returns (model, text config, tokenizer,
+    ids spelled differently)."""
+    from distill.train.common import load_tokenizer
+
+    t_model = _resolve(key, ref, revision)
+    t_cfg = _text_config(t_model.path, revision, cfg.trust_remote_code)
+    check_vocab_size(cfg.model, ref, s_cfg, t_cfg)
+    t_tok = load_tokenizer(t_model.path, revision, cfg.trust_remote_code, cfg.chat_template)
+    return t_model, t_cfg, t_tok, check_spellings(cfg.model, ref, s_cfg, s_tok, t_tok, cfg.tokenizer)
+
+
 def preflight(recipe: Recipe) -> tuple[Pair, object]:
     """Everything that can be refused from configs and tokenizers, before any weights load.
     Returns the pair and the tokenizer the student uses."""
-    from distill.train.common import device_kind, load_tokenizer
+    from distill.train.common import device_kind
 
     check("onpolicy")  # TRL's internals that the overrides rely on, before anything loads
     cfg = recipe.onpolicy
@@ -246,14 +268,9 @@ def preflight(recipe: Recipe) -> tuple[Pair, object]:
     if not cfg.teacher:
         raise RecipeError("onpolicy.teacher is not set: name the teacher (a local directory, `embedded`, a .gguf "
                           "file or a hub id), e.g. --set onpolicy.teacher=runs/quick/student")
-    s_model = _resolve("onpolicy.model", cfg.model, cfg.revision)
-    t_model = _resolve("onpolicy.teacher", cfg.teacher, cfg.teacher_revision)
-    s_cfg = _text_config(s_model.path, cfg.revision, cfg.trust_remote_code)
-    t_cfg = _text_config(t_model.path, cfg.teacher_revision, cfg.trust_remote_code)
-    check_vocab_size(cfg.model, cfg.teacher, s_cfg, t_cfg)
-    s_tok = load_tokenizer(s_model.path, cfg.revision, cfg.trust_remote_code, cfg.chat_template)
-    t_tok = load_tokenizer(t_model.path, cfg.teacher_revision, cfg.trust_remote_code, cfg.chat_template)
-    differing = check_spellings(cfg.model, cfg.teacher, s_cfg, s_tok, t_tok, cfg.tokenizer)
+    s_model, s_cfg, s_tok = _student(cfg)
+    t_model, t_cfg, t_tok, differing = _teacher_checks(cfg, "onpolicy.teacher", cfg.teacher, cfg.teacher_revision,
+                                                       s_cfg, s_tok)
     tok = t_tok if cfg.tokenizer == "teacher" else s_tok
     contexts = [c for c in (cfg.context.max_position_embeddings or _context(s_cfg), _context(t_cfg)) if c]
     pair = Pair(s_model.path, t_model.path, _params(s_cfg), _params(t_cfg), s_cfg.vocab_size,
@@ -270,36 +287,28 @@ def _preflight_served(recipe: Recipe) -> tuple[Pair, object]:
     """The preflight for served teachers: each server answers and serves its model; each teacher's checkpoint
     (config and tokenizer, no weights) has the student's vocabulary and spellings; a scoring request at the
     configured top-k goes through; the memory counts no teacher."""
-    from pathlib import Path as _P
-
-    from distill.train.common import device_kind, load_tokenizer
+    from distill.train.common import device_kind
     from distill.train.served import TeacherServers
 
     cfg = recipe.onpolicy
-    s_model = _resolve("onpolicy.model", cfg.model, cfg.revision)
-    s_cfg = _text_config(s_model.path, cfg.revision, cfg.trust_remote_code)
+    s_model, s_cfg, s_tok = _student(cfg)
     if used := [k for k in LOGIT_TRANSFORMS if getattr(s_cfg, k, None) not in (None, 1, 1.0)]:
         raise PreflightError(f"onpolicy.teacher_servers: the student {cfg.model} transforms its logits ({', '.join(used)}), "
                              "which the served loss does not apply; distill it from an in-process teacher")
-    s_tok = load_tokenizer(s_model.path, cfg.revision, cfg.trust_remote_code, cfg.chat_template)
     servers = TeacherServers(cfg)
     servers.describe()
     tok, differing, contexts, params = s_tok, 0, [cfg.context.max_position_embeddings or _context(s_cfg)], []
     for entry in cfg.teacher_servers:
         t = servers.teachers[entry.name]
-        ref = entry.checkpoint or cfg.teacher or (t.root if t.root and _P(t.root).exists() else None)
+        ref = entry.checkpoint or cfg.teacher or (t.root if t.root and Path(t.root).exists() else None)
         if not ref:
             raise PreflightError(
                 f"onpolicy.teacher_servers {entry.name!r}: the server serves {t.root or t.model!r}, which is not a path "
                 "on this machine; name the checkpoint (`checkpoint:` a hub id or a local copy of its config and "
                 "tokenizer) so its vocabulary can be checked against the student's before training")
-        key = f"onpolicy.teacher_servers[{entry.name}].checkpoint"
-        t_model = _resolve(key, ref, entry.revision or cfg.teacher_revision)
-        t_cfg = _text_config(t_model.path, entry.revision or cfg.teacher_revision, cfg.trust_remote_code)
-        check_vocab_size(cfg.model, ref, s_cfg, t_cfg)
-        t_tok = load_tokenizer(t_model.path, entry.revision or cfg.teacher_revision, cfg.trust_remote_code,
-                               cfg.chat_template)
-        differing = max(differing, check_spellings(cfg.model, ref, s_cfg, s_tok, t_tok, cfg.tokenizer))
+        t_model, t_cfg, t_tok, diff = _teacher_checks(cfg, f"onpolicy.teacher_servers[{entry.name}].checkpoint", ref,
+                                                      entry.revision or cfg.teacher_revision, s_cfg, s_tok)
+        differing = max(differing, diff)
         if cfg.tokenizer == "teacher" and entry is cfg.teacher_servers[0]:
             tok = t_tok
         t.checkpoint, t.params = t_model.path, _params(t_cfg)
