@@ -235,15 +235,15 @@ class TeacherServers:
                     keep = idx < vocab  # vLLM's vocabulary is the model's (padded) output size
                     lp[i, j, idx[keep]] = torch.tensor(list(d.values()))[keep]
             return None, lp
+        # vLLM answers k entries a position, k + 1 when the sampled token is not among the top k
         slots = self.k + 1
-        ids = torch.zeros((rows, width, slots), dtype=torch.long)
-        lp = torch.full((rows, width, slots), -math.inf)
-        for i, seq in enumerate(scored):
-            for j, d in enumerate(seq):
-                items = sorted(d.items(), key=lambda kv: -kv[1])[:slots]
-                ids[i, j, : len(items)] = torch.tensor([a for a, _ in items])
-                lp[i, j, : len(items)] = torch.tensor([b for _, b in items])
-        return ids, lp
+        pad_ids, pad_lp = [0] * slots, [-math.inf] * slots
+        id_rows, lp_rows = [], []
+        for seq in scored:
+            id_rows.append([(list(d)[:slots] + pad_ids)[:slots] for d in seq] + [pad_ids] * (width - len(seq)))
+            lp_rows.append([(list(d.values())[:slots] + pad_lp)[:slots] for d in seq] + [pad_lp] * (width - len(seq)))
+        return (torch.tensor(id_rows, dtype=torch.long).reshape(rows, width, slots),
+                torch.tensor(lp_rows, dtype=torch.float32).reshape(rows, width, slots))
 
     # ------------------------------------------------------------------------------------------
     # sampling (lmbda < 1)
@@ -289,7 +289,8 @@ class TeacherServers:
 # the divergence on the served support
 
 
-def sparse_divergence(s_logits, ids, t_lp, beta: float, temperature: float = 1.0, tail: bool = True):
+def sparse_divergence(s_logits, ids, t_lp, beta: float, temperature: float = 1.0, tail: bool = True,
+                      reverse: bool = False):
     """Per-position generalized JSD between the student and the teacher, on the teacher's support.
 
     s_logits: (N, V) the student's logits; t_lp: (N, S) the teacher's log-probabilities (temperature 1) of the
@@ -299,7 +300,8 @@ def sparse_divergence(s_logits, ids, t_lp, beta: float, temperature: float = 1.0
     temperature: the teacher's log-probabilities are re-tempered exactly). On a top-k support, `tail` adds one
     bucket for the mass outside the support on each side (a coarser distribution: the divergence is a lower bound of
     the full one, equal when the support holds all the mass); without it both sides renormalize on the support.
-    Returns (divergence (N,), student entropy (N,))."""
+    Returns (divergence (N,), student entropy (N,)), and with `reverse` also the reverse KL on the same support
+    (N,), without gradient (the logged `reverse_kl`, from the same logits)."""
     import torch
 
     s_all = torch.log_softmax(s_logits.float() / temperature, dim=-1)
@@ -333,7 +335,11 @@ def sparse_divergence(s_logits, ids, t_lp, beta: float, temperature: float = 1.0
         b = torch.tensor(beta, dtype=s.dtype, device=s.device)
         m = torch.logsumexp(torch.stack([s + torch.log1p(-b), t + torch.log(b)]), dim=0)
         d = b * pt * (t - m) + (1 - b) * ps * (s - m)
-    return torch.where(valid, d, zero).sum(-1), entropy
+    d = torch.where(valid, d, zero).sum(-1)
+    if not reverse:
+        return d, entropy
+    rkl = d.detach() if beta == 1 else torch.where(valid, ps * (s - t), zero).sum(-1).detach()
+    return d, entropy, rkl
 
 
 def served_loss_sums(hidden, head, ids, t_lp, mask, beta, temperature, tail, chunk: int = 512):
@@ -352,21 +358,15 @@ def served_loss_sums(hidden, head, ids, t_lp, mask, beta, temperature, tail, chu
     rkl = torch.zeros((), dtype=torch.float32, device=h.device)
     ent = torch.zeros((), dtype=torch.float32, device=h.device)
 
-    def part(hc, lc, sc):
-        d, e = sparse_divergence(head(hc), sc, lc, beta, temperature, tail)
-        return d.sum(), e.sum().detach()
+    def part(hc, lc, sc):  # one pass through the head for the loss, the entropy and the logged reverse KL
+        d, e, r = sparse_divergence(head(hc), sc, lc, beta, temperature, tail, reverse=True)
+        return d.sum(), e.sum().detach(), r.sum()
 
     for a in range(0, h.size(0), chunk):
         hc, lc = h[a:a + chunk], lp[a:a + chunk]
         sc = None if sup is None else sup[a:a + chunk]
-        d, e = checkpoint(part, hc, lc, sc, use_reentrant=False) if torch.is_grad_enabled() else part(hc, lc, sc)
-        total = total + d
-        ent = ent + e
-        with torch.no_grad():
-            if beta == 1:
-                rkl = rkl + d.detach()
-            else:
-                rkl = rkl + sparse_divergence(head(hc.detach()), sc, lc, 1.0, temperature, tail)[0].sum()
+        d, e, r = checkpoint(part, hc, lc, sc, use_reentrant=False) if torch.is_grad_enabled() else part(hc, lc, sc)
+        total, ent, rkl = total + d, ent + e, rkl + r
     if h.size(0) == 0:  # keep the graph (DDP expects every parameter to get a gradient)
         total = total + 0.0 * hidden.sum()
     return total, rkl, ent, valid.sum()
