@@ -224,14 +224,41 @@ class _Tree:
         """Kill every process of the run seen so far that is still there (the same process: its start
         time still matches). A child that outlives the run's main process goes with it, even one that
         left the process group; inside the sandbox the PID namespace already ends them all."""
+        import select
+
+        dying = []
         for p, started in list(self.seen.items()):
+            fd = None
             try:
+                # a pidfd first: the start time is checked on the process the signal then goes to
+                fd = os.pidfd_open(p) if hasattr(os, "pidfd_open") else None
                 with open(f"/proc/{p}/stat") as f:
                     s = f.read()
                 if s[s.rfind(")") + 2:].split()[19] == started:
-                    os.kill(p, signal.SIGKILL)
+                    if fd is None:
+                        os.kill(p, signal.SIGKILL)
+                    else:
+                        signal.pidfd_send_signal(fd, signal.SIGKILL)
+                        dying.append(fd)
+                        fd = None
             except (OSError, IndexError):
                 pass
+            finally:
+                if fd is not None:
+                    os.close(fd)
+        # SIGKILL is delivered when the process next runs: until then it is still there (state R) and
+        # could still write. Return once each has exited (its pidfd turns readable), so nothing of the
+        # run outlives the call that ends it; a process stuck in the kernel is given up on after 5 s.
+        deadline = time.monotonic() + 5
+        try:
+            while dying and (left := deadline - time.monotonic()) > 0:
+                ready, _, _ = select.select(dying, [], [], left)
+                for fd in ready:
+                    dying.remove(fd)
+                    os.close(fd)
+        finally:
+            for fd in dying:
+                os.close(fd)
 
     def pids(self) -> list[int]:
         out, todo = [], [self.pid]
